@@ -1,0 +1,3 @@
+from larrylab.cli import main
+
+main()

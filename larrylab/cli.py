@@ -1,0 +1,397 @@
+"""`larrylab`: the one command-line entry point."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from larrylab.config import ArmSpec, ConfigError, Settings
+
+app = typer.Typer(
+    help="larrylab: A/B experiments, evals and fine-tuning for Larry, the PWS coach.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+exp_app = typer.Typer(help="List, inspect and change experiments.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(exp_app, name="experiment")
+app.add_typer(models_app, name="models")
+
+T = TypeVar("T")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+DbOpt = Annotated[
+    str | None, typer.Option("--database-url", help="Overrides LARRYLAB_DATABASE_URL.")
+]
+console = Console(stderr=False)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one clear sentence to stderr and exit with `code`."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(database_url: str | None = None, config: Path | None = None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    if config:
+        overrides["config"] = config
+    try:
+        return Settings(**overrides)
+    except Exception as exc:  # pydantic ValidationError on a bad LARRYLAB_* variable
+        fail(f"invalid setting: {exc}")
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run `fn`, turning expected errors into a sentence and an exit code."""
+    from larrylab.platform.db import DatabaseURLError
+    from larrylab.platform.experiments import ConflictError, NotFoundError
+    from larrylab.platform.service import StoreNotReadyError
+
+    try:
+        return fn()
+    except (ConfigError, DatabaseURLError, StoreNotReadyError) as exc:
+        fail(str(exc))
+    except NotFoundError as exc:
+        fail(str(exc).strip("'\""), code=3)
+    except (ConflictError, ValueError) as exc:
+        fail(str(exc))
+    except Exception as exc:
+        if type(exc).__module__.startswith("sqlalchemy"):
+            fail(f"database error: {str(exc).splitlines()[0]}", code=1)
+        raise
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8400,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (PostgreSQL for more than 1).")
+    ] = 1,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config (overrides LARRYLAB_CONFIG).")
+    ] = None,
+    database_url: DbOpt = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Run the router: OpenAI-compatible API, feedback, admin API, health and metrics."""
+    import uvicorn
+
+    from larrylab.platform.db import is_sqlite
+    from larrylab.platform.service import prepare_store
+
+    settings = _settings(database_url, config)
+    if not _is_loopback(host) and (not settings.client_keys or not settings.admin_key):
+        fail(
+            f"refusing to bind {host}: set LARRYLAB_API_KEYS and LARRYLAB_ADMIN_KEY "
+            "to serve beyond loopback"
+        )
+    prepared = _guard(lambda: prepare_store(settings))
+    if workers > 1 and is_sqlite(prepared.database_url):
+        fail("several workers need PostgreSQL: SQLite allows one writer process")
+    if prepared.migrated:
+        typer.echo(f"migrated {prepared.database_url} to the newest schema")
+    if prepared.bootstrap and prepared.bootstrap.added:
+        typer.echo("bootstrapped from config: " + ", ".join(prepared.bootstrap.added))
+    os.environ["LARRYLAB_DATABASE_URL"] = prepared.database_url
+    if settings.config_path() is not None:
+        os.environ["LARRYLAB_CONFIG"] = str(settings.config_path())
+    typer.echo(f"larrylab router on http://{host}:{port}/v1 (database {prepared.database_url})")
+    sys.stdout.flush()
+    uvicorn.run(
+        "larrylab.platform.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def sim(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8500,
+    latency_ms: Annotated[
+        float, typer.Option(help="Extra latency before the reply starts (median).")
+    ] = 0.0,
+    ttft_ms: Annotated[float, typer.Option(help="Median time to first token.")] = 150.0,
+    tokens_per_s: Annotated[float, typer.Option(help="Decode speed; 0 = instant.")] = 80.0,
+    error_rate: Annotated[
+        float, typer.Option(help="Share of requests failing before any byte.")
+    ] = 0.0,
+    error_status: Annotated[int, typer.Option(help="HTTP status of simulated errors.")] = 500,
+    hang_rate: Annotated[float, typer.Option(help="Share of requests that hang.")] = 0.0,
+    hang_s: Annotated[float, typer.Option(help="How long a hang lasts.")] = 300.0,
+    drop_rate: Annotated[float, typer.Option(help="Share of streams cut mid-way.")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed for reproducible runs.")] = None,
+    label: Annotated[str, typer.Option(help="Name shown in the banner and headers.")] = "simulated",
+) -> None:
+    """Run a SIMULATED upstream model (OpenAI and Ollama wire protocols) for tests and demos."""
+    from larrylab.sim import SimConfig
+    from larrylab.sim import serve as serve_sim
+
+    try:
+        cfg = SimConfig(
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            tokens_per_s=tokens_per_s,
+            error_rate=error_rate,
+            error_status=error_status,
+            hang_rate=hang_rate,
+            hang_s=hang_s,
+            drop_rate=drop_rate,
+            seed=seed,
+            label=label,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    serve_sim(cfg, host=host, port=port)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DbOpt = None) -> None:
+    """Migrate the database to the newest schema."""
+    from larrylab.platform.db import normalize_url, upgrade
+
+    settings = _settings(database_url)
+    url = _guard(lambda: normalize_url(settings.database_url))
+    _guard(lambda: upgrade(url))
+    typer.echo(f"{url}: schema is at the newest revision")
+
+
+@db_app.command("current")
+def db_current(database_url: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the database's schema revision and the newest one."""
+    from larrylab.platform.db import current_revision, head_revision, make_engine
+
+    settings = _settings(database_url)
+    engine = _guard(lambda: make_engine(settings.database_url))
+    current = _guard(lambda: current_revision(engine))
+    out = {"current": current, "head": head_revision()}
+    _print_json(out) if as_json else typer.echo(
+        f"current {current or 'none'}, newest {out['head']}"
+    )
+
+
+def _session(database_url: str | None) -> Any:
+    from sqlmodel import Session
+
+    from larrylab.platform.db import make_engine
+
+    settings = _settings(database_url)
+    return Session(_guard(lambda: make_engine(settings.database_url)))
+
+
+@exp_app.command("list")
+def experiment_list(database_url: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """List experiments."""
+    from larrylab.platform.experiments import list_experiments
+
+    with _session(database_url) as session:
+        items = _guard(lambda: list_experiments(session=session))
+    if as_json:
+        _print_json({"data": [e.model_dump(mode="json") for e in items], "count": len(items)})
+        return
+    table = Table("name", "route", "status", "arms")
+    for e in items:
+        arms = ", ".join(
+            f"{a.model} {a.weight:g}{' (control)' if a.control else ''}" for a in e.arms
+        )
+        table.add_row(e.name, e.route, e.status, arms)
+    console.print(table)
+
+
+@exp_app.command("show")
+def experiment_show(name: str, database_url: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one experiment with its per-arm summary."""
+    from larrylab.platform.experiments import get_experiment
+    from larrylab.platform.summary import summarize
+
+    with _session(database_url) as session:
+        exp = _guard(lambda: get_experiment(session=session, name=name))
+        rows = _guard(
+            lambda: summarize(
+                session.get_bind(), exp.name, [(a.model, a.control, a.weight) for a in exp.arms]
+            )
+        )
+    if as_json:
+        _print_json(
+            {**exp.model_dump(mode="json"), "summary": [r.model_dump(mode="json") for r in rows]}
+        )
+        return
+    console.print(f"[bold]{exp.name}[/bold] on route {exp.route} ({exp.status}), seed {exp.seed!r}")
+    console.print(summary_table(rows))
+
+
+def summary_table(rows: list[Any]) -> Table:
+    """A rich table of per-arm summaries."""
+    table = Table(
+        "arm",
+        "weight",
+        "requests",
+        "threads",
+        "errors",
+        "fallbacks",
+        "p50 ms",
+        "p95 ms",
+        "ttft p50",
+        "ratings",
+        "mean",
+        ">=4",
+    )
+    for r in rows:
+        table.add_row(
+            r.arm + (" (control)" if r.control else ""),
+            f"{r.weight:g}",
+            str(r.requests),
+            str(r.threads),
+            str(r.errors),
+            str(r.fallbacks),
+            _ms(r.latency_ms.p50),
+            _ms(r.latency_ms.p95),
+            _ms(r.ttft_ms.p50),
+            str(r.feedback_count),
+            f"{r.mean_score:.2f}" if r.mean_score is not None else "-",
+            f"{r.high_rating_share:.0%}" if r.high_rating_share is not None else "-",
+        )
+    return table
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.0f}" if value is not None else "-"
+
+
+def _parse_arm(text: str) -> ArmSpec:
+    model, sep, rest = text.partition("=")
+    weight, _, flag = rest.partition(":")
+    try:
+        if not sep or flag not in ("", "control"):
+            raise ValueError(text)
+        return ArmSpec(model=model, weight=float(weight), control=flag == "control")
+    except ValueError:
+        fail(f"arm {text!r} must look like MODEL=WEIGHT or MODEL=WEIGHT:control")
+
+
+ArmsArg = Annotated[
+    list[str], typer.Option("--arm", help="MODEL=WEIGHT, one control as MODEL=WEIGHT:control.")
+]
+
+
+@exp_app.command("create")
+def experiment_create(
+    name: str,
+    route: Annotated[str, typer.Option()],
+    arm: ArmsArg,
+    seed: Annotated[str | None, typer.Option()] = None,
+    stopped: Annotated[bool, typer.Option(help="Create without starting.")] = False,
+    database_url: DbOpt = None,
+) -> None:
+    """Create (and start) an experiment on a route."""
+    from larrylab.config import ExperimentSpec
+    from larrylab.platform.experiments import create_experiment
+
+    arms = [_parse_arm(a) for a in arm]
+    spec = _guard(
+        lambda: ExperimentSpec(
+            name=name, route=route, arms=arms, seed=seed, status="stopped" if stopped else "running"
+        )
+    )
+    with _session(database_url) as session:
+        _guard(lambda: create_experiment(session=session, spec=spec))
+    typer.echo(f"experiment {name} created ({spec.status})")
+
+
+@exp_app.command("weights")
+def experiment_weights(name: str, arm: ArmsArg, database_url: DbOpt = None) -> None:
+    """Replace an experiment's arms and weights."""
+    from larrylab.platform.experiments import update_experiment
+
+    arms = [_parse_arm(a) for a in arm]
+    with _session(database_url) as session:
+        _guard(lambda: update_experiment(session=session, name=name, arms=arms))
+    typer.echo(f"experiment {name}: weights updated")
+
+
+@exp_app.command("start")
+def experiment_start(name: str, database_url: DbOpt = None) -> None:
+    """Start or resume an experiment."""
+    from larrylab.platform.experiments import update_experiment
+
+    with _session(database_url) as session:
+        _guard(lambda: update_experiment(session=session, name=name, status="running"))
+    typer.echo(f"experiment {name} running")
+
+
+@exp_app.command("stop")
+def experiment_stop(name: str, database_url: DbOpt = None) -> None:
+    """Stop an experiment."""
+    from larrylab.platform.experiments import update_experiment
+
+    with _session(database_url) as session:
+        _guard(lambda: update_experiment(session=session, name=name, status="stopped"))
+    typer.echo(f"experiment {name} stopped")
+
+
+@models_app.command("list")
+def models_list(database_url: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """List registered models."""
+    from larrylab.platform.registry import list_models
+
+    with _session(database_url) as session:
+        items = _guard(lambda: list_models(session=session))
+    if as_json:
+        _print_json({"data": [m.model_dump(mode="json") for m in items], "count": len(items)})
+        return
+    table = Table("name", "api", "target", "state")
+    for m in items:
+        table.add_row(m.name, m.api, m.litellm_model or f"{m.base_url} ({m.model})", m.state)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo keeps its database.")
+    ] = Path("larrylab-demo"),
+    threads: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Simulated workshop threads.")
+    ] = 40,
+) -> None:
+    """Run larrylab offline end to end on simulated upstreams and show what it measured."""
+    from larrylab.demo import run_demo
+
+    _guard(lambda: run_demo(directory, threads=threads, console=console))
+
+
+def main() -> None:
+    """Entry point for `python -m larrylab`."""
+    app()

@@ -1,0 +1,71 @@
+"""The router's FastAPI app: lifespan (store, routing cache, log writer, HTTP client) and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from larrylab import __version__
+from larrylab.config import Settings
+from larrylab.platform.api import admin, chat, feedback, health
+from larrylab.platform.api.deps import RouterState
+from larrylab.platform.api.errors import install_error_handlers
+from larrylab.platform.db import make_engine
+from larrylab.platform.logwriter import LogWriter
+from larrylab.platform.metrics import RouterMetrics
+from larrylab.platform.routing import RoutingCache
+
+log = logging.getLogger(__name__)
+
+
+def _http_client() -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0), trust_env=False)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the router app; the store must be migrated (`larrylab.platform.service`)."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, pool_size=10)
+        writer = LogWriter(
+            engine,
+            batch_size=settings.log_batch_size,
+            flush_interval_s=settings.log_flush_interval_s,
+            queue_size=settings.log_queue_size,
+            spill_dir=Path(settings.spill_dir),
+        )
+        routing = RoutingCache(engine, settings.routing_refresh_s)
+        client = _http_client()
+        app.state.router = RouterState(settings, engine, routing, writer, client, RouterMetrics())
+        writer.start()
+        refresher = asyncio.create_task(routing.run(), name="larrylab-routing-refresh")
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            await writer.close()
+            await client.aclose()
+            engine.dispose()
+            log.info("router stopped; every request row written")
+
+    app = FastAPI(
+        title="larrylab router",
+        version=__version__,
+        description="OpenAI-compatible router splitting threads between models by experiment.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(feedback.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    return app

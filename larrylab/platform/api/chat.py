@@ -1,0 +1,314 @@
+"""`POST /v1/chat/completions` and `GET /v1/models`: the OpenAI-compatible hot path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response, StreamingResponse
+
+from larrylab.platform.api.deps import RouterState, StateDep, require_client
+from larrylab.platform.api.errors import ApiError, error_body, error_response
+from larrylab.platform.api.schemas import ChatCompletionRequest, parse_chat_body
+from larrylab.platform.logwriter import RequestRecord
+from larrylab.platform.models import utcnow
+from larrylab.platform.routing import Resolution, Target
+from larrylab.platform.upstream import ChunkStream, Completion, UpstreamError, complete, open_stream
+
+router = APIRouter(dependencies=[Depends(require_client)], tags=["openai"])
+
+T = TypeVar("T")
+Call = Callable[[httpx.AsyncClient, Target, dict[str, Any]], Awaitable[T]]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """Bookkeeping for one request as it moves through the router."""
+
+    id: str
+    t0: float
+    created: Any
+    body: dict[str, Any]
+    unit: str
+    unit_source: str
+    res: Resolution
+    served: Target | None = None
+    fallback_from: str | None = None
+    upstream_s: float = 0.0
+
+    def headers(self) -> dict[str, str]:
+        """The x-larrylab-* response headers."""
+        served = self.served.name if self.served else (self.res.target.name)
+        return {
+            "x-larrylab-request-id": self.id,
+            "x-larrylab-arm": served,
+            "x-larrylab-experiment": self.res.experiment.name if self.res.experiment else "none",
+        }
+
+    def record(
+        self,
+        *,
+        status: str,
+        http_status: int,
+        error: UpstreamError | None = None,
+        ttft_s: float | None = None,
+        tokens: dict[str, Any] | None = None,
+        reply: dict[str, Any] | None = None,
+    ) -> RequestRecord:
+        """The log row for this request, finished now."""
+        latency = time.perf_counter() - self.t0
+        served = self.served or self.res.target
+        tokens = tokens or {}
+        return RequestRecord(
+            id=self.id,
+            thread_id=self.unit,
+            unit_source=self.unit_source,
+            route=self.res.route,
+            experiment=self.res.experiment.name if self.res.experiment else None,
+            arm=self.res.arm,
+            model=served.name,
+            upstream_model=served.upstream_model,
+            stream=bool(self.body.get("stream")),
+            status=status,
+            http_status=http_status,
+            error_class=error.error_class if error else None,
+            error_message=error.message if error else None,
+            fallback_from=self.fallback_from,
+            latency_ms=latency * 1000,
+            ttft_ms=ttft_s * 1000 if ttft_s is not None else None,
+            upstream_ms=self.upstream_s * 1000,
+            overhead_ms=max(0.0, latency - self.upstream_s) * 1000,
+            prompt_tokens=_int(tokens.get("prompt_tokens")),
+            completion_tokens=_int(tokens.get("completion_tokens")),
+            created_at=self.created,
+            finished_at=utcnow(),
+            prompt=self.body["messages"],
+            reply=reply,
+        )
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _thread_unit(body: dict[str, Any], request: Request) -> tuple[str, str]:
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        return user, "user"
+    header = request.headers.get("x-thread-id", "").strip()
+    if header:
+        if len(header) > 256:
+            raise ApiError(400, "X-Thread-Id must be at most 256 characters", param="X-Thread-Id")
+        return header, "header"
+    return f"rnd-{uuid.uuid4().hex}", "random"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise ApiError(
+            413, f"request body is larger than the limit of {limit} bytes", code="body_too_large"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(
+                413,
+                f"request body is larger than the limit of {limit} bytes",
+                code="body_too_large",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _with_fallback(state: RouterState, att: Attempt, call: Call[T]) -> T:
+    """Call the assigned model; if a candidate arm fails before any byte, call the control."""
+    started = time.perf_counter()
+    att.served = att.res.target
+    try:
+        return await call(state.client, att.res.target, att.body)
+    except UpstreamError as err:
+        if att.res.control is None or not err.fallback_ok:
+            raise
+        att.fallback_from = att.res.target.name
+        att.served = att.res.control
+        return await call(state.client, att.res.control, att.body)
+    finally:
+        att.upstream_s += time.perf_counter() - started
+
+
+async def _log(state: RouterState, att: Attempt, rec: RequestRecord, *, wait: bool = True) -> None:
+    state.metrics.observe(
+        route=rec.route,
+        arm=rec.arm or rec.model or "",
+        status=rec.status,
+        latency_s=rec.latency_ms / 1000,
+        ttft_s=rec.ttft_ms / 1000 if rec.ttft_ms is not None else None,
+        fallback=att.fallback_from is not None,
+    )
+    if wait:
+        await state.writer.submit(rec)
+    else:
+        state.writer.submit_nowait(rec)
+
+
+async def _fail(state: RouterState, att: Attempt, err: UpstreamError) -> Response:
+    await _log(state, att, att.record(status="error", http_status=err.status, error=err))
+    return error_response(err.status, err.message, code=err.error_class, headers=att.headers())
+
+
+@router.post(
+    "/v1/chat/completions",
+    summary="Create a chat completion (OpenAI-compatible)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": ChatCompletionRequest.model_json_schema(
+                        ref_template="#/components/schemas/{model}"
+                    )
+                }
+            },
+        }
+    },
+)
+async def chat_completions(request: Request, state: StateDep) -> Response:
+    """Route a chat completion to the model its route and thread select."""
+    t0 = time.perf_counter()
+    created = utcnow()
+    body = parse_chat_body(await _read_body(request, state.settings.max_body_bytes))
+    unit, unit_source = _thread_unit(body, request)
+    res = state.routing.table.resolve(body["model"], unit)
+    if res is None:
+        names = ", ".join(state.routing.table.names()[:20]) or "none configured"
+        raise ApiError(
+            404,
+            f"unknown model or route {body['model']!r}; available: {names}",
+            param="model",
+            code="model_not_found",
+        )
+    att = Attempt(f"chatcmpl-{uuid.uuid4().hex}", t0, created, body, unit, unit_source, res)
+    if body.get("stream"):
+        return await _stream(state, att)
+    try:
+        done: Completion = await _with_fallback(state, att, complete)
+    except UpstreamError as err:
+        return await _fail(state, att, err)
+    data = done.data
+    data["id"] = att.id
+    reply = _reply_message(data)
+    await _log(
+        state,
+        att,
+        att.record(
+            status="ok",
+            http_status=200,
+            ttft_s=time.perf_counter() - t0,
+            tokens=data.get("usage") or {},
+            reply=reply,
+        ),
+    )
+    return Response(orjson.dumps(data), media_type="application/json", headers=att.headers())
+
+
+def _reply_message(data: dict[str, Any]) -> dict[str, Any] | None:
+    choices = data.get("choices") or []
+    message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
+    if not isinstance(message, dict):
+        return None
+    return {
+        k: v
+        for k, v in message.items()
+        if v is not None and k in ("role", "content", "tool_calls", "name")
+    }
+
+
+async def _stream(state: RouterState, att: Attempt) -> Response:
+    try:
+        stream: ChunkStream = await _with_fallback(state, att, open_stream)
+    except UpstreamError as err:
+        return await _fail(state, att, err)
+    want_usage = bool((att.body.get("stream_options") or {}).get("include_usage"))
+    return StreamingResponse(
+        _relay(state, att, stream, want_usage),
+        media_type="text/event-stream",
+        headers={**att.headers(), "cache-control": "no-cache"},
+    )
+
+
+async def _chunks(stream: ChunkStream) -> AsyncIterator[dict[str, Any]]:
+    yield stream.first
+    async for chunk in stream.rest:
+        yield chunk
+
+
+async def _relay(
+    state: RouterState, att: Attempt, stream: ChunkStream, want_usage: bool
+) -> AsyncIterator[bytes]:
+    """Pass the upstream's chunks through with our request id; log when the stream ends."""
+    ttft_s = stream.first_at - att.t0
+    parts: list[str] = []
+    usage: dict[str, Any] | None = None
+    error: UpstreamError | None = None
+    status = "ok"
+    try:
+        async for chunk in _chunks(stream):
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            choices = chunk.get("choices") or []
+            if not want_usage:
+                if not choices:
+                    continue
+                chunk.pop("usage", None)
+            for choice in choices:
+                piece = (choice.get("delta") or {}).get("content")
+                if isinstance(piece, str):
+                    parts.append(piece)
+            chunk["id"] = att.id
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    except UpstreamError as err:
+        error, status = err, "error"
+        body = error_body(err.status, err.message, code=err.error_class)
+        yield b"data: " + orjson.dumps(body) + b"\n\n"
+    except (asyncio.CancelledError, GeneratorExit):
+        status = "cancelled"
+        raise
+    finally:
+        att.upstream_s += time.perf_counter() - stream.first_at
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+        reply = {"role": "assistant", "content": "".join(parts)}
+        rec = att.record(
+            status=status, http_status=200, error=error, ttft_s=ttft_s, tokens=usage, reply=reply
+        )
+        await _log(state, att, rec, wait=False)
+
+
+@router.get("/v1/models", summary="List the routes and models a client may call")
+async def list_models(state: StateDep) -> dict[str, Any]:
+    """Routes and models in OpenAI's list format."""
+    table = state.routing.table
+    data = [
+        {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "larrylab-route"
+            if name in table.routes or name in table.experiments
+            else "larrylab",
+        }
+        for name in table.names()
+    ]
+    return {"object": "list", "data": data}

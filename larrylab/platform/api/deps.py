@@ -1,0 +1,87 @@
+"""Shared state and dependencies of the router's HTTP API."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from larrylab.config import Settings
+from larrylab.platform.api.errors import ApiError
+from larrylab.platform.logwriter import LogWriter
+from larrylab.platform.metrics import RouterMetrics
+from larrylab.platform.routing import RoutingCache
+
+
+@dataclass
+class RouterState:
+    """Everything a request handler needs, created once per app in its lifespan."""
+
+    settings: Settings
+    engine: Engine
+    routing: RoutingCache
+    writer: LogWriter
+    client: httpx.AsyncClient
+    metrics: RouterMetrics
+
+
+def get_state(request: Request) -> RouterState:
+    """The app's RouterState."""
+    state: RouterState = request.app.state.router
+    return state
+
+
+StateDep = Annotated[RouterState, Depends(get_state)]
+
+
+def get_session(state: StateDep) -> Iterator[Session]:
+    """A database session for one request."""
+    with Session(state.engine) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(token: str, keys: frozenset[str]) -> bool:
+    return any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
+
+
+def require_client(request: Request) -> None:
+    """Check the client key when `LARRYLAB_API_KEYS` is set."""
+    keys = request.app.state.router.settings.client_keys
+    if not keys:
+        return
+    token = _bearer(request)
+    if token is None:
+        raise ApiError(
+            401, "missing API key: send `Authorization: Bearer <key>`", code="invalid_api_key"
+        )
+    if not _matches(token, keys):
+        raise ApiError(401, "invalid API key", code="invalid_api_key")
+
+
+def require_admin(request: Request) -> None:
+    """Check the admin key when `LARRYLAB_ADMIN_KEY` is set."""
+    key = request.app.state.router.settings.admin_key
+    if not key:
+        return
+    token = _bearer(request)
+    if token is None or not _matches(token, frozenset([key])):
+        raise ApiError(
+            401,
+            "the admin API needs `Authorization: Bearer <LARRYLAB_ADMIN_KEY>`",
+            code="invalid_admin_key",
+        )

@@ -1,0 +1,89 @@
+"""`POST /v1/feedback`: 1-5 star ratings from Larry's learners (or any other source)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends
+
+from larrylab.platform.api.deps import RouterState, StateDep, require_client
+from larrylab.platform.api.errors import ApiError
+from larrylab.platform.api.schemas import FeedbackIn, FeedbackOut
+from larrylab.platform.feedback import (
+    Attribution,
+    attribute_request,
+    attribute_thread,
+    upsert_feedback,
+)
+
+router = APIRouter(dependencies=[Depends(require_client)], tags=["feedback"])
+
+
+async def _find_request(state: RouterState, request_id: str) -> Attribution | None:
+    if state.writer.is_pending(request_id):
+        await state.writer.flush()
+    found = await asyncio.to_thread(attribute_request, state.engine, request_id)
+    if found is None and request_id.startswith("chatcmpl-"):
+        # Another worker may still hold the row in its batch: give it one flush interval more.
+        await asyncio.sleep(state.settings.log_flush_interval_s * 2)
+        found = await asyncio.to_thread(attribute_request, state.engine, request_id)
+    return found
+
+
+async def _find_thread(state: RouterState, thread_id: str) -> Attribution | None:
+    found = await asyncio.to_thread(attribute_thread, state.engine, thread_id)
+    if found is None and state.writer.depth:
+        await state.writer.flush()
+        found = await asyncio.to_thread(attribute_thread, state.engine, thread_id)
+    return found
+
+
+@router.post(
+    "/v1/feedback",
+    response_model=FeedbackOut,
+    responses={
+        404: {"description": "unknown request or thread"},
+        422: {"description": "invalid rating"},
+    },
+    summary="Rate a request or a thread from 1 to 5 stars",
+)
+async def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackOut:
+    """Store a rating; rating the same request (or thread) again from the same source updates it."""
+    if body.request_id is not None:
+        target = await _find_request(state, body.request_id)
+        if target is None:
+            raise ApiError(
+                404, f"unknown request_id {body.request_id!r}", param="request_id", code="not_found"
+            )
+        if body.thread_id is not None and body.thread_id != target.thread_id:
+            raise ApiError(
+                422, f"request {body.request_id!r} belongs to another thread", param="thread_id"
+            )
+    else:
+        assert body.thread_id is not None
+        target = await _find_thread(state, body.thread_id)
+        if target is None:
+            raise ApiError(
+                404, f"unknown thread_id {body.thread_id!r}", param="thread_id", code="not_found"
+            )
+    fb, updated = await asyncio.to_thread(
+        upsert_feedback,
+        state.engine,
+        target=target,
+        request_id=body.request_id,
+        score=body.score,
+        comment=body.comment,
+        source=body.source,
+    )
+    assert fb.id is not None
+    return FeedbackOut(
+        id=fb.id,
+        request_id=fb.request_id,
+        thread_id=fb.thread_id,
+        experiment=fb.experiment,
+        arm=fb.arm,
+        score=fb.score,
+        comment=fb.comment,
+        source=fb.source,
+        updated=updated,
+    )

@@ -1,0 +1,41 @@
+"""`GET /healthz` and `GET /metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import text
+from starlette.responses import Response
+
+from larrylab.platform.api.deps import StateDep
+from larrylab.platform.api.errors import error_response
+
+router = APIRouter(tags=["health"])
+
+
+def _ping(state: StateDep) -> None:
+    with state.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+@router.get("/healthz", responses={503: {"description": "the database is unreachable"}})
+async def healthz(state: StateDep) -> Any:
+    """Liveness and readiness: the database answers and the log writer keeps up."""
+    try:
+        await asyncio.to_thread(_ping, state)
+    except Exception as exc:
+        return error_response(503, f"database unreachable: {type(exc).__name__}")
+    return {
+        "status": "ok",
+        "routes": len(state.routing.table.names()),
+        "log_queue_depth": state.writer.depth,
+    }
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus metrics."""
+    state.metrics.queue_depth.set(state.writer.depth)
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

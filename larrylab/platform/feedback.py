@@ -1,0 +1,94 @@
+"""Feedback: 1-5 star ratings of requests or threads, one per (target, source), upserted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from larrylab.platform.models import Feedback, RequestLog, Thread, utcnow
+from larrylab.platform.sqlutil import insert_for
+
+
+class NotFoundError(LookupError):
+    """The request or thread a rating names does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Where a rating belongs: its thread and the experiment arm that served it."""
+
+    thread_id: str
+    experiment: str | None
+    arm: str | None
+
+
+def _req() -> Any:
+    return RequestLog.__table__.c  # type: ignore[attr-defined]
+
+
+def attribute_request(engine: Engine, request_id: str) -> Attribution | None:
+    """The attribution of a logged request, or None if it is not in the store."""
+    c = _req()
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(c.thread_id, c.experiment, c.arm).where(c.id == request_id)
+        ).first()
+    return Attribution(row[0], row[1], row[2]) if row else None
+
+
+def attribute_thread(engine: Engine, thread_id: str) -> Attribution | None:
+    """The attribution of a thread: the arm of its latest experiment request."""
+    c = _req()
+    t = Thread.__table__.c  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        if conn.execute(select(t.id).where(t.id == thread_id)).first() is None:
+            return None
+        row = conn.execute(
+            select(c.experiment, c.arm)
+            .where(c.thread_id == thread_id, c.experiment.is_not(None))
+            .order_by(c.created_at.desc())
+            .limit(1)
+        ).first()
+    return Attribution(thread_id, row[0] if row else None, row[1] if row else None)
+
+
+def upsert_feedback(
+    engine: Engine,
+    *,
+    target: Attribution,
+    request_id: str | None,
+    score: int,
+    comment: str | None,
+    source: str,
+) -> tuple[Feedback, bool]:
+    """Store a rating; a second rating of the same target by the same source replaces it.
+
+    Returns the stored row and whether it replaced an earlier one.
+    """
+    key = f"request:{request_id}" if request_id else f"thread:{target.thread_id}"
+    now = utcnow()
+    values = {
+        "target": key,
+        "request_id": request_id,
+        "thread_id": target.thread_id,
+        "experiment": target.experiment,
+        "arm": target.arm,
+        "score": score,
+        "comment": comment,
+        "source": source,
+        "created_at": now,
+        "updated_at": now,
+    }
+    insert = insert_for(engine)
+    table = Feedback.__table__  # type: ignore[attr-defined]
+    stmt = insert(table).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["target", "source"],
+        set_={"score": score, "comment": comment, "updated_at": now},
+    ).returning(*table.c)
+    with engine.begin() as conn:
+        row = conn.execute(stmt).mappings().one()
+    fb = Feedback(**row)
+    return fb, fb.created_at != fb.updated_at

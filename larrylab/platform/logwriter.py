@@ -1,0 +1,245 @@
+"""The request log writer: off the hot path, bounded, batched, and losing nothing.
+
+Handlers `submit()` finished requests; a background task writes them in batches (threads,
+transcript messages and request rows in one transaction). A full queue makes `submit()` wait
+(back-pressure) instead of dropping rows. When the database refuses a batch, the batch is retried
+and, if it still fails, appended to a spill file (JSON lines) instead of being dropped.
+`close()` flushes everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, Table
+
+from larrylab.platform.models import Message, RequestLog, Thread
+from larrylab.platform.sqlutil import insert_for
+from larrylab.platform.transcripts import MessageRow, chain, dedupe
+
+log = logging.getLogger(__name__)
+
+_KNOWN_IDS_CAP = 200_000
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Everything logged about one request; `prompt` and `reply` feed the transcript."""
+
+    id: str
+    thread_id: str
+    unit_source: str
+    route: str
+    experiment: str | None
+    arm: str | None
+    model: str | None
+    upstream_model: str | None
+    stream: bool
+    status: str
+    http_status: int
+    error_class: str | None
+    error_message: str | None
+    fallback_from: str | None
+    latency_ms: float
+    ttft_ms: float | None
+    upstream_ms: float | None
+    overhead_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    created_at: datetime
+    finished_at: datetime
+    prompt: list[dict[str, Any]] = field(default_factory=list)
+    reply: dict[str, Any] | None = None
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+class LogWriter:
+    """Writes request records to the store in batches from a background task."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        batch_size: int = 200,
+        flush_interval_s: float = 0.2,
+        queue_size: int = 10_000,
+        spill_dir: Path | None = None,
+    ) -> None:
+        self._engine = engine
+        self._batch_size = batch_size
+        self._interval = flush_interval_s
+        self._queue: asyncio.Queue[RequestRecord] = asyncio.Queue()
+        self._max_depth = queue_size
+        self._pending: dict[str, RequestRecord] = {}
+        self._known: OrderedDict[str, None] = OrderedDict()
+        self._spill_dir = spill_dir
+        self._task: asyncio.Task[None] | None = None
+        self._written = 0
+        self._submitted = 0
+        self._progress = asyncio.Condition()
+        self.failures = 0
+
+    @property
+    def depth(self) -> int:
+        """Records submitted but not yet written."""
+        return self._submitted - self._written
+
+    def start(self) -> None:
+        """Start the background writer task."""
+        self._task = asyncio.create_task(self._run(), name="larrylab-log-writer")
+
+    def is_pending(self, request_id: str) -> bool:
+        """Whether a request was submitted here and is not written yet."""
+        return request_id in self._pending
+
+    def pending_record(self, request_id: str) -> RequestRecord | None:
+        """The not-yet-written record for `request_id`, if any."""
+        return self._pending.get(request_id)
+
+    async def submit(self, record: RequestRecord) -> None:
+        """Queue a record, first waiting while the queue is full (back-pressure, never drop)."""
+        while self.depth >= self._max_depth:
+            await asyncio.sleep(0.005)
+        self.submit_nowait(record)
+
+    def submit_nowait(self, record: RequestRecord) -> None:
+        """Queue a record at once, even past the bound (for cleanup paths that cannot wait)."""
+        self._pending[record.id] = record
+        self._submitted += 1
+        self._queue.put_nowait(record)
+
+    async def flush(self) -> None:
+        """Wait until every record submitted before this call is written."""
+        target = self._submitted
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._written >= target)
+
+    async def close(self) -> None:
+        """Write everything still queued, then stop."""
+        if self._task is None:
+            return
+        await self.flush()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._interval
+            while len(batch) < self._batch_size:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            await self._write(batch)
+
+    async def _write(self, batch: list[RequestRecord]) -> None:
+        for attempt in range(3):
+            try:
+                await asyncio.to_thread(self._write_batch, batch)
+                break
+            except Exception as exc:  # database down or refusing: retry, then spill
+                self.failures += 1
+                log.warning(
+                    "writing %d request rows failed (attempt %d): %s", len(batch), attempt + 1, exc
+                )
+                await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            await asyncio.to_thread(self._spill, batch)
+        for record in batch:
+            self._pending.pop(record.id, None)
+        async with self._progress:
+            self._written += len(batch)
+            self._progress.notify_all()
+
+    def _message_rows(
+        self, batch: Sequence[RequestRecord]
+    ) -> tuple[list[MessageRow], dict[str, tuple[str | None, str | None]]]:
+        rows: list[MessageRow] = []
+        links: dict[str, tuple[str | None, str | None]] = {}
+        for rec in batch:
+            prompt_rows = chain(rec.thread_id, rec.prompt)
+            prompt_last = prompt_rows[-1].id if prompt_rows else None
+            reply_rows = (
+                chain(rec.thread_id, [rec.reply], prompt_last, len(prompt_rows))
+                if rec.reply
+                else []
+            )
+            rows.extend(prompt_rows + reply_rows)
+            links[rec.id] = (prompt_last, reply_rows[0].id if reply_rows else None)
+        new = [r for r in dedupe(rows) if r.id not in self._known]
+        return new, links
+
+    def _remember(self, rows: Sequence[MessageRow]) -> None:
+        for row in rows:
+            self._known[row.id] = None
+        while len(self._known) > _KNOWN_IDS_CAP:
+            self._known.popitem(last=False)
+
+    def _write_batch(self, batch: Sequence[RequestRecord]) -> None:
+        messages, links = self._message_rows(batch)
+        threads: dict[str, dict[str, Any]] = {}
+        for rec in batch:
+            t = threads.setdefault(
+                rec.thread_id,
+                {
+                    "id": rec.thread_id,
+                    "unit_source": rec.unit_source,
+                    "route": rec.route,
+                    "created_at": rec.created_at,
+                    "last_seen_at": rec.finished_at,
+                },
+            )
+            t["last_seen_at"] = max(t["last_seen_at"], rec.finished_at)
+        requests = []
+        for rec in batch:
+            row = {k: v for k, v in asdict(rec).items() if k not in ("prompt", "reply")}
+            row["prompt_message_id"], row["reply_message_id"] = links[rec.id]
+            requests.append(row)
+        insert = insert_for(self._engine)
+        with self._engine.begin() as conn:
+            stmt = insert(_table(Thread))
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["id"], set_={"last_seen_at": stmt.excluded.last_seen_at}
+                ),
+                list(threads.values()),
+            )
+            if messages:
+                now = batch[0].finished_at
+                conn.execute(
+                    insert(_table(Message)).on_conflict_do_nothing(index_elements=["id"]),
+                    [{**asdict(m), "created_at": now} for m in messages],
+                )
+            conn.execute(
+                insert(_table(RequestLog)).on_conflict_do_nothing(index_elements=["id"]), requests
+            )
+        self._remember(messages)
+
+    def _spill(self, batch: Sequence[RequestRecord]) -> None:
+        spill_dir = self._spill_dir or Path("larrylab-spill")
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        path = spill_dir / "requests.jsonl"
+        with path.open("ab") as fh:
+            for rec in batch:
+                fh.write(orjson.dumps(asdict(rec)) + b"\n")
+        log.error("database unavailable: %d request rows spilled to %s", len(batch), path)

@@ -1,0 +1,66 @@
+"""Prometheus metrics of the router, on a registry owned by one app (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class RouterMetrics:
+    """Requests, errors, fallbacks, latency and time to first token per route and arm."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ("route", "arm")
+        self.requests = Counter(
+            "larrylab_requests",
+            "Chat completion requests",
+            (*labels, "status"),
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "larrylab_fallbacks",
+            "Requests served by the control after the arm failed",
+            labels,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "larrylab_latency_seconds",
+            "Total latency seen by the client",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "larrylab_ttft_seconds",
+            "Time to first token",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "larrylab_log_queue_depth", "Request rows waiting to be written", registry=self.registry
+        )
+
+    def observe(
+        self,
+        *,
+        route: str,
+        arm: str,
+        status: str,
+        latency_s: float,
+        ttft_s: float | None,
+        fallback: bool,
+    ) -> None:
+        """Record one finished request."""
+        self.requests.labels(route, arm, status).inc()
+        self.latency.labels(route, arm).observe(latency_s)
+        if ttft_s is not None:
+            self.ttft.labels(route, arm).observe(ttft_s)
+        if fallback:
+            self.fallbacks.labels(route, arm).inc()
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)

@@ -1,0 +1,275 @@
+"""Calling upstream models: the hot path for OpenAI-compatible APIs, litellm for the rest.
+
+Upstreams with `api: openai` (Ollama's and vLLM's `/v1`, Gemini's OpenAI-compatible endpoint)
+are called directly with one shared httpx client: litellm costs about ten times more CPU per
+call (DESIGN.md). Any other provider goes through litellm, imported only when first needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from larrylab.platform.routing import Target
+
+
+class UpstreamError(Exception):
+    """An upstream failure, classified for logging, fallback and the client's status code."""
+
+    def __init__(self, error_class: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        self.status = status
+
+    @property
+    def fallback_ok(self) -> bool:
+        """Whether another arm may serve the request instead (nothing reached the client)."""
+        return self.error_class in (
+            "connect",
+            "timeout",
+            "server_error",
+            "rate_limited",
+            "protocol",
+        )
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole (non-streaming) reply."""
+
+    data: dict[str, Any]
+    upstream_ms: float
+
+
+@dataclass(slots=True)
+class ChunkStream:
+    """An open streaming reply whose first chunk has already arrived."""
+
+    first: dict[str, Any]
+    rest: AsyncIterator[dict[str, Any]]
+    started: float
+    first_at: float
+    closer: Any = None
+    usage: dict[str, Any] | None = field(default=None)
+
+    async def aclose(self) -> None:
+        """Release the upstream connection."""
+        if self.closer is not None:
+            await self.closer()
+
+
+def _status_error(status: int, text: str) -> UpstreamError:
+    message = text
+    try:
+        payload = orjson.loads(text)
+        if isinstance(payload, dict):
+            err = payload.get("error", payload)
+            message = err.get("message", text) if isinstance(err, dict) else str(err)
+    except orjson.JSONDecodeError:
+        pass
+    message = f"upstream returned HTTP {status}: {str(message)[:500]}"
+    if status == 429:
+        return UpstreamError("rate_limited", message, 429)
+    if status >= 500:
+        return UpstreamError("server_error", message, 502)
+    return UpstreamError("client_error", message, status if status in (400, 404, 413, 422) else 400)
+
+
+def _timeout(target: Target) -> httpx.Timeout:
+    return httpx.Timeout(
+        connect=target.connect_timeout_s,
+        read=target.first_token_timeout_s,
+        write=target.connect_timeout_s,
+        pool=target.connect_timeout_s,
+    )
+
+
+def _headers(target: Target) -> dict[str, str]:
+    headers = {"content-type": "application/json"}
+    key = target.api_key()
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    return headers
+
+
+def _network_error(exc: Exception, target: Target) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return UpstreamError("timeout", f"model {target.name!r} timed out", 504)
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamError("connect", f"cannot connect to model {target.name!r}", 502)
+    return UpstreamError("protocol", f"model {target.name!r} failed: {type(exc).__name__}", 502)
+
+
+async def complete(client: httpx.AsyncClient, target: Target, body: dict[str, Any]) -> Completion:
+    """Call `target` for a whole reply; raise UpstreamError on any failure."""
+    if target.api != "openai":
+        return await _litellm_complete(target, body)
+    started = time.perf_counter()
+    payload = orjson.dumps({**body, "model": target.upstream_model, "stream": False})
+    try:
+        async with asyncio.timeout(target.total_timeout_s):
+            resp = await client.post(
+                f"{target.base_url}/chat/completions",
+                content=payload,
+                headers=_headers(target),
+                timeout=_timeout(target),
+            )
+    except (httpx.HTTPError, TimeoutError) as exc:
+        raise _network_error(exc, target) from exc
+    if resp.status_code >= 400:
+        raise _status_error(resp.status_code, resp.text)
+    try:
+        data = orjson.loads(resp.content)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("protocol", f"model {target.name!r} sent invalid JSON", 502) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise UpstreamError("protocol", f"model {target.name!r} sent no choices", 502)
+    return Completion(data, (time.perf_counter() - started) * 1000)
+
+
+async def _sse_events(resp: httpx.Response, target: Target) -> AsyncIterator[dict[str, Any]]:
+    deadline = time.perf_counter() + target.total_timeout_s
+    async for line in resp.aiter_lines():
+        if time.perf_counter() > deadline:
+            raise UpstreamError("timeout", f"model {target.name!r} exceeded its total timeout", 504)
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(
+                "protocol", f"model {target.name!r} sent invalid JSON", 502
+            ) from exc
+        if isinstance(event, dict) and "error" in event:
+            err = event["error"]
+            message = err.get("message") if isinstance(err, dict) else str(err)
+            raise UpstreamError("server_error", f"upstream error mid-stream: {message}", 502)
+        if isinstance(event, dict):
+            yield event
+
+
+async def _guarded(
+    events: AsyncIterator[dict[str, Any]], target: Target
+) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for event in events:
+            yield event
+    except UpstreamError:
+        raise
+    except (httpx.HTTPError, TimeoutError) as exc:
+        raise _network_error(exc, target) from exc
+
+
+async def open_stream(
+    client: httpx.AsyncClient, target: Target, body: dict[str, Any]
+) -> ChunkStream:
+    """Start a streaming call and wait for its first chunk; raise UpstreamError before that."""
+    if target.api != "openai":
+        return await _litellm_stream(target, body)
+    started = time.perf_counter()
+    upstream_body = {
+        **body,
+        "model": target.upstream_model,
+        "stream": True,
+        "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+    }
+    request = client.build_request(
+        "POST",
+        f"{target.base_url}/chat/completions",
+        content=orjson.dumps(upstream_body),
+        headers=_headers(target),
+        timeout=_timeout(target),
+    )
+    resp: httpx.Response | None = None
+    try:
+        async with asyncio.timeout(target.first_token_timeout_s + target.connect_timeout_s):
+            resp = await client.send(request, stream=True)
+            if resp.status_code >= 400:
+                text = (await resp.aread()).decode("utf-8", "replace")
+                await resp.aclose()
+                raise _status_error(resp.status_code, text)
+            events = _guarded(_sse_events(resp, target), target)
+            first = await anext(events)
+    except StopAsyncIteration as exc:
+        await resp.aclose() if resp is not None else None
+        raise UpstreamError("protocol", f"model {target.name!r} sent an empty stream", 502) from exc
+    except UpstreamError:
+        if resp is not None:
+            await resp.aclose()
+        raise
+    except (httpx.HTTPError, TimeoutError) as exc:
+        if resp is not None:
+            await resp.aclose()
+        raise _network_error(exc, target) from exc
+    return ChunkStream(first, events, started, time.perf_counter(), resp.aclose)
+
+
+def _litellm_error(exc: Exception, target: Target) -> UpstreamError:
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and status >= 400:
+        return _status_error(status, str(exc))
+    name = type(exc).__name__.lower()
+    if "timeout" in name:
+        return UpstreamError("timeout", f"model {target.name!r} timed out", 504)
+    if "connection" in name:
+        return UpstreamError("connect", f"cannot connect to model {target.name!r}", 502)
+    return UpstreamError("protocol", f"model {target.name!r} failed: {type(exc).__name__}", 502)
+
+
+def _litellm_kwargs(target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    kwargs = {k: v for k, v in body.items() if k not in ("model", "stream", "stream_options")}
+    kwargs["model"] = target.litellm_model
+    kwargs["timeout"] = target.total_timeout_s
+    if target.api_key():
+        kwargs["api_key"] = target.api_key()
+    if target.base_url:
+        kwargs["api_base"] = target.base_url
+    return kwargs
+
+
+async def _litellm_complete(target: Target, body: dict[str, Any]) -> Completion:
+    import litellm
+
+    started = time.perf_counter()
+    try:
+        resp = await litellm.acompletion(**_litellm_kwargs(target, body))
+    except Exception as exc:
+        raise _litellm_error(exc, target) from exc
+    return Completion(resp.model_dump(exclude_none=True), (time.perf_counter() - started) * 1000)
+
+
+async def _litellm_stream(target: Target, body: dict[str, Any]) -> ChunkStream:
+    import litellm
+
+    started = time.perf_counter()
+    kwargs = _litellm_kwargs(target, body) | {
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    try:
+        stream = await litellm.acompletion(**kwargs)
+        iterator = aiter(stream)
+        first = await anext(iterator)
+    except StopAsyncIteration as exc:
+        raise UpstreamError("protocol", f"model {target.name!r} sent an empty stream", 502) from exc
+    except Exception as exc:
+        raise _litellm_error(exc, target) from exc
+
+    async def rest() -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for chunk in iterator:
+                yield chunk.model_dump(exclude_none=True)
+        except Exception as exc:
+            raise _litellm_error(exc, target) from exc
+
+    return ChunkStream(first.model_dump(exclude_none=True), rest(), started, time.perf_counter())
