@@ -33,7 +33,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON out
 DbOpt = Annotated[
     str | None, typer.Option("--database-url", help="Overrides LARRYLAB_DATABASE_URL.")
 ]
-console = Console(stderr=False)
+
+
+def _console() -> Console:
+    """A console; wide enough for the tables when output is not a terminal."""
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -227,7 +231,7 @@ def experiment_list(database_url: DbOpt = None, as_json: JsonOpt = False) -> Non
             f"{a.model} {a.weight:g}{' (control)' if a.control else ''}" for a in e.arms
         )
         table.add_row(e.name, e.route, e.status, arms)
-    console.print(table)
+    _console().print(table)
 
 
 @exp_app.command("show")
@@ -235,6 +239,7 @@ def experiment_show(name: str, database_url: DbOpt = None, as_json: JsonOpt = Fa
     """Show one experiment with its per-arm summary."""
     from larrylab.platform.experiments import get_experiment
     from larrylab.platform.summary import summarize
+    from larrylab.tables import summary_table
 
     with _session(database_url) as session:
         exp = _guard(lambda: get_experiment(session=session, name=name))
@@ -248,46 +253,9 @@ def experiment_show(name: str, database_url: DbOpt = None, as_json: JsonOpt = Fa
             {**exp.model_dump(mode="json"), "summary": [r.model_dump(mode="json") for r in rows]}
         )
         return
+    console = _console()
     console.print(f"[bold]{exp.name}[/bold] on route {exp.route} ({exp.status}), seed {exp.seed!r}")
     console.print(summary_table(rows))
-
-
-def summary_table(rows: list[Any]) -> Table:
-    """A rich table of per-arm summaries."""
-    table = Table(
-        "arm",
-        "weight",
-        "requests",
-        "threads",
-        "errors",
-        "fallbacks",
-        "p50 ms",
-        "p95 ms",
-        "ttft p50",
-        "ratings",
-        "mean",
-        ">=4",
-    )
-    for r in rows:
-        table.add_row(
-            r.arm + (" (control)" if r.control else ""),
-            f"{r.weight:g}",
-            str(r.requests),
-            str(r.threads),
-            str(r.errors),
-            str(r.fallbacks),
-            _ms(r.latency_ms.p50),
-            _ms(r.latency_ms.p95),
-            _ms(r.ttft_ms.p50),
-            str(r.feedback_count),
-            f"{r.mean_score:.2f}" if r.mean_score is not None else "-",
-            f"{r.high_rating_share:.0%}" if r.high_rating_share is not None else "-",
-        )
-    return table
-
-
-def _ms(value: float | None) -> str:
-    return f"{value:.0f}" if value is not None else "-"
 
 
 def _parse_arm(text: str) -> ArmSpec:
@@ -374,7 +342,7 @@ def models_list(database_url: DbOpt = None, as_json: JsonOpt = False) -> None:
     table = Table("name", "api", "target", "state")
     for m in items:
         table.add_row(m.name, m.api, m.litellm_model or f"{m.base_url} ({m.model})", m.state)
-    console.print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -389,7 +357,7 @@ def demo(
     """Run larrylab offline end to end on simulated upstreams and show what it measured."""
     from larrylab.demo import run_demo
 
-    _guard(lambda: run_demo(directory, threads=threads, console=console))
+    _guard(lambda: run_demo(directory, threads=threads, console=_console()))
 
 
 def main() -> None:

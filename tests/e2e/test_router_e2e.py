@@ -34,8 +34,8 @@ def router(
     )
     with config.open("a") as fh:
         fh.write(
-            f"  - {{name: broken-canary, route: canary, arms: [{{model: gemini-flash, weight: 50, control: true}}, "
-            f"{{model: larry-broken, weight: 50}}]}}\n"
+            "  - {name: broken-canary, route: canary, arms: [{model: gemini-flash, weight: 50, control: true}, "
+            "{model: larry-broken, weight: 50}]}\n"
         )
     text_ = config.read_text().replace(
         "routes:",

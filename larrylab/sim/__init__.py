@@ -1,0 +1,22 @@
+"""larrylab sim: a simulated LLM upstream that speaks the real wire protocols.
+
+OpenAI `/v1/chat/completions` (JSON and SSE) and Ollama `/api/chat` (JSON and NDJSON), with
+configurable latency, time to first token, decode speed, errors, hangs and dropped streams,
+answering from a corpus of PWS coach replies. Always labelled as simulated: the banner, the
+`system_fingerprint` (`larrylab-sim:<label>`) and an `x-larrylab-sim` header on every
+response say so.
+"""
+
+from larrylab.sim.app import create_app, serve
+from larrylab.sim.config import SimConfig
+from larrylab.sim.corpus import CATEGORIES, PWS_REPLIES
+from larrylab.sim.schema_instance import instance_for_schema
+
+__all__ = [
+    "CATEGORIES",
+    "PWS_REPLIES",
+    "SimConfig",
+    "create_app",
+    "instance_for_schema",
+    "serve",
+]

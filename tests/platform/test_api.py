@@ -1,0 +1,283 @@
+"""The router's HTTP API in-process (FastAPI TestClient) against a real simulated upstream:
+bad input gets a clear 4xx, never a 500; auth; admin changes; headers; OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from larrylab.config import Settings
+from larrylab.localproc import LocalProcess
+from larrylab.platform.api.app import create_app
+from larrylab.platform.service import prepare_store
+from tests.conftest import write_config
+
+CHAT = {"model": "larry", "messages": [{"role": "user", "content": "What problem am I solving?"}]}
+
+
+def _client(tmp_path: Path, sim: LocalProcess, **settings: Any) -> Iterator[TestClient]:
+    config = write_config(tmp_path / "larrylab.yaml", control_url=sim.url, candidate_url=sim.url)
+    s = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        config=config,
+        max_body_bytes=64 * 1024,
+        **settings,
+    )
+    prepare_store(s)
+    with TestClient(create_app(s), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def client(tmp_path: Path, fast_sim: LocalProcess) -> Iterator[TestClient]:
+    yield from _client(tmp_path, fast_sim)
+
+
+def _error(resp: Any, status: int) -> str:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body["error"]) >= {"message", "type"}
+    message: str = body["error"]["message"]
+    assert message
+    return message
+
+
+def test_completion_id_equals_request_id_and_headers(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json={**CHAT, "user": "thread-1"})
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == r.headers["x-larrylab-request-id"]
+    assert r.headers["x-larrylab-arm"] in ("gemini-flash", "larry-v1")
+    assert r.headers["x-larrylab-experiment"] == "larry-v1-vs-gemini"
+    assert r.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"", 400, "empty"),
+        (b"[1, 2]", 400, "JSON object"),
+        (b"\xff\xfe{}", 400, "not valid JSON"),
+        (b'{"model": "larry"}', 400, "`messages` is required"),
+        (b'{"model": "larry", "messages": []}', 400, "non-empty list"),
+        (b'{"model": "larry", "messages": "hello"}', 400, "non-empty list"),
+        (
+            b'{"model": "larry", "messages": [{"role": "wizard", "content": "x"}]}',
+            400,
+            "messages[0].role",
+        ),
+        (
+            b'{"model": "larry", "messages": [{"role": "user", "content": 5}]}',
+            400,
+            "messages[0].content",
+        ),
+        (b'{"model": "larry", "messages": [{"role": "user"}]}', 400, "content is required"),
+        (b'{"model": "larry", "messages": ["hi"]}', 400, "messages[0] must be an object"),
+        (
+            b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}',
+            400,
+            "`model` is required",
+        ),
+        (
+            b'{"model": "larry", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}',
+            400,
+            "`stream`",
+        ),
+        (
+            b'{"model": "larry", "user": 5, "messages": [{"role": "user", "content": "x"}]}',
+            400,
+            "`user`",
+        ),
+        (
+            b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
+            404,
+            "unknown model or route 'nope'",
+        ),
+    ],
+)
+def test_bad_chat_requests_get_clear_4xx(
+    client: TestClient, body: bytes, status: int, fragment: str
+) -> None:
+    r = client.post(
+        "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
+    assert fragment in _error(r, status)
+
+
+def test_unknown_route_lists_what_exists(client: TestClient) -> None:
+    message = _error(client.post("/v1/chat/completions", json={**CHAT, "model": "nope"}), 404)
+    assert "larry" in message and "gemini-flash" in message
+
+
+def test_oversized_body_is_413(client: TestClient) -> None:
+    huge = {**CHAT, "messages": [{"role": "user", "content": "x" * 100_000}]}
+    assert "larger than the limit" in _error(client.post("/v1/chat/completions", json=huge), 413)
+
+
+def test_unknown_fields_pass_through(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json={**CHAT, "temperature": 0.2, "x_custom": {"a": 1}})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"request_id": "chatcmpl-x", "score": 0}, "score"),
+        ({"request_id": "chatcmpl-x", "score": 6}, "score"),
+        ({"request_id": "chatcmpl-x", "score": "5"}, "score"),
+        ({"request_id": "chatcmpl-x", "score": 3.5}, "score"),
+        ({"score": 3}, "request_id` or `thread_id"),
+        ({"request_id": "chatcmpl-x", "score": 3, "stars": 3}, "stars"),
+    ],
+)
+def test_bad_feedback_is_422(client: TestClient, body: dict[str, Any], fragment: str) -> None:
+    assert fragment in _error(client.post("/v1/feedback", json=body), 422)
+
+
+def test_malformed_feedback_json_is_422(client: TestClient) -> None:
+    r = client.post("/v1/feedback", content=b"{oops", headers={"content-type": "application/json"})
+    assert "not valid JSON" in _error(r, 422)
+
+
+def test_feedback_on_unknown_ids_is_404(client: TestClient) -> None:
+    assert "unknown request_id" in _error(
+        client.post("/v1/feedback", json={"request_id": "chatcmpl-nope", "score": 4}), 404
+    )
+    assert "unknown thread_id" in _error(
+        client.post("/v1/feedback", json={"thread_id": "nope", "score": 4}), 404
+    )
+
+
+def test_feedback_right_after_the_reply_finds_it(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json={**CHAT, "user": "t-fast"})
+    rid = r.headers["x-larrylab-request-id"]
+    fb = client.post("/v1/feedback", json={"request_id": rid, "score": 5})
+    assert fb.status_code == 200, fb.text
+    assert fb.json()["arm"] == r.headers["x-larrylab-arm"]
+    thread_fb = client.post(
+        "/v1/feedback", json={"thread_id": "t-fast", "score": 4, "source": "facilitator"}
+    )
+    assert thread_fb.status_code == 200 and thread_fb.json()["experiment"] == "larry-v1-vs-gemini"
+
+
+def test_admin_changes_weights_and_stops(client: TestClient) -> None:
+    exp = client.get("/admin/experiments/larry-v1-vs-gemini").json()
+    assert [a["weight"] for a in exp["arms"]] == [50, 50]
+    r = client.patch(
+        "/admin/experiments/larry-v1-vs-gemini",
+        json={
+            "arms": [
+                {"model": "gemini-flash", "weight": 100, "control": True},
+                {"model": "larry-v1", "weight": 0},
+            ]
+        },
+    )
+    assert r.status_code == 200, r.text
+    arms = {
+        client.post("/v1/chat/completions", json={**CHAT, "user": f"t{i}"}).headers[
+            "x-larrylab-arm"
+        ]
+        for i in range(20)
+    }
+    assert arms == {"gemini-flash"}
+    assert client.post("/admin/experiments/larry-v1-vs-gemini/stop").json()["status"] == "stopped"
+    r = client.post("/v1/chat/completions", json=CHAT)
+    assert (
+        r.headers["x-larrylab-experiment"] == "none"
+        and r.headers["x-larrylab-arm"] == "gemini-flash"
+    )
+
+
+def test_admin_rejects_bad_changes(client: TestClient) -> None:
+    spec = {
+        "name": "second",
+        "route": "larry",
+        "arms": [{"model": "larry-v1", "weight": 1, "control": True}],
+    }
+    assert "already runs" in _error(client.post("/admin/experiments", json=spec), 409)
+    assert "already exists" in _error(
+        client.post("/admin/experiments", json={**spec, "name": "larry-v1-vs-gemini"}), 409
+    )
+    bad_model = {
+        **spec,
+        "route": "other",
+        "arms": [{"model": "ghost", "weight": 1, "control": True}],
+    }
+    assert "unknown model 'ghost'" in _error(client.post("/admin/experiments", json=bad_model), 404)
+    two_controls = {
+        "arms": [
+            {"model": "larry-v1", "weight": 1, "control": True},
+            {"model": "gemini-flash", "weight": 1, "control": True},
+        ]
+    }
+    assert "exactly one arm" in _error(
+        client.patch("/admin/experiments/larry-v1-vs-gemini", json=two_controls), 422
+    )
+    assert "unknown experiment" in _error(client.get("/admin/experiments/ghost/summary"), 404)
+    assert _error(client.post("/admin/models", json={"name": "m", "api": "openai"}), 422)
+
+
+def test_admin_registers_a_model_and_routes_to_it(
+    client: TestClient, fast_sim: LocalProcess
+) -> None:
+    r = client.post(
+        "/admin/models",
+        json={"name": "larry-v2", "base_url": f"{fast_sim.url}/v1", "model": "larry-v2"},
+    )
+    assert r.status_code == 201, r.text
+    assert client.get("/admin/models").json()["count"] == 3
+    r = client.post("/v1/chat/completions", json={**CHAT, "model": "larry-v2"})
+    assert r.status_code == 200 and r.headers["x-larrylab-arm"] == "larry-v2"
+    assert client.put("/admin/routes/coach", json={"model": "larry-v2"}).status_code == 200
+    assert (
+        client.post("/v1/chat/completions", json={**CHAT, "model": "coach"}).headers[
+            "x-larrylab-arm"
+        ]
+        == "larry-v2"
+    )
+    names = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert {"larry", "coach", "larry-v2"} <= set(names)
+
+
+def test_health_metrics_and_openapi(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    client.post("/v1/chat/completions", json=CHAT)
+    metrics = client.get("/metrics").text
+    assert "larrylab_requests_total" in metrics and 'route="larry"' in metrics
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/chat/completions", "/v1/feedback", "/admin/experiments/{name}/summary"} <= set(
+        schema["paths"]
+    )
+
+
+def test_auth_keys(tmp_path: Path, fast_sim: LocalProcess) -> None:
+    for client in _client(tmp_path, fast_sim, api_keys="k1,k2", admin_key="adm"):
+        assert "missing API key" in _error(client.post("/v1/chat/completions", json=CHAT), 401)
+        assert "invalid API key" in _error(
+            client.post(
+                "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer nope"}
+            ),
+            401,
+        )
+        ok = client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer k2"})
+        assert ok.status_code == 200
+        assert _error(client.get("/admin/experiments", headers={"authorization": "Bearer k1"}), 401)
+        assert (
+            client.get("/admin/experiments", headers={"authorization": "Bearer adm"}).status_code
+            == 200
+        )
+        assert client.get("/healthz").status_code == 200
+
+
+def test_upstream_down_is_a_clean_502(tmp_path: Path, fast_sim: LocalProcess) -> None:
+    for client in _client(tmp_path, fast_sim):
+        client.post(
+            "/admin/models",
+            json={"name": "dead", "base_url": "http://127.0.0.1:9/v1", "connect_timeout_s": 1},
+        )
+        message = _error(client.post("/v1/chat/completions", json={**CHAT, "model": "dead"}), 502)
+        assert "cannot connect to model 'dead'" in message
