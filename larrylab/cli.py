@@ -69,7 +69,7 @@ def _guard(fn: Callable[[], T]) -> T:
     except (ConfigError, DatabaseURLError, StoreNotReadyError) as exc:
         fail(str(exc))
     except NotFoundError as exc:
-        fail(str(exc).strip("'\""), code=3)
+        fail(str(exc), code=3)
     except (ConflictError, ValueError) as exc:
         fail(str(exc))
     except Exception as exc:

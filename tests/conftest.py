@@ -89,6 +89,18 @@ def broken_sim(sim_dir: Path) -> Iterator[LocalProcess]:
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def dropping_sim(sim_dir: Path) -> Iterator[LocalProcess]:
+    """A simulated upstream that cuts every stream after a few chunks."""
+    proc = start_sim(
+        log_dir=sim_dir,
+        label="dropping",
+        extra=["--drop-rate", "1", "--ttft-ms", "1", "--tokens-per-s", "0"],
+    )
+    yield proc
+    proc.stop()
+
+
 def write_config(
     path: Path,
     *,

@@ -3,6 +3,7 @@ bad input gets a clear 4xx, never a 500; auth; admin changes; headers; OpenAPI."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,65 @@ def test_upstream_down_is_a_clean_502(tmp_path: Path, fast_sim: LocalProcess) ->
         )
         message = _error(client.post("/v1/chat/completions", json={**CHAT, "model": "dead"}), 502)
         assert "cannot connect to model 'dead'" in message
+
+
+def _rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_thread_from_header_else_random(tmp_path: Path, fast_sim: LocalProcess) -> None:
+    for client in _client(tmp_path, fast_sim):
+        arms = {
+            client.post(
+                "/v1/chat/completions", json=CHAT, headers={"x-thread-id": "hdr-1"}
+            ).headers["x-larrylab-arm"]
+            for _ in range(5)
+        }
+        assert len(arms) == 1
+        client.post("/v1/chat/completions", json=CHAT)
+        client.get("/healthz")
+    sources = dict(
+        _rows(tmp_path, "SELECT unit_source, count(*) FROM request GROUP BY unit_source")
+    )
+    assert sources == {"header": 5, "random": 1}
+    assert _rows(
+        tmp_path, "SELECT DISTINCT thread_id FROM request WHERE unit_source = 'header'"
+    ) == [("hdr-1",)]
+
+
+def test_stream_without_usage_request_hides_usage_but_logs_tokens(
+    tmp_path: Path, fast_sim: LocalProcess
+) -> None:
+    for client in _client(tmp_path, fast_sim):
+        with client.stream(
+            "POST", "/v1/chat/completions", json={**CHAT, "model": "larry-v1", "stream": True}
+        ) as r:
+            assert r.status_code == 200
+            events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert all(c["choices"] for c in chunks) and not any(c.get("usage") for c in chunks)
+        assert {c["id"] for c in chunks} == {r.headers["x-larrylab-request-id"]}
+    ((tokens, ttft, status),) = _rows(
+        tmp_path, "SELECT completion_tokens, ttft_ms, status FROM request"
+    )
+    assert tokens > 0 and ttft > 0 and status == "ok"
+
+
+def test_stream_cut_mid_way_ends_with_error_event_and_is_logged(
+    tmp_path: Path, fast_sim: LocalProcess, dropping_sim: LocalProcess
+) -> None:
+    for client in _client(tmp_path, fast_sim):
+        client.post("/admin/models", json={"name": "flaky", "base_url": f"{dropping_sim.url}/v1"})
+        with client.stream(
+            "POST", "/v1/chat/completions", json={**CHAT, "model": "flaky", "stream": True}
+        ) as r:
+            assert r.status_code == 200
+            events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        last = json.loads(events[-1])
+        assert "[DONE]" not in events and last["error"]["message"]
+    ((status, error_class),) = _rows(tmp_path, "SELECT status, error_class FROM request")
+    assert status == "error" and error_class in ("protocol", "server_error")
