@@ -8,6 +8,7 @@ response say so.
 """
 
 from larrylab.sim.app import create_app, serve
+from larrylab.sim.background import BackgroundSim, run_in_background
 from larrylab.sim.config import SimConfig
 from larrylab.sim.corpus import CATEGORIES, PWS_REPLIES
 from larrylab.sim.schema_instance import instance_for_schema
@@ -15,8 +16,10 @@ from larrylab.sim.schema_instance import instance_for_schema
 __all__ = [
     "CATEGORIES",
     "PWS_REPLIES",
+    "BackgroundSim",
     "SimConfig",
     "create_app",
     "instance_for_schema",
+    "run_in_background",
     "serve",
 ]

@@ -63,6 +63,11 @@ class SimConfig:
             )
         if not self.label.strip():
             raise ValueError("SimConfig.label must not be empty.")
+        if not (self.label.isascii() and self.label.isprintable()):
+            raise ValueError(
+                f"SimConfig.label must be printable ASCII (it is sent in an HTTP header), "
+                f"got {self.label!r}."
+            )
         if any(not isinstance(m, str) or not m.strip() for m in self.models):
             raise ValueError(f"SimConfig.models must be non-empty strings, got {self.models!r}.")
 

@@ -79,8 +79,13 @@ def parse_ollama_chat(raw: bytes) -> OllamaChat:
     )
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _now() -> datetime:
+    """The current time; orjson writes it as RFC 3339 (`..._UTC_Z` gives the `Z` suffix)."""
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z)
 
 
 def _tags(models: tuple[str, ...]) -> bytes:
@@ -105,7 +110,7 @@ def _tags(models: tuple[str, ...]) -> bytes:
                 "details": details,
             }
         )
-    return orjson.dumps({"models": entries})
+    return _dumps({"models": entries})
 
 
 @dataclass(slots=True)
@@ -165,7 +170,7 @@ def ollama_routes(sim: Simulator) -> list[Route]:
             return _abandoned(headers)
         clock.first = clock.ready + int(plan.ttft_s * 1e9)
         body = _final(req.model, reply, clock, content=reply.text)
-        return Response(orjson.dumps(body), headers=headers, media_type=_JSON)
+        return Response(_dumps(body), headers=headers, media_type=_JSON)
 
     return [
         Route("/api/chat", chat, methods=["POST"]),
@@ -197,13 +202,14 @@ async def _ndjson(model: str, plan: Plan, reply: Reply, clock: _Clock) -> AsyncI
     tokens = reply.tokens if plan.drop_after is None else reply.tokens[: plan.drop_after]
     start = time.monotonic()
     for index, token in enumerate(tokens):
-        await pace(start, index, plan.interval_s)
+        if plan.interval_s:
+            await pace(start, index, plan.interval_s)
         line = {
             "model": model,
             "created_at": _now(),
             "message": {"role": "assistant", "content": token},
             "done": False,
         }
-        yield orjson.dumps(line) + b"\n"
+        yield _dumps(line) + b"\n"
     if plan.drop_after is None:
-        yield orjson.dumps(_final(model, reply, clock, content="")) + b"\n"
+        yield _dumps(_final(model, reply, clock, content="")) + b"\n"

@@ -110,7 +110,9 @@ def _response_format(value: Any) -> tuple[dict[str, Any] | None, bool]:
             )
         schema = spec.get("schema")
         if schema is not None and not isinstance(schema, dict):
-            raise BadRequest("'response_format.json_schema.schema' must be an object.")
+            raise BadRequest(
+                "'response_format.json_schema.schema' must be an object.", "response_format"
+            )
         return schema, schema is None
     raise BadRequest(
         "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
@@ -231,7 +233,8 @@ async def _sse(
     tokens = reply.tokens if plan.drop_after is None else reply.tokens[: plan.drop_after]
     start = time.monotonic()
     for index, token in enumerate(tokens):
-        await pace(start, index, plan.interval_s)
+        if plan.interval_s:
+            await pace(start, index, plan.interval_s)
         yield chunk({"content": token}, None)
     if plan.drop_after is not None:
         return

@@ -34,6 +34,7 @@ QUESTIONS = [
         ("hang_s", -5.0, "must not be negative"),
         ("error_status", 200, "HTTP error status"),
         ("label", " ", "must not be empty"),
+        ("label", "caf\u00e9\n", "printable ASCII"),
         ("models", ("ok", ""), "non-empty strings"),
     ],
 )
@@ -92,7 +93,7 @@ def test_tokens_and_prompt_counts() -> None:
     text = "Let's  trend this\nto the absurd."
     assert "".join(split_tokens(text)) == text
     assert len(split_tokens(text)) == 6
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": [{"type": "text", "text": "one two"}, {"type": "image_url"}]},
         {"role": "assistant", "content": None},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
@@ -11,16 +13,18 @@ import openai
 import orjson
 import pytest
 
-from larrylab.sim import SimConfig
+from larrylab.sim import BackgroundSim, SimConfig
 
-USER = [{"role": "user", "content": "Challenge my assumption"}]
+USER: list[Any] = [{"role": "user", "content": "Challenge my assumption"}]
+
+SimServer = Callable[[SimConfig], AbstractContextManager[BackgroundSim]]
 
 
 def body(**extra: Any) -> dict[str, Any]:
     return {"model": "m", "messages": USER, **extra}
 
 
-def test_ttft_and_decode_pacing(sim_server) -> None:
+def test_ttft_and_decode_pacing(sim_server: SimServer) -> None:
     config = SimConfig(ttft_ms=100, latency_sigma=0, tokens_per_s=50, seed=1)
     with sim_server(config) as sim:
         started = time.monotonic()
@@ -38,7 +42,7 @@ def test_ttft_and_decode_pacing(sim_server) -> None:
         assert time.monotonic() - started >= 0.1 + 5 / 50 - 0.01
 
 
-def test_latency_delays_the_headers(sim_server) -> None:
+def test_latency_delays_the_headers(sim_server: SimServer) -> None:
     config = SimConfig(latency_ms=150, latency_sigma=0, ttft_ms=0, tokens_per_s=0)
     with sim_server(config) as sim:
         started = time.monotonic()
@@ -48,7 +52,7 @@ def test_latency_delays_the_headers(sim_server) -> None:
             assert response.status_code == 200
 
 
-def test_hang_delays_then_answers(sim_server) -> None:
+def test_hang_delays_then_answers(sim_server: SimServer) -> None:
     config = SimConfig(hang_rate=1.0, hang_s=0.3, ttft_ms=0, tokens_per_s=0)
     with sim_server(config) as sim:
         started = time.monotonic()
@@ -57,7 +61,7 @@ def test_hang_delays_then_answers(sim_server) -> None:
         assert response.status_code == 200
 
 
-def test_hang_ends_when_the_client_leaves(sim_server) -> None:
+def test_hang_ends_when_the_client_leaves(sim_server: SimServer) -> None:
     config = SimConfig(hang_rate=1.0, hang_s=60, ttft_ms=0, tokens_per_s=0)
     with sim_server(config) as sim:
         with pytest.raises(httpx.ReadTimeout):
@@ -68,7 +72,7 @@ def test_hang_ends_when_the_client_leaves(sim_server) -> None:
         assert not sim.server.server_state.tasks
 
 
-def test_hang_ends_when_the_server_stops(sim_server) -> None:
+def test_hang_ends_when_the_server_stops(sim_server: SimServer) -> None:
     config = SimConfig(hang_rate=1.0, hang_s=60, ttft_ms=0, tokens_per_s=0)
     statuses: list[int] = []
     with sim_server(config) as sim:
@@ -89,21 +93,21 @@ def test_hang_ends_when_the_server_stops(sim_server) -> None:
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat"])
-def test_drop_cuts_the_stream(sim_server, path: str) -> None:
+def test_drop_cuts_the_stream(sim_server: SimServer, path: str) -> None:
     config = SimConfig(drop_rate=1.0, ttft_ms=0, tokens_per_s=0, seed=3)
     with sim_server(config) as sim:
         received: list[str] = []
-        with pytest.raises(httpx.RemoteProtocolError):  # noqa: PT012
-            with httpx.stream("POST", sim.url + path, json=body(stream=True)) as response:
-                assert response.status_code == 200
-                received.extend(response.iter_lines())
+        request = httpx.stream("POST", sim.url + path, json=body(stream=True))
+        with pytest.raises(httpx.RemoteProtocolError), request as response:
+            assert response.status_code == 200
+            received.extend(response.iter_lines())
         lines = [line for line in received if line]
         assert lines, "some chunks arrive before the drop"
         assert "data: [DONE]" not in lines
         assert not any(orjson.loads(line.removeprefix("data: ")).get("done") for line in lines)
 
 
-def test_drop_surfaces_in_the_openai_client(sim_server) -> None:
+def test_drop_surfaces_in_the_openai_client(sim_server: SimServer) -> None:
     config = SimConfig(drop_rate=1.0, ttft_ms=0, tokens_per_s=0)
     with sim_server(config) as sim:
         api = openai.OpenAI(base_url=f"{sim.url}/v1", api_key="sim", max_retries=0)
@@ -112,7 +116,7 @@ def test_drop_surfaces_in_the_openai_client(sim_server) -> None:
                 pass
 
 
-def test_drop_spares_non_streaming_replies(sim_server) -> None:
+def test_drop_spares_non_streaming_replies(sim_server: SimServer) -> None:
     config = SimConfig(drop_rate=1.0, ttft_ms=0, tokens_per_s=0)
     with sim_server(config) as sim:
         response = httpx.post(f"{sim.url}/v1/chat/completions", json=body(), timeout=10)

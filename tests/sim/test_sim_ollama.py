@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
@@ -10,7 +12,7 @@ import jsonschema
 import orjson
 import pytest
 
-from larrylab.sim import PWS_REPLIES, SimConfig
+from larrylab.sim import PWS_REPLIES, BackgroundSim, SimConfig
 
 MESSAGES = [
     {"role": "system", "content": "You are Larry."},
@@ -19,13 +21,15 @@ MESSAGES = [
 PROMPT_WORDS = 10
 DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
 
+SimServer = Callable[[SimConfig], AbstractContextManager[BackgroundSim]]
+
 
 def chat(url: str, **body: Any) -> httpx.Response:
     return httpx.post(f"{url}/api/chat", json={"model": "larry-v1", **body}, timeout=10)
 
 
-def test_streams_ndjson_by_default(fast_sim) -> None:
-    response = chat(fast_sim.url, messages=MESSAGES)
+def test_streams_ndjson_by_default(instant_sim: BackgroundSim) -> None:
+    response = chat(instant_sim.url, messages=MESSAGES)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/x-ndjson"
     assert response.headers["x-larrylab-sim"] == "test"
@@ -45,8 +49,8 @@ def test_streams_ndjson_by_default(fast_sim) -> None:
     assert final["total_duration"] >= final["eval_duration"]
 
 
-def test_non_streaming_reply(fast_sim) -> None:
-    response = chat(fast_sim.url, messages=MESSAGES, stream=False)
+def test_non_streaming_reply(instant_sim: BackgroundSim) -> None:
+    response = chat(instant_sim.url, messages=MESSAGES, stream=False)
     body = response.json()
     assert body["done"] is True
     assert body["done_reason"] == "stop"
@@ -57,15 +61,15 @@ def test_non_streaming_reply(fast_sim) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_num_predict_truncates(fast_sim, stream: bool) -> None:
-    response = chat(fast_sim.url, messages=MESSAGES, stream=stream, options={"num_predict": 3})
+def test_num_predict_truncates(instant_sim: BackgroundSim, stream: bool) -> None:
+    response = chat(instant_sim.url, messages=MESSAGES, stream=stream, options={"num_predict": 3})
     final = orjson.loads(response.text.splitlines()[-1])
     assert final["done_reason"] == "length"
     assert final["eval_count"] == 3
 
 
-def test_format_json_and_schema(fast_sim) -> None:
-    body = chat(fast_sim.url, messages=MESSAGES, stream=False, format="json").json()
+def test_format_json_and_schema(instant_sim: BackgroundSim) -> None:
+    body = chat(instant_sim.url, messages=MESSAGES, stream=False, format="json").json()
     assert isinstance(json.loads(body["message"]["content"]), dict)
     schema = {
         "type": "object",
@@ -76,7 +80,7 @@ def test_format_json_and_schema(fast_sim) -> None:
         "required": ["stage", "evidence"],
         "additionalProperties": False,
     }
-    response = chat(fast_sim.url, messages=MESSAGES, format=schema)
+    response = chat(instant_sim.url, messages=MESSAGES, format=schema)
     lines = [orjson.loads(line) for line in response.text.splitlines()]
     content = "".join(line["message"]["content"] for line in lines)
     jsonschema.validate(json.loads(content), schema)
@@ -92,28 +96,28 @@ def test_format_json_and_schema(fast_sim) -> None:
         {"messages": MESSAGES, "stream": "no"},
     ],
 )
-def test_bad_requests_get_ollama_400(fast_sim, body: dict[str, Any]) -> None:
-    response = chat(fast_sim.url, **body)
+def test_bad_requests_get_ollama_400(instant_sim: BackgroundSim, body: dict[str, Any]) -> None:
+    response = chat(instant_sim.url, **body)
     assert response.status_code == 400
     assert set(response.json()) == {"error"}
 
 
-def test_non_json_body_gets_400(fast_sim) -> None:
-    response = httpx.post(f"{fast_sim.url}/api/chat", content=b"nope")
+def test_non_json_body_gets_400(instant_sim: BackgroundSim) -> None:
+    response = httpx.post(f"{instant_sim.url}/api/chat", content=b"nope")
     assert response.status_code == 400
     assert response.json()["error"]
 
 
-def test_tags_and_unknown_path(fast_sim) -> None:
-    tags = httpx.get(f"{fast_sim.url}/api/tags").json()
+def test_tags_and_unknown_path(instant_sim: BackgroundSim) -> None:
+    tags = httpx.get(f"{instant_sim.url}/api/tags").json()
     assert [m["name"] for m in tags["models"]] == ["gemini-2.5-flash", "larry-v1"]
     assert all(m["details"]["family"] == "larrylab-sim" for m in tags["models"])
-    missing = httpx.get(f"{fast_sim.url}/api/nothing")
+    missing = httpx.get(f"{instant_sim.url}/api/nothing")
     assert missing.status_code == 404
     assert set(missing.json()) == {"error"}
 
 
-def test_injected_error(sim_server) -> None:
+def test_injected_error(sim_server: SimServer) -> None:
     config = SimConfig(error_rate=1.0, error_status=502, ttft_ms=0, tokens_per_s=0)
     with sim_server(config) as sim:
         for stream in (False, True):

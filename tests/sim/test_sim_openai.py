@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import httpx
@@ -13,10 +15,12 @@ import orjson
 import pytest
 from pydantic import BaseModel, Field
 
-from larrylab.sim import PWS_REPLIES, SimConfig
+from larrylab.sim import PWS_REPLIES, BackgroundSim, SimConfig
 
-USER = [{"role": "user", "content": "What job do customers hire our product for?"}]
+USER: list[Any] = [{"role": "user", "content": "What job do customers hire our product for?"}]
 USER_WORDS = 8
+
+SimServer = Callable[[SimConfig], AbstractContextManager[BackgroundSim]]
 
 
 def client(url: str) -> openai.OpenAI:
@@ -38,8 +42,8 @@ class Plan(BaseModel):
     confidence: int = Field(ge=1, le=5)
 
 
-def test_non_streaming_completion(fast_sim) -> None:
-    raw = client(fast_sim.url).chat.completions.with_raw_response.create(
+def test_non_streaming_completion(instant_sim: BackgroundSim) -> None:
+    raw = client(instant_sim.url).chat.completions.with_raw_response.create(
         model="larry-v1", messages=USER
     )
     completion = raw.parse()
@@ -58,9 +62,9 @@ def test_non_streaming_completion(fast_sim) -> None:
     assert completion.usage.total_tokens == USER_WORDS + completion.usage.completion_tokens
 
 
-def test_streaming_with_usage(fast_sim) -> None:
+def test_streaming_with_usage(instant_sim: BackgroundSim) -> None:
     chunks = list(
-        client(fast_sim.url).chat.completions.create(
+        client(instant_sim.url).chat.completions.create(
             model="gemini-2.5-flash",
             messages=[{"role": "user", "content": "Let's trend this to the absurd"}],
             stream=True,
@@ -80,8 +84,8 @@ def test_streaming_with_usage(fast_sim) -> None:
     assert all(c.model == "gemini-2.5-flash" for c in chunks)
 
 
-def test_raw_sse_framing_without_usage(fast_sim) -> None:
-    response = post(fast_sim.url, {"model": "m", "messages": USER, "stream": True})
+def test_raw_sse_framing_without_usage(instant_sim: BackgroundSim) -> None:
+    response = post(instant_sim.url, {"model": "m", "messages": USER, "stream": True})
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["x-larrylab-sim"] == "test"
     events = response.text.split("\n\n")
@@ -97,29 +101,29 @@ def test_raw_sse_framing_without_usage(fast_sim) -> None:
     }
 
 
-def test_async_client_streams(fast_sim) -> None:
+def test_async_client_streams(instant_sim: BackgroundSim) -> None:
     async def main() -> str:
-        api = openai.AsyncOpenAI(base_url=f"{fast_sim.url}/v1", api_key="sim", max_retries=0)
+        api = openai.AsyncOpenAI(base_url=f"{instant_sim.url}/v1", api_key="sim", max_retries=0)
         stream = await api.chat.completions.create(model="m", messages=USER, stream=True)
         return "".join([c.choices[0].delta.content or "" async for c in stream])
 
     assert asyncio.run(main()) in PWS_REPLIES["jtbd"]
 
 
-def test_list_of_parts_content_counts_as_prompt(fast_sim) -> None:
-    messages = [
+def test_list_of_parts_content_counts_as_prompt(instant_sim: BackgroundSim) -> None:
+    messages: list[Any] = [
         {"role": "system", "content": "You are Larry."},
         {"role": "user", "content": [{"type": "text", "text": "Explain the DIKW ladder"}]},
     ]
-    completion = client(fast_sim.url).chat.completions.create(model="m", messages=messages)
+    completion = client(instant_sim.url).chat.completions.create(model="m", messages=messages)
     assert completion.usage is not None and completion.usage.prompt_tokens == 7
     assert completion.choices[0].message.content in PWS_REPLIES["ackoff_dikw"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("key", ["max_tokens", "max_completion_tokens"])
-def test_max_tokens_truncates(fast_sim, stream: bool, key: str) -> None:
-    api = client(fast_sim.url)
+def test_max_tokens_truncates(instant_sim: BackgroundSim, stream: bool, key: str) -> None:
+    api = client(instant_sim.url)
     args: dict[str, Any] = {"model": "m", "messages": USER, key: 4}
     if stream:
         chunks = list(api.chat.completions.create(stream=True, **args))
@@ -132,9 +136,9 @@ def test_max_tokens_truncates(fast_sim, stream: bool, key: str) -> None:
     assert finish == "length"
 
 
-def test_structured_output_with_parse(fast_sim) -> None:
+def test_structured_output_with_parse(instant_sim: BackgroundSim) -> None:
     for _ in range(5):
-        completion = client(fast_sim.url).chat.completions.parse(
+        completion = client(instant_sim.url).chat.completions.parse(
             model="m", messages=USER, response_format=Plan
         )
         plan = completion.choices[0].message.parsed
@@ -143,15 +147,18 @@ def test_structured_output_with_parse(fast_sim) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_structured_output_json_schema(fast_sim, stream: bool) -> None:
+def test_structured_output_json_schema(instant_sim: BackgroundSim, stream: bool) -> None:
     schema = Plan.model_json_schema()
     body = {
         "model": "m",
         "messages": USER,
         "stream": stream,
-        "response_format": {"type": "json_schema", "json_schema": {"name": "plan", "schema": schema}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "plan", "schema": schema},
+        },
     }
-    response = post(fast_sim.url, body)
+    response = post(instant_sim.url, body)
     if stream:
         chunks = [orjson.loads(line[6:]) for line in response.text.split("\n\n")[:-2]]
         content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
@@ -160,8 +167,8 @@ def test_structured_output_json_schema(fast_sim, stream: bool) -> None:
     jsonschema.validate(json.loads(content), schema)
 
 
-def test_json_object_mode(fast_sim) -> None:
-    completion = client(fast_sim.url).chat.completions.create(
+def test_json_object_mode(instant_sim: BackgroundSim) -> None:
+    completion = client(instant_sim.url).chat.completions.create(
         model="m", messages=USER, response_format={"type": "json_object"}
     )
     value = json.loads(completion.choices[0].message.content or "")
@@ -183,8 +190,10 @@ def test_json_object_mode(fast_sim) -> None:
         ([1, 2], None),
     ],
 )
-def test_bad_requests_get_openai_400(fast_sim, body: Any, param: str | None) -> None:
-    response = post(fast_sim.url, body)
+def test_bad_requests_get_openai_400(
+    instant_sim: BackgroundSim, body: Any, param: str | None
+) -> None:
+    response = post(instant_sim.url, body)
     assert response.status_code == 400
     assert response.headers["x-larrylab-sim"] == "test"
     error = response.json()["error"]
@@ -194,27 +203,27 @@ def test_bad_requests_get_openai_400(fast_sim, body: Any, param: str | None) -> 
     assert error["message"]
 
 
-def test_non_json_body_gets_400(fast_sim) -> None:
-    response = httpx.post(f"{fast_sim.url}/v1/chat/completions", content=b"{not json")
+def test_non_json_body_gets_400(instant_sim: BackgroundSim) -> None:
+    response = httpx.post(f"{instant_sim.url}/v1/chat/completions", content=b"{not json")
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_openai_client_raises_bad_request(fast_sim) -> None:
+def test_openai_client_raises_bad_request(instant_sim: BackgroundSim) -> None:
     with pytest.raises(openai.BadRequestError):
-        client(fast_sim.url).chat.completions.create(model="m", messages=[])
+        client(instant_sim.url).chat.completions.create(model="m", messages=[])
 
 
-def test_models_health_and_unknown_paths(fast_sim) -> None:
-    models = client(fast_sim.url).models.list()
+def test_models_health_and_unknown_paths(instant_sim: BackgroundSim) -> None:
+    models = client(instant_sim.url).models.list()
     assert [m.id for m in models.data] == ["gemini-2.5-flash", "larry-v1"]
-    health = httpx.get(f"{fast_sim.url}/healthz")
+    health = httpx.get(f"{instant_sim.url}/healthz")
     assert health.json() == {"status": "ok", "simulated": True, "label": "test"}
-    missing = httpx.get(f"{fast_sim.url}/v1/nothing")
+    missing = httpx.get(f"{instant_sim.url}/v1/nothing")
     assert missing.status_code == 404
     assert missing.headers["x-larrylab-sim"] == "test"
     assert missing.json()["error"]["message"]
-    assert httpx.get(f"{fast_sim.url}/v1/chat/completions").status_code == 405
+    assert httpx.get(f"{instant_sim.url}/v1/chat/completions").status_code == 405
 
 
 @pytest.mark.parametrize(
@@ -225,7 +234,9 @@ def test_models_health_and_unknown_paths(fast_sim) -> None:
         (503, "server_error", openai.InternalServerError),
     ],
 )
-def test_injected_errors(sim_server, status: int, error_type: str, exc: type[Exception]) -> None:
+def test_injected_errors(
+    sim_server: SimServer, status: int, error_type: str, exc: type[Exception]
+) -> None:
     config = SimConfig(error_rate=1.0, error_status=status, ttft_ms=0, tokens_per_s=0)
     with sim_server(config) as sim:
         for stream in (False, True):

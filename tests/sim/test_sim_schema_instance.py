@@ -165,9 +165,7 @@ def test_pydantic_round_trip() -> None:
 
 
 def test_arrays_default_to_one_to_three_items() -> None:
-    lengths = {
-        len(instance_for_schema({"type": "array"}, random.Random(seed))) for seed in SEEDS
-    }
+    lengths = {len(instance_for_schema({"type": "array"}, random.Random(seed))) for seed in SEEDS}
     assert lengths == {1, 2, 3}
 
 
