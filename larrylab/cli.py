@@ -258,6 +258,61 @@ def experiment_show(name: str, database_url: DbOpt = None, as_json: JsonOpt = Fa
     console.print(summary_table(rows))
 
 
+@app.command()
+def report(
+    experiment: str,
+    database_url: DbOpt = None,
+    as_json: JsonOpt = False,
+    fixed_horizon: Annotated[
+        bool, typer.Option(help="Fixed-horizon t-tests instead of sequential.")
+    ] = False,
+    alpha: Annotated[float, typer.Option(min=0.0001, max=0.5, help="Significance level.")] = 0.05,
+    mde: Annotated[
+        float, typer.Option(min=0.001, max=10, help="Minimum detectable relative effect.")
+    ] = 0.05,
+    margin: Annotated[
+        float, typer.Option(min=0, max=1, help="Non-inferiority margin on quality.")
+    ] = 0.05,
+) -> None:
+    """Analyse an experiment: per-arm numbers, tests against the control, verdicts."""
+    from larrylab.platform.analysis import AnalysisOptions, analysis_dict, analyze
+    from larrylab.platform.experiments import get_experiment
+    from larrylab.platform.summary import summarize
+    from larrylab.tables import candidate_table, summary_table, verdict_line
+
+    opts = AnalysisOptions(
+        alpha=alpha, sequential=not fixed_horizon, mde=mde, non_inferiority_margin=margin
+    )
+    with _session(database_url) as session:
+        exp = _guard(lambda: get_experiment(session=session, name=experiment))
+        arms = [(a.model, a.control, a.weight) for a in exp.arms]
+        engine = session.get_bind()
+        rows = _guard(lambda: summarize(engine, exp.name, arms))
+        result = _guard(lambda: analyze(engine, exp.name, arms, opts))
+    if as_json:
+        _print_json(
+            {
+                "experiment": exp.name,
+                "route": exp.route,
+                "status": exp.status,
+                "arms": [r.model_dump(mode="json") for r in rows],
+                "analysis": analysis_dict(result),
+            }
+        )
+        return
+    console = _console()
+    console.print(
+        f"[bold]{exp.name}[/bold] on route {exp.route} ({exp.status}); "
+        f"{result.method} tests, alpha {alpha:g}, Holm-corrected decision metrics"
+    )
+    console.print(summary_table(rows))
+    srm = f"SRM check p = {result.srm_p_value:.4g} on threads per arm"
+    console.print(f"[bold red]{srm}: SAMPLE RATIO MISMATCH[/bold red]" if result.srm else srm)
+    for cand in result.candidates:
+        console.print(candidate_table(cand, result.control))
+        console.print(verdict_line(cand))
+
+
 def _parse_arm(text: str) -> ArmSpec:
     model, sep, rest = text.partition("=")
     weight, _, flag = rest.partition(":")

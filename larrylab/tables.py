@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
+from larrylab.platform.analysis import CandidateResult
 from larrylab.platform.summary import ArmSummary
 
 
@@ -48,3 +49,69 @@ def summary_table(rows: Sequence[ArmSummary], title: str | None = None) -> Table
             f"{r.high_rating_share:.0%}" if r.high_rating_share is not None else "-",
         )
     return table
+
+
+def _pct(value: float | None, relative: bool = True) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1%}" if relative else f"{value * 100:+.2f} pp"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+VERDICT_STYLE = {
+    "ship": "bold green",
+    "keep_running": "yellow",
+    "stop": "bold red",
+    "invalid": "bold red",
+}
+
+
+def candidate_table(candidate: CandidateResult, control: str) -> Table:
+    """One candidate's metrics against the control, with lifts, intervals and p-values."""
+    table = Table(
+        "metric",
+        "role",
+        f"{control}",
+        candidate.arm,
+        "lift",
+        "interval",
+        "p",
+        "adj. p",
+        "outcome",
+        title=f"{candidate.arm} vs {control}",
+    )
+    for m in candidate.metrics:
+        t = m.test
+        error = t.get("error")
+        style = {"better": "green", "worse": "red"}.get(m.outcome, "")
+        table.add_row(
+            m.metric,
+            m.role,
+            f"{_num(m.control['mean'])} (n={int(m.control['n'])})",
+            f"{_num(m.treatment['mean'])} (n={int(m.treatment['n'])})",
+            "-" if error else _pct(t["effect"], m.relative),
+            "-"
+            if error
+            else f"[{_pct(t['ci_low'], m.relative)}, {_pct(t['ci_high'], m.relative)}]",
+            "-" if error else f"{t['p_value']:.3g}",
+            f"{m.adjusted_p_value:.3g}" if m.adjusted_p_value is not None else "-",
+            f"[{style}]{m.outcome}[/{style}]" if style else m.outcome,
+        )
+    return table
+
+
+def verdict_line(candidate: CandidateResult) -> str:
+    """`larry-v1: SHIP — reasons` with rich markup."""
+    style = VERDICT_STYLE[candidate.verdict]
+    text = f"[{style}]{candidate.arm}: {candidate.verdict.upper().replace('_', ' ')}[/{style}] — "
+    text += "; ".join(candidate.reasons)
+    if candidate.verdict == "keep_running" and candidate.ratings_needed_per_arm:
+        text += (
+            f"; about {candidate.ratings_needed_per_arm} more ratings per arm for the chosen MDE"
+        )
+    return text

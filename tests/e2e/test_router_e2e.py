@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +182,43 @@ def test_router_serves_larry_traffic_end_to_end(router: LocalProcess, database_u
             conn.execute(text("SELECT count(*) FROM request")).scalar() == len(request_ids) + 20 + 1
         )
         assert conn.execute(text("SELECT count(*) FROM feedback")).scalar() == len(request_ids)
+    # `larrylab report` on the same traffic: the numbers the router's summary gave, plus a verdict.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "larrylab",
+            "report",
+            "larry-v1-vs-gemini",
+            "--json",
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert {a["arm"]: a["requests"] for a in report["arms"]} == dict(served)
+    analysis = report["analysis"]
+    assert analysis["threads"] == {arm: len(t) for arm, t in threads_per_arm.items()}
+    assert analysis["srm"] is False and analysis["control"] == "gemini-flash"
+    (cand,) = analysis["candidates"]
+    assert cand["arm"] == "larry-v1" and cand["verdict"] in ("ship", "keep_running")
+    assert {m["metric"] for m in cand["metrics"]} >= {"latency_ms", "mean_score", "error_rate"}
+    text_out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "larrylab",
+            "report",
+            "larry-v1-vs-gemini",
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert text_out.returncode == 0 and "larry-v1 vs gemini-flash" in text_out.stdout

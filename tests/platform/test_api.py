@@ -344,3 +344,13 @@ def test_stream_cut_mid_way_ends_with_error_event_and_is_logged(
         assert "[DONE]" not in events and last["error"]["message"]
     ((status, error_class),) = _rows(tmp_path, "SELECT status, error_class FROM request")
     assert status == "error" and error_class in ("protocol", "server_error")
+
+
+def test_summary_includes_the_analysis(client: TestClient) -> None:
+    for i in range(6):
+        client.post("/v1/chat/completions", json={**CHAT, "user": f"s{i}"})
+    body = client.get("/admin/experiments/larry-v1-vs-gemini/summary").json()
+    analysis = body["analysis"]
+    assert analysis["control"] == "gemini-flash" and analysis["method"] == "sequential"
+    assert sum(analysis["threads"].values()) == 6
+    assert analysis["candidates"][0]["verdict"] in ("keep_running", "ship", "stop", "invalid")

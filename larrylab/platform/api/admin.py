@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
+from larrylab.platform.analysis import analysis_dict, analyze
 from larrylab.platform.api.deps import SessionDep, StateDep, require_admin
 from larrylab.platform.api.errors import ApiError
 from larrylab.platform.experiments import (
@@ -76,12 +77,13 @@ class RoutePublic(BaseModel):
 
 
 class ExperimentSummary(BaseModel):
-    """Per-arm numbers of one experiment."""
+    """Per-arm numbers of one experiment, and its statistical analysis."""
 
     experiment: str
     route: str
     status: str
     arms: list[ArmSummary]
+    analysis: dict[str, Any]
 
 
 def _call(fn: Callable[..., T], **kwargs: Any) -> T:
@@ -173,7 +175,14 @@ async def admin_experiment_summary(
     await state.writer.flush()
     arms = [(a.model, a.control, a.weight) for a in exp.arms]
     rows = await asyncio.to_thread(summarize, state.engine, exp.name, arms)
-    return ExperimentSummary(experiment=exp.name, route=exp.route, status=exp.status, arms=rows)
+    analysis = await asyncio.to_thread(analyze, state.engine, exp.name, arms)
+    return ExperimentSummary(
+        experiment=exp.name,
+        route=exp.route,
+        status=exp.status,
+        arms=rows,
+        analysis=analysis_dict(analysis),
+    )
 
 
 @router.get("/models", response_model=Page[ModelPublic])
