@@ -34,14 +34,14 @@ from larrylab.platform.models import Feedback, RequestLog
 from larrylab.platform.registry import create_model
 from larrylab.platform.summary import summarize
 
-ARMS = [("gemini", True, 90.0), ("larry", False, 10.0)]
+ARMS = [("gemini", True, 90.0), ("larry-v1", False, 10.0)]
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def _fill(url: str, rows: int, seed: int = 1) -> None:
     engine = make_engine(url)
     with Session(engine) as session:
-        for name in ("gemini", "larry"):
+        for name in ("gemini", "larry-v1"):
             create_model(
                 session=session, name=name, spec=ModelSpec(base_url="http://127.0.0.1:9/v1")
             )
@@ -58,7 +58,7 @@ def _fill(url: str, rows: int, seed: int = 1) -> None:
     ratings: list[dict[str, Any]] = []
     with engine.begin() as conn:
         for i in range(rows):
-            arm = "larry" if rng.random() < 0.1 else "gemini"
+            arm = "larry-v1" if rng.random() < 0.1 else "gemini"
             latency = rng.lognormvariate(6.6 if arm == "gemini" else 5.2, 0.3)
             error = rng.random() < 0.01
             rid = f"r{i}"

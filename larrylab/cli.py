@@ -147,6 +147,9 @@ def sim(
     latency_ms: Annotated[
         float, typer.Option(help="Extra latency before the reply starts (median).")
     ] = 0.0,
+    latency_sigma: Annotated[
+        float, typer.Option(help="Lognormal spread of latency and TTFT; 0 = fixed.")
+    ] = 0.25,
     ttft_ms: Annotated[float, typer.Option(help="Median time to first token.")] = 150.0,
     tokens_per_s: Annotated[float, typer.Option(help="Decode speed; 0 = instant.")] = 80.0,
     error_rate: Annotated[
@@ -166,6 +169,7 @@ def sim(
     try:
         cfg = SimConfig(
             latency_ms=latency_ms,
+            latency_sigma=latency_sigma,
             ttft_ms=ttft_ms,
             tokens_per_s=tokens_per_s,
             error_rate=error_rate,

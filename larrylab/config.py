@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     routing_refresh_s: float = Field(default=2.0, gt=0)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     spill_dir: str = "larrylab-spill"
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    log_requests: bool = True
+    replay_interval_s: float = Field(default=5.0, gt=0)
 
     @property
     def client_keys(self) -> frozenset[str]:

@@ -37,6 +37,7 @@ from larrylab.platform.stats import (
     srm_pvalue,
     ttest,
 )
+from larrylab.platform.summary import threads_per_arm
 
 SRM_THRESHOLD = 0.001
 Direction = Literal["lower", "higher"]
@@ -138,35 +139,31 @@ def sufficient_stats(
     ttft = case((_req("status") == "ok", _req("ttft_ms")), else_=None)
     err = case((_req("status") == "error", 1), else_=0)
     fallback = case((_req("fallback_from").is_not(None), 1), else_=0)
-    rated = select(_fb("request_id")).where(
-        _fb("experiment") == experiment, _fb("request_id").is_not(None)
-    )
-    was_rated = case((_req("id").in_(rated.scalar_subquery()), 1), else_=0)
     query = (
-        select(
-            _req("arm"),
-            func.count(func.distinct(_req("thread_id"))),
-            *_moments(ok),
-            *_moments(ttft),
-            *_moments(err),
-            *_moments(fallback),
-            *_moments(was_rated),
-        )
+        select(_req("arm"), *_moments(ok), *_moments(ttft), *_moments(err), *_moments(fallback))
         .where(_req("experiment") == experiment)
         .group_by(_req("arm"))
     )
     stats: dict[str, dict[str, SampleStats]] = {}
-    threads: dict[str, int] = {}
-    names = ("latency_ms", "ttft_ms", "error_rate", "fallback_rate", "feedback_rate")
+    names = ("latency_ms", "ttft_ms", "error_rate", "fallback_rate")
     for row in conn.execute(query):
-        arm = row[0]
-        threads[arm] = int(row[1])
-        stats[arm] = {
+        stats[row[0]] = {
             name: SampleStats(
-                int(row[2 + 3 * i] or 0), float(row[3 + 3 * i] or 0), float(row[4 + 3 * i] or 0)
+                int(row[1 + 3 * i] or 0), float(row[2 + 3 * i] or 0), float(row[3 + 3 * i] or 0)
             )
             for i, name in enumerate(names)
         }
+    # Requests rated at least once, per arm: a 0/1 metric over requests (sum = sum of squares).
+    rated = conn.execute(
+        select(_fb("arm"), func.count(func.distinct(_fb("request_id"))))
+        .where(_fb("experiment") == experiment, _fb("request_id").is_not(None))
+        .group_by(_fb("arm"))
+    ).all()
+    rated_by_arm = {arm: int(n) for arm, n in rated}
+    for arm, arm_stats in stats.items():
+        k = rated_by_arm.get(arm, 0)
+        arm_stats["feedback_rate"] = SampleStats(arm_stats["error_rate"].n, float(k), float(k))
+    threads = threads_per_arm(conn, experiment)
     high = case((_fb("score") >= 4, 1), else_=0)
     ratings = (
         select(_fb("arm"), *_moments(_fb("score")), *_moments(high))

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from larrylab.platform.models import Feedback, RequestLog, Thread, utcnow
+from larrylab.platform.spill import SpillDir
 from larrylab.platform.sqlutil import insert_for
+
+log = logging.getLogger(__name__)
 
 
 class NotFoundError(LookupError):
@@ -62,13 +67,14 @@ def upsert_feedback(
     score: int,
     comment: str | None,
     source: str,
+    at: datetime | None = None,
 ) -> tuple[Feedback, bool]:
     """Store a rating; a second rating of the same target by the same source replaces it.
 
     Returns the stored row and whether it replaced an earlier one.
     """
     key = f"request:{request_id}" if request_id else f"thread:{target.thread_id}"
-    now = utcnow()
+    now = at or utcnow()
     values = {
         "target": key,
         "request_id": request_id,
@@ -92,3 +98,33 @@ def upsert_feedback(
         row = conn.execute(stmt).mappings().one()
     fb = Feedback(**row)
     return fb, fb.created_at != fb.updated_at
+
+
+def replay_feedback(engine: Engine, spill: SpillDir) -> tuple[int, int]:
+    """Write spilled ratings to the store; returns (written, dropped for unknown targets)."""
+    written = dropped = 0
+    for path in spill.claim("feedback"):
+        for row in SpillDir.read(path):
+            request_id = row.get("request_id")
+            if request_id:
+                target = attribute_request(engine, request_id)
+            else:
+                target = attribute_thread(engine, row["thread_id"])
+            if target is None:
+                dropped += 1
+                log.warning(
+                    "spilled rating for unknown %s dropped", request_id or row.get("thread_id")
+                )
+                continue
+            upsert_feedback(
+                engine,
+                target=target,
+                request_id=request_id,
+                score=row["score"],
+                comment=row.get("comment"),
+                source=row["source"],
+                at=datetime.fromisoformat(row["received_at"]),
+            )
+            written += 1
+        path.unlink(missing_ok=True)
+    return written, dropped

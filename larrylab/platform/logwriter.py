@@ -19,10 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import Engine, Table
 
 from larrylab.platform.models import Message, RequestLog, Thread
+from larrylab.platform.spill import SpillDir
 from larrylab.platform.sqlutil import insert_for
 from larrylab.platform.transcripts import MessageRow, chain, dedupe
 
@@ -61,6 +61,14 @@ class RequestRecord:
     reply: dict[str, Any] | None = None
 
 
+def record_from_dict(row: dict[str, Any]) -> RequestRecord:
+    """A RequestRecord read back from a spill file."""
+    for key in ("created_at", "finished_at"):
+        if isinstance(row.get(key), str):
+            row[key] = datetime.fromisoformat(row[key])
+    return RequestRecord(**row)
+
+
 def _table(model: Any) -> Table:
     table: Table = model.__table__
     return table
@@ -76,7 +84,7 @@ class LogWriter:
         batch_size: int = 200,
         flush_interval_s: float = 0.2,
         queue_size: int = 10_000,
-        spill_dir: Path | None = None,
+        spill_dir: Path = Path("larrylab-spill"),
     ) -> None:
         self._engine = engine
         self._batch_size = batch_size
@@ -85,7 +93,8 @@ class LogWriter:
         self._max_depth = queue_size
         self._pending: dict[str, RequestRecord] = {}
         self._known: OrderedDict[str, None] = OrderedDict()
-        self._spill_dir = spill_dir
+        self.spill = SpillDir(spill_dir)
+        self.spilled = 0
         self._task: asyncio.Task[None] | None = None
         self._written = 0
         self._submitted = 0
@@ -236,10 +245,21 @@ class LogWriter:
         self._remember(messages)
 
     def _spill(self, batch: Sequence[RequestRecord]) -> None:
-        spill_dir = self._spill_dir or Path("larrylab-spill")
-        spill_dir.mkdir(parents=True, exist_ok=True)
-        path = spill_dir / "requests.jsonl"
-        with path.open("ab") as fh:
-            for rec in batch:
-                fh.write(orjson.dumps(asdict(rec)) + b"\n")
+        path = self.spill.append("requests", (asdict(rec) for rec in batch))
+        self.spilled += len(batch)
         log.error("database unavailable: %d request rows spilled to %s", len(batch), path)
+
+    async def replay(self) -> int:
+        """Write spilled rows back to the store; returns how many were written."""
+        written = 0
+        for path in await asyncio.to_thread(self.spill.claim, "requests"):
+            rows = await asyncio.to_thread(SpillDir.read, path)
+            records = [record_from_dict(row) for row in rows]
+            for start in range(0, len(records), self._batch_size):
+                await asyncio.to_thread(
+                    self._write_batch, records[start : start + self._batch_size]
+                )
+            path.unlink(missing_ok=True)
+            written += len(records)
+            log.warning("replayed %d spilled request rows from %s", len(records), path.name)
+        return written

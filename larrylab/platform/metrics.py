@@ -39,6 +39,12 @@ class RouterMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.breaker_open = Gauge(
+            "larrylab_breaker_open",
+            "1 while a model's circuit breaker is open",
+            ("model",),
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "larrylab_log_queue_depth", "Request rows waiting to be written", registry=self.registry
         )
@@ -60,6 +66,10 @@ class RouterMetrics:
             self.ttft.labels(route, arm).observe(ttft_s)
         if fallback:
             self.fallbacks.labels(route, arm).inc()
+
+    def breaker_changed(self, model: str, state: str) -> None:
+        """Follow a breaker's state change."""
+        self.breaker_open.labels(model).set(1 if state == "open" else 0)
 
     def render(self) -> bytes:
         """The exposition text."""

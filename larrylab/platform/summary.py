@@ -100,6 +100,18 @@ def latency_percentiles(conn: Connection, experiment: str, column: str) -> dict[
     return _percentiles_sqlite(conn, where, column)
 
 
+def threads_per_arm(conn: Connection, experiment: str) -> dict[str, int]:
+    """Distinct threads per arm (read from an index, no temporary sort)."""
+    pairs = (
+        select(_col("arm"), _col("thread_id"))
+        .where(_col("experiment") == experiment)
+        .distinct()
+        .subquery()
+    )
+    rows = conn.execute(select(pairs.c.arm, func.count()).group_by(pairs.c.arm)).all()
+    return {arm: int(n) for arm, n in rows}
+
+
 def summarize(
     engine: Engine, experiment: str, arms: list[tuple[str, bool, float]]
 ) -> list[ArmSummary]:
@@ -112,21 +124,17 @@ def summarize(
             select(
                 _col("arm"),
                 func.count(),
-                func.count(func.distinct(_col("thread_id"))),
                 func.sum(case((_col("status") == "error", 1), else_=0)),
                 func.sum(case((_col("fallback_from").is_not(None), 1), else_=0)),
             )
             .where(_col("experiment") == experiment)
             .group_by(_col("arm"))
         ).all()
-        for arm, requests, threads, errors, fallbacks in traffic:
+        threads = threads_per_arm(conn, experiment)
+        for arm, requests, errors, fallbacks in traffic:
             s = out.setdefault(arm, ArmSummary(arm=arm, control=False, weight=0.0))
-            s.requests, s.threads, s.errors, s.fallbacks = (
-                requests,
-                threads,
-                int(errors or 0),
-                int(fallbacks or 0),
-            )
+            s.requests, s.threads = requests, threads.get(arm, 0)
+            s.errors, s.fallbacks = int(errors or 0), int(fallbacks or 0)
         for column, attr in (("latency_ms", "latency_ms"), ("ttft_ms", "ttft_ms")):
             for arm, pct in latency_percentiles(conn, experiment, column).items():
                 if arm in out:

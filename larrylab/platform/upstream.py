@@ -82,10 +82,11 @@ def _status_error(status: int, text: str) -> UpstreamError:
     return UpstreamError("client_error", message, status if status in (400, 404, 413, 422) else 400)
 
 
-def _timeout(target: Target) -> httpx.Timeout:
+def _timeout(target: Target, *, stream: bool) -> httpx.Timeout:
+    # A whole (non-streaming) reply arrives at once, so only the total timeout bounds it.
     return httpx.Timeout(
         connect=target.connect_timeout_s,
-        read=target.first_token_timeout_s,
+        read=target.first_token_timeout_s if stream else target.total_timeout_s,
         write=target.connect_timeout_s,
         pool=target.connect_timeout_s,
     )
@@ -119,7 +120,7 @@ async def complete(client: httpx.AsyncClient, target: Target, body: dict[str, An
                 f"{target.base_url}/chat/completions",
                 content=payload,
                 headers=_headers(target),
-                timeout=_timeout(target),
+                timeout=_timeout(target, stream=False),
             )
     except (httpx.HTTPError, TimeoutError) as exc:
         raise _network_error(exc, target) from exc
@@ -188,7 +189,7 @@ async def open_stream(
         f"{target.base_url}/chat/completions",
         content=orjson.dumps(upstream_body),
         headers=_headers(target),
-        timeout=_timeout(target),
+        timeout=_timeout(target, stream=True),
     )
     resp: httpx.Response | None = None
     try:

@@ -354,3 +354,36 @@ def test_summary_includes_the_analysis(client: TestClient) -> None:
     assert analysis["control"] == "gemini-flash" and analysis["method"] == "sequential"
     assert sum(analysis["threads"].values()) == 6
     assert analysis["candidates"][0]["verdict"] in ("keep_running", "ship", "stop", "invalid")
+
+
+def test_circuit_breaker_sends_a_failing_arm_to_the_control(
+    tmp_path: Path, fast_sim: LocalProcess, broken_sim: LocalProcess
+) -> None:
+    for client in _client(tmp_path, fast_sim, breaker_failures=3, breaker_cooldown_s=600):
+        client.post("/admin/models", json={"name": "broken", "base_url": f"{broken_sim.url}/v1"})
+        client.post("/admin/experiments/larry-v1-vs-gemini/stop")
+        spec = {
+            "name": "canary",
+            "route": "larry",
+            "arms": [
+                {"model": "gemini-flash", "weight": 0, "control": True},
+                {"model": "broken", "weight": 100},
+            ],
+        }
+        assert client.post("/admin/experiments", json=spec).status_code == 201
+        for i in range(8):
+            r = client.post("/v1/chat/completions", json={**CHAT, "user": f"b{i}"})
+            assert r.status_code == 200 and r.headers["x-larrylab-arm"] == "gemini-flash"
+        summary = client.get("/admin/experiments/canary/summary").json()
+        assert summary["breakers"] == {"gemini-flash": "closed", "broken": "open"}
+        broken = next(a for a in summary["arms"] if a["arm"] == "broken")
+        assert broken["fallbacks"] == 8 and broken["errors"] == 0
+        assert 'larrylab_breaker_open{model="broken"} 1.0' in client.get("/metrics").text
+    reasons = dict(
+        _rows(
+            tmp_path,
+            "SELECT error_class, count(*) FROM request WHERE experiment = 'canary' GROUP BY 1",
+        )
+    )
+    # Three real failures opened the breaker; the other five never reached the broken model.
+    assert reasons == {"server_error": 3, "circuit_open": 5}

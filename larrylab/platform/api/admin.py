@@ -83,6 +83,7 @@ class ExperimentSummary(BaseModel):
     route: str
     status: str
     arms: list[ArmSummary]
+    breakers: dict[str, str]
     analysis: dict[str, Any]
 
 
@@ -176,11 +177,13 @@ async def admin_experiment_summary(
     arms = [(a.model, a.control, a.weight) for a in exp.arms]
     rows = await asyncio.to_thread(summarize, state.engine, exp.name, arms)
     analysis = await asyncio.to_thread(analyze, state.engine, exp.name, arms)
+    breakers = {a.model: state.breakers.state(a.model) for a in exp.arms}
     return ExperimentSummary(
         experiment=exp.name,
         route=exp.route,
         status=exp.status,
         arms=rows,
+        breakers=breakers,
         analysis=analysis_dict(analysis),
     )
 

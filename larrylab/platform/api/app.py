@@ -16,7 +16,9 @@ from larrylab.config import Settings
 from larrylab.platform.api import admin, chat, feedback, health
 from larrylab.platform.api.deps import RouterState
 from larrylab.platform.api.errors import install_error_handlers
+from larrylab.platform.breaker import CircuitBreakers
 from larrylab.platform.db import make_engine
+from larrylab.platform.feedback import replay_feedback
 from larrylab.platform.logwriter import LogWriter
 from larrylab.platform.metrics import RouterMetrics
 from larrylab.platform.routing import RoutingCache
@@ -27,6 +29,26 @@ log = logging.getLogger(__name__)
 def _http_client() -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0), trust_env=False)
+
+
+async def _replay_loop(state: RouterState) -> None:
+    """Replay spilled rows whenever the database takes them again."""
+    while True:
+        try:
+            if state.writer.spill.has("requests"):
+                await state.writer.replay()
+            if state.writer.spill.has("feedback"):
+                written, dropped = await asyncio.to_thread(
+                    replay_feedback, state.engine, state.writer.spill
+                )
+                log.warning(
+                    "replayed %d spilled ratings (%d for unknown requests dropped)",
+                    written,
+                    dropped,
+                )
+        except Exception as exc:  # still unreachable: keep the files, try again later
+            log.warning("replaying spilled rows failed, will retry: %s", exc)
+        await asyncio.sleep(state.settings.replay_interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,13 +67,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         routing = RoutingCache(engine, settings.routing_refresh_s)
         client = _http_client()
-        app.state.router = RouterState(settings, engine, routing, writer, client, RouterMetrics())
+        metrics = RouterMetrics()
+        breakers = CircuitBreakers(
+            failure_threshold=settings.breaker_failures,
+            cooldown_s=settings.breaker_cooldown_s,
+            on_change=metrics.breaker_changed,
+        )
+        app.state.router = RouterState(settings, engine, routing, writer, client, metrics, breakers)
         writer.start()
         refresher = asyncio.create_task(routing.run(), name="larrylab-routing-refresh")
+        replayer = asyncio.create_task(_replay_loop(app.state.router), name="larrylab-spill-replay")
         try:
             yield
         finally:
             refresher.cancel()
+            replayer.cancel()
             await writer.close()
             await client.aclose()
             engine.dispose()

@@ -42,6 +42,7 @@ class Attempt:
     res: Resolution
     served: Target | None = None
     fallback_from: str | None = None
+    fallback_reason: tuple[str, str] | None = None
     upstream_s: float = 0.0
 
     def headers(self) -> dict[str, str]:
@@ -67,6 +68,9 @@ class Attempt:
         latency = time.perf_counter() - self.t0
         served = self.served or self.res.target
         tokens = tokens or {}
+        error_class, error_message = (error.error_class, error.message) if error else (None, None)
+        if error is None and self.fallback_reason is not None:
+            error_class, error_message = self.fallback_reason
         return RequestRecord(
             id=self.id,
             thread_id=self.unit,
@@ -79,8 +83,8 @@ class Attempt:
             stream=bool(self.body.get("stream")),
             status=status,
             http_status=http_status,
-            error_class=error.error_class if error else None,
-            error_message=error.message if error else None,
+            error_class=error_class,
+            error_message=error_message,
             fallback_from=self.fallback_from,
             latency_ms=latency * 1000,
             ttft_ms=ttft_s * 1000 if ttft_s is not None else None,
@@ -131,18 +135,47 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _with_fallback(state: RouterState, att: Attempt, call: Call[T]) -> T:
-    """Call the assigned model; if a candidate arm fails before any byte, call the control."""
-    started = time.perf_counter()
-    att.served = att.res.target
-    try:
-        return await call(state.client, att.res.target, att.body)
-    except UpstreamError as err:
-        if att.res.control is None or not err.fallback_ok:
+async def _call_target(state: RouterState, att: Attempt, target: Target, call: Call[T]) -> T:
+    """Call one model, retrying once on a connect error (nothing was sent); feed its breaker."""
+    for attempt in range(2):
+        try:
+            out = await call(state.client, target, att.body)
+        except UpstreamError as err:
+            if err.error_class == "connect" and attempt == 0:
+                await asyncio.sleep(0.05)
+                continue
+            if err.fallback_ok:
+                state.breakers.failure(target.name)
+            else:  # the model answered (e.g. 400 for a bad parameter): it is up
+                state.breakers.success(target.name)
             raise
-        att.fallback_from = att.res.target.name
-        att.served = att.res.control
-        return await call(state.client, att.res.control, att.body)
+        state.breakers.success(target.name)
+        return out
+    raise AssertionError("unreachable")
+
+
+async def _with_fallback(state: RouterState, att: Attempt, call: Call[T]) -> T:
+    """Call the assigned model; a candidate arm that fails before any byte, or whose circuit
+    breaker is open, is replaced by the control arm."""
+    started = time.perf_counter()
+    target, control = att.res.target, att.res.control
+    try:
+        if control is not None and not state.breakers.allow(target.name):
+            att.fallback_from, att.fallback_reason = (
+                target.name,
+                ("circuit_open", "circuit breaker open"),
+            )
+            att.served = control
+            return await _call_target(state, att, control, call)
+        att.served = target
+        try:
+            return await _call_target(state, att, target, call)
+        except UpstreamError as err:
+            if control is None or not err.fallback_ok:
+                raise
+            att.fallback_from, att.fallback_reason = target.name, (err.error_class, err.message)
+            att.served = control
+            return await _call_target(state, att, control, call)
     finally:
         att.upstream_s += time.perf_counter() - started
 
@@ -156,6 +189,8 @@ async def _log(state: RouterState, att: Attempt, rec: RequestRecord, *, wait: bo
         ttft_s=rec.ttft_ms / 1000 if rec.ttft_ms is not None else None,
         fallback=att.fallback_from is not None,
     )
+    if not state.settings.log_requests:
+        return
     if wait:
         await state.writer.submit(rec)
     else:
@@ -280,6 +315,8 @@ async def _relay(
         yield b"data: [DONE]\n\n"
     except UpstreamError as err:
         error, status = err, "error"
+        if att.served is not None:
+            state.breakers.failure(att.served.name)
         body = error_body(err.status, err.message, code=err.error_class)
         yield b"data: " + orjson.dumps(body) + b"\n\n"
     except (asyncio.CancelledError, GeneratorExit):

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from larrylab.config import Settings
 from larrylab.platform.api.errors import ApiError
+from larrylab.platform.breaker import CircuitBreakers
 from larrylab.platform.logwriter import LogWriter
 from larrylab.platform.metrics import RouterMetrics
 from larrylab.platform.routing import RoutingCache
@@ -29,6 +30,7 @@ class RouterState:
     writer: LogWriter
     client: httpx.AsyncClient
     metrics: RouterMetrics
+    breakers: CircuitBreakers
 
 
 def get_state(request: Request) -> RouterState:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
+from starlette.responses import Response
 
 from larrylab.platform.api.deps import RouterState, StateDep, require_client
 from larrylab.platform.api.errors import ApiError
@@ -15,6 +19,7 @@ from larrylab.platform.feedback import (
     attribute_thread,
     upsert_feedback,
 )
+from larrylab.platform.models import utcnow
 
 router = APIRouter(dependencies=[Depends(require_client)], tags=["feedback"])
 
@@ -38,17 +43,45 @@ async def _find_thread(state: RouterState, thread_id: str) -> Attribution | None
     return found
 
 
+class FeedbackAccepted(BaseModel):
+    """A rating kept on local disk while the database is unreachable; written when it returns."""
+
+    accepted: bool = True
+    spilled: bool = True
+    request_id: str | None
+    thread_id: str | None
+    score: int
+
+
+async def _spill(state: RouterState, body: FeedbackIn) -> Response:
+    row = {**body.model_dump(), "received_at": utcnow().isoformat()}
+    await asyncio.to_thread(state.writer.spill.append, "feedback", [row])
+    out = FeedbackAccepted(request_id=body.request_id, thread_id=body.thread_id, score=body.score)
+    return JSONResponse(out.model_dump(), status_code=202)
+
+
 @router.post(
     "/v1/feedback",
     response_model=FeedbackOut,
     responses={
+        202: {
+            "model": FeedbackAccepted,
+            "description": "database unreachable: kept locally, written later",
+        },
         404: {"description": "unknown request or thread"},
         422: {"description": "invalid rating"},
     },
     summary="Rate a request or a thread from 1 to 5 stars",
 )
-async def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackOut:
+async def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackOut | Response:
     """Store a rating; rating the same request (or thread) again from the same source updates it."""
+    try:
+        return await _store(state, body)
+    except DBAPIError:
+        return await _spill(state, body)
+
+
+async def _store(state: RouterState, body: FeedbackIn) -> FeedbackOut:
     if body.request_id is not None:
         target = await _find_request(state, body.request_id)
         if target is None:

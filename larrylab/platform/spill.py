@@ -1,0 +1,98 @@
+"""Spill files: where rows go while the database is unreachable, until they are replayed.
+
+Each process appends JSON lines to its own file per kind (`requests-<pid>.jsonl`,
+`feedback-<pid>.jsonl`) and fsyncs them. To replay, a process claims its own files and those
+of processes that no longer run by renaming them (`*.replaying-<pid>`), writes their rows
+(idempotently: request ids and message hashes are primary keys), and deletes them. A replay
+that fails leaves the claimed file for the next attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_NAME = re.compile(
+    r"^(?P<kind>[a-z]+)-(?P<pid>\d+)\.jsonl(?:\.replaying-(?P<claimer>\d+)(?:-\d+)?)?$"
+)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SpillDir:
+    """The spill folder of one router process."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._claims = 0
+
+    def append(self, kind: str, rows: Iterable[dict[str, Any]]) -> Path:
+        """Append rows to this process's spill file for `kind` and flush them to disk."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{kind}-{os.getpid()}.jsonl"
+        data = b"".join(orjson.dumps(row) + b"\n" for row in rows)
+        with path.open("ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return path
+
+    def has(self, kind: str) -> bool:
+        """Whether any spill file of `kind` waits here."""
+        return bool(self._files(kind))
+
+    def _files(self, kind: str) -> list[tuple[Path, re.Match[str]]]:
+        if not self.directory.is_dir():
+            return []
+        out = []
+        for path in sorted(self.directory.iterdir()):
+            m = _NAME.match(path.name)
+            if m and m["kind"] == kind:
+                out.append((path, m))
+        return out
+
+    def claim(self, kind: str) -> list[Path]:
+        """Take over the files of `kind` this process may replay; returns the claimed paths."""
+        me = os.getpid()
+        claimed = []
+        for path, m in self._files(kind):
+            owner = int(m["claimer"] or m["pid"])
+            if owner != me and _alive(owner):
+                continue
+            if m["claimer"] and int(m["claimer"]) == me:
+                claimed.append(path)
+                continue
+            self._claims += 1
+            target = path.with_name(f"{kind}-{m['pid']}.jsonl.replaying-{me}-{self._claims}")
+            try:
+                path.rename(target)
+            except FileNotFoundError:  # another process claimed it first
+                continue
+            claimed.append(target)
+        return claimed
+
+    @staticmethod
+    def read(path: Path) -> list[dict[str, Any]]:
+        """The rows of a spill file (a torn last line from a crash is skipped)."""
+        rows = []
+        for line in path.read_bytes().splitlines():
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue
+        return rows

@@ -1,0 +1,314 @@
+"""Resilience, end to end with real processes: database outages, crashes, graceful shutdown,
+several workers, and faulty upstreams. The client always gets an answer or a well-formed error,
+and the log matches what the client saw."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from larrylab.localproc import LocalProcess, start_router, start_sim
+from larrylab.platform.db import make_engine, upgrade
+from tests.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.e2e
+CHAT = {"model": "larry", "messages": [{"role": "user", "content": "What problem am I solving?"}]}
+
+
+def _config(
+    path: Path,
+    models: dict[str, str],
+    arms: list[tuple[str, int]] | None = None,
+    model_extra: str = "",
+) -> Path:
+    lines = ["models:"]
+    lines += [
+        f"  {name}: {{api: openai, base_url: {url}/v1, model: {name}{model_extra}}}"
+        for name, url in models.items()
+    ]
+    first = next(iter(models))
+    lines += ["routes:", f"  larry: {{model: {first}}}"]
+    if arms:
+        arm_text = ", ".join(
+            f"{{model: {m}, weight: {w}{', control: true' if i == 0 else ''}}}"
+            for i, (m, w) in enumerate(arms)
+        )
+        lines += ["experiments:", f"  - {{name: exp, route: larry, arms: [{arm_text}]}}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _count(url: str, table: str) -> int:
+    with make_engine(url).connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() or 0)
+
+
+def _wait_for(predicate: Any, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.fixture
+def proxied_postgres(postgres_url: str) -> Iterator[tuple[str, TcpProxy]]:
+    upgrade(postgres_url)
+    parsed = make_url(postgres_url)
+    proxy = TcpProxy(parsed.port or 5432)
+    proxy.start()
+    yield parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False), proxy
+    proxy.cut()
+
+
+@pytest.mark.postgres
+def test_database_outage_spills_rows_and_replays_them(
+    tmp_path: Path,
+    fast_sim: LocalProcess,
+    proxied_postgres: tuple[str, TcpProxy],
+    postgres_url: str,
+) -> None:
+    url, proxy = proxied_postgres
+    config = _config(tmp_path / "c.yaml", {"gemini-flash": fast_sim.url})
+    env = {
+        "LARRYLAB_REPLAY_INTERVAL_S": "0.5",
+        "LARRYLAB_LOG_FLUSH_INTERVAL_S": "0.05",
+        "LARRYLAB_SPILL_DIR": str(tmp_path / "spill"),
+    }
+    router = start_router(log_dir=tmp_path, database_url=url, config=config, env=env)
+    http = httpx.Client(base_url=router.url, timeout=30)
+    try:
+        before = [
+            http.post("/v1/chat/completions", json={**CHAT, "user": f"a{i}"}) for i in range(5)
+        ]
+        assert all(r.status_code == 200 for r in before)
+        assert _wait_for(lambda: _count(postgres_url, "request") == 5)
+        proxy.cut()  # the database is gone
+        during = [
+            http.post("/v1/chat/completions", json={**CHAT, "user": f"b{i}"}) for i in range(10)
+        ]
+        assert all(r.status_code == 200 for r in during)  # Larry notices nothing
+        rated = http.post(
+            "/v1/feedback",
+            json={"request_id": before[0].headers["x-larrylab-request-id"], "score": 5},
+        )
+        assert rated.status_code == 202 and rated.json()["spilled"] is True
+        assert http.get("/healthz").status_code == 503
+        assert _wait_for(lambda: any((tmp_path / "spill").glob("requests-*.jsonl")), timeout=20)
+        proxy.start()  # the database is back
+        assert _wait_for(
+            lambda: _count(postgres_url, "request") == 15 and _count(postgres_url, "feedback") == 1
+        )
+        assert not list((tmp_path / "spill").glob("*.jsonl*"))
+        assert http.get("/healthz").status_code == 200
+    finally:
+        http.close()
+        router.stop()
+
+
+def test_sigkill_loses_at_most_the_last_batch_interval(
+    tmp_path: Path, fast_sim: LocalProcess
+) -> None:
+    db = f"sqlite:///{tmp_path / 'kill.db'}"
+    interval = 0.5
+    config = _config(tmp_path / "c.yaml", {"gemini-flash": fast_sim.url})
+    router = start_router(
+        log_dir=tmp_path,
+        database_url=db,
+        config=config,
+        env={"LARRYLAB_LOG_FLUSH_INTERVAL_S": str(interval)},
+    )
+    finished: list[float] = []
+    with httpx.Client(base_url=router.url, timeout=30) as http:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+            finished.append(time.monotonic())
+    killed_at = time.monotonic()
+    router.stop(signal.SIGKILL)
+    stored = _count(db, "request")
+    lost = len(finished) - stored
+    recent = sum(1 for t in finished if killed_at - t <= 2 * interval)
+    print(
+        f"SIGKILL after {len(finished)} requests: {lost} rows lost; {recent} finished in the last "
+        f"2 x {interval}s batch interval"
+    )
+    assert 0 <= lost <= recent
+
+
+def test_sigterm_drains_streams_and_flushes_every_row(tmp_path: Path, sim_dir: Path) -> None:
+    slow = start_sim(
+        log_dir=sim_dir, label="slow-stream", extra=["--ttft-ms", "50", "--tokens-per-s", "25"]
+    )
+    db = f"sqlite:///{tmp_path / 'term.db'}"
+    router = start_router(
+        log_dir=tmp_path, database_url=db, config=_config(tmp_path / "c.yaml", {"m": slow.url})
+    )
+    client = openai.OpenAI(base_url=f"{router.url}/v1", api_key="x", max_retries=0)
+    results: list[str] = []
+    started = threading.Barrier(5)
+
+    def one(i: int) -> None:
+        stream = client.chat.completions.create(
+            model="larry", messages=[{"role": "user", "content": "hi"}], stream=True, user=f"t{i}"
+        )
+        parts = []
+        for n, chunk in enumerate(stream):
+            if n == 1:
+                started.wait(timeout=10)
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+        results.append("".join(parts))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    router.proc.send_signal(signal.SIGTERM)  # while all five streams are mid-way
+    for t in threads:
+        t.join(timeout=60)
+    assert router.proc.wait(30) in (0, -signal.SIGTERM)
+    slow.stop()
+    assert len(results) == 5 and all(len(r.split()) > 10 for r in results)
+    with make_engine(db).connect() as conn:
+        rows = conn.execute(text("SELECT status, completion_tokens FROM request")).all()
+    assert len(rows) == 5 and all(status == "ok" for status, _ in rows)
+
+
+@pytest.mark.postgres
+def test_two_workers_share_postgres(
+    tmp_path: Path, fast_sim: LocalProcess, postgres_url: str
+) -> None:
+    upgrade(postgres_url)
+    config = _config(
+        tmp_path / "c.yaml",
+        {"gemini-flash": fast_sim.url, "larry-v1": fast_sim.url},
+        arms=[("gemini-flash", 50), ("larry-v1", 50)],
+    )
+    router = start_router(
+        log_dir=tmp_path, database_url=postgres_url, config=config, extra=["--workers", "2"]
+    )
+    try:
+        children = subprocess.run(
+            ["pgrep", "-P", str(router.proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) >= 2
+        arms: dict[str, str] = {}
+        with httpx.Client(base_url=router.url, timeout=30) as http:
+            for i in range(40):
+                r = http.post("/v1/chat/completions", json={**CHAT, "user": f"w{i % 10}"})
+                assert r.status_code == 200
+                assert (
+                    arms.setdefault(f"w{i % 10}", r.headers["x-larrylab-arm"])
+                    == r.headers["x-larrylab-arm"]
+                )
+            fb = http.post(
+                "/v1/feedback", json={"request_id": r.headers["x-larrylab-request-id"], "score": 4}
+            )
+            assert fb.status_code == 200
+    finally:
+        router.stop()
+    assert _count(postgres_url, "request") == 40
+
+
+def test_faulty_upstreams_answer_or_fail_cleanly_and_the_log_agrees(
+    tmp_path: Path, sim_dir: Path
+) -> None:
+    sims = {
+        "control": start_sim(
+            log_dir=sim_dir, label="ok", extra=["--ttft-ms", "5", "--tokens-per-s", "0"]
+        ),
+        "flaky": start_sim(
+            log_dir=sim_dir,
+            label="flaky",
+            extra=[
+                "--error-rate",
+                "0.3",
+                "--drop-rate",
+                "0.3",
+                "--ttft-ms",
+                "5",
+                "--tokens-per-s",
+                "400",
+                "--seed",
+                "3",
+            ],
+        ),
+        "hangs": start_sim(
+            log_dir=sim_dir,
+            label="hangs",
+            extra=["--hang-rate", "0.5", "--hang-s", "30", "--ttft-ms", "5", "--seed", "4"],
+        ),
+        "slowstart": start_sim(
+            log_dir=sim_dir, label="slowstart", extra=["--ttft-ms", "3000", "--latency-sigma", "0"]
+        ),
+    }
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "models:\n"
+        + "".join(
+            f"  {n}: {{api: openai, base_url: {s.url}/v1, model: {n}, first_token_timeout_s: 1, "
+            f"total_timeout_s: 2, connect_timeout_s: 1}}\n"
+            for n, s in sims.items()
+        )
+        + "experiments:\n"
+        + "  - {name: exp, route: larry, arms: [{model: control, weight: 1, control: true}, "
+        "{model: flaky, weight: 1}, {model: hangs, weight: 1}, {model: slowstart, weight: 1}]}\n"
+    )
+    db = f"sqlite:///{tmp_path / 'faults.db'}"
+    router = start_router(
+        log_dir=tmp_path, database_url=db, config=config, env={"LARRYLAB_BREAKER_FAILURES": "1000"}
+    )
+    seen: dict[str, tuple[int, str, bool]] = {}
+    try:
+        with httpx.Client(base_url=router.url, timeout=60) as http:
+            for i in range(60):
+                stream = i % 2 == 0
+                body = {**CHAT, "user": f"f{i}", "stream": stream}
+                with http.stream("POST", "/v1/chat/completions", json=body) as r:
+                    raw = r.read().decode()
+                rid = r.headers["x-larrylab-request-id"]
+                if not stream:
+                    assert r.status_code == 200, (
+                        raw
+                    )  # every failure before the first byte falls back
+                    assert json.loads(raw)["choices"][0]["message"]["content"]
+                    seen[rid] = (r.status_code, "ok", False)
+                    continue
+                events = [line[6:] for line in raw.splitlines() if line.startswith("data: ")]
+                assert r.status_code == 200 and events
+                if events[-1] == "[DONE]":
+                    seen[rid] = (200, "ok", True)
+                else:  # cut mid-stream: a well-formed error event ends it
+                    assert "error" in json.loads(events[-1])
+                    seen[rid] = (200, "error", True)
+    finally:
+        router.stop()
+        for s in sims.values():
+            s.stop()
+    with make_engine(db).connect() as conn:
+        rows = {
+            r[0]: (r[1], r[2], bool(r[3]), r[4])
+            for r in conn.execute(
+                text("SELECT id, http_status, status, stream, fallback_from FROM request")
+            )
+        }
+    assert set(rows) == set(seen)
+    for rid, (status_code, status, stream) in seen.items():
+        assert rows[rid][:3] == (status_code, status, stream)
+    fallbacks = [r[3] for r in rows.values() if r[3]]
+    assert {"hangs", "slowstart"} <= set(fallbacks)  # timeouts fell back to the control
+    assert any(r[1] == "error" for r in rows.values())  # some streams were cut mid-way
