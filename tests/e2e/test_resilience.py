@@ -312,3 +312,41 @@ def test_faulty_upstreams_answer_or_fail_cleanly_and_the_log_agrees(
     fallbacks = [r[3] for r in rows.values() if r[3]]
     assert {"hangs", "slowstart"} <= set(fallbacks)  # timeouts fell back to the control
     assert any(r[1] == "error" for r in rows.values())  # some streams were cut mid-way
+
+
+def test_concurrent_feedback_for_one_request_keeps_one_row_per_source(
+    tmp_path: Path, fast_sim: LocalProcess, database_url: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    upgrade(database_url)
+    router = start_router(
+        log_dir=tmp_path,
+        database_url=database_url,
+        config=_config(tmp_path / "c.yaml", {"gemini-flash": fast_sim.url}),
+    )
+    try:
+        with httpx.Client(base_url=router.url, timeout=30) as http:
+            rid = http.post("/v1/chat/completions", json=CHAT).headers["x-larrylab-request-id"]
+
+            def rate(i: int) -> httpx.Response:
+                return http.post(
+                    "/v1/feedback",
+                    json={
+                        "request_id": rid,
+                        "score": 1 + 3 * (i % 2) + (i // 2) % 2,
+                        "source": f"s{i % 2}",
+                    },
+                )
+
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                responses = list(pool.map(rate, range(40)))
+        assert all(r.status_code == 200 for r in responses), [
+            r.text for r in responses if r.status_code != 200
+        ]
+    finally:
+        router.stop()
+    with make_engine(database_url).connect() as conn:
+        rows = conn.execute(text("SELECT source, score FROM feedback ORDER BY source")).all()
+    assert [r[0] for r in rows] == ["s0", "s1"]
+    assert rows[0][1] in {1, 2} and rows[1][1] in {4, 5}  # s0 rated 1 or 2, s1 rated 4 or 5

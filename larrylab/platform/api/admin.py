@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
 from larrylab.platform.analysis import analysis_dict, analyze
 from larrylab.platform.api.deps import SessionDep, StateDep, require_admin
-from larrylab.platform.api.errors import ApiError
+from larrylab.platform.api.errors import ApiError, error_responses
 from larrylab.platform.experiments import (
     ConflictError,
     ExperimentPublic,
@@ -33,7 +33,12 @@ from larrylab.platform.registry import (
 )
 from larrylab.platform.summary import ArmSummary, summarize
 
-router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+router = APIRouter(
+    prefix="/admin",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses=error_responses(401, 404, 409, 422),
+)
 T = TypeVar("T")
 Item = TypeVar("Item")
 

@@ -7,15 +7,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from larrylab import __version__
 from larrylab.config import Settings
 from larrylab.platform.api import admin, chat, feedback, health
 from larrylab.platform.api.deps import RouterState
 from larrylab.platform.api.errors import install_error_handlers
+from larrylab.platform.api.schemas import ChatCompletionRequest
 from larrylab.platform.breaker import CircuitBreakers
 from larrylab.platform.db import make_engine
 from larrylab.platform.feedback import replay_feedback
@@ -49,6 +52,28 @@ async def _replay_loop(state: RouterState) -> None:
         except Exception as exc:  # still unreachable: keep the files, try again later
             log.warning("replaying spilled rows failed, will retry: %s", exc)
         await asyncio.sleep(state.settings.replay_interval_s)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the chat completion body, which the handler parses by hand."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        body = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(body.pop("$defs", {}))
+        components["ChatCompletionRequest"] = body
+        schema["paths"]["/v1/chat/completions"]["post"]["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}
+                }
+            },
+        }
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -94,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(chat.router)
     app.include_router(feedback.router)
     app.include_router(admin.router)

@@ -16,14 +16,18 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from larrylab.platform.api.deps import RouterState, StateDep, require_client
-from larrylab.platform.api.errors import ApiError, error_body, error_response
-from larrylab.platform.api.schemas import ChatCompletionRequest, parse_chat_body
+from larrylab.platform.api.errors import ApiError, error_body, error_response, error_responses
+from larrylab.platform.api.schemas import parse_chat_body
 from larrylab.platform.logwriter import RequestRecord
 from larrylab.platform.models import utcnow
 from larrylab.platform.routing import Resolution, Target
 from larrylab.platform.upstream import ChunkStream, Completion, UpstreamError, complete, open_stream
 
-router = APIRouter(dependencies=[Depends(require_client)], tags=["openai"])
+router = APIRouter(
+    dependencies=[Depends(require_client)],
+    tags=["openai"],
+    responses=error_responses(400, 401, 404, 413, 422, 429, 502, 504),
+)
 
 T = TypeVar("T")
 Call = Callable[[httpx.AsyncClient, Target, dict[str, Any]], Awaitable[T]]
@@ -202,22 +206,7 @@ async def _fail(state: RouterState, att: Attempt, err: UpstreamError) -> Respons
     return error_response(err.status, err.message, code=err.error_class, headers=att.headers())
 
 
-@router.post(
-    "/v1/chat/completions",
-    summary="Create a chat completion (OpenAI-compatible)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": ChatCompletionRequest.model_json_schema(
-                        ref_template="#/components/schemas/{model}"
-                    )
-                }
-            },
-        }
-    },
-)
+@router.post("/v1/chat/completions", summary="Create a chat completion (OpenAI-compatible)")
 async def chat_completions(request: Request, state: StateDep) -> Response:
     """Route a chat completion to the model its route and thread select."""
     t0 = time.perf_counter()

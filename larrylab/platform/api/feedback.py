@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
 from larrylab.platform.api.deps import RouterState, StateDep, require_client
-from larrylab.platform.api.errors import ApiError
+from larrylab.platform.api.errors import ApiError, error_responses
 from larrylab.platform.api.schemas import FeedbackIn, FeedbackOut
 from larrylab.platform.feedback import (
     Attribution,
@@ -21,7 +21,11 @@ from larrylab.platform.feedback import (
 )
 from larrylab.platform.models import utcnow
 
-router = APIRouter(dependencies=[Depends(require_client)], tags=["feedback"])
+router = APIRouter(
+    dependencies=[Depends(require_client)],
+    tags=["feedback"],
+    responses=error_responses(401, 404, 422),
+)
 
 
 async def _find_request(state: RouterState, request_id: str) -> Attribution | None:
@@ -68,8 +72,6 @@ async def _spill(state: RouterState, body: FeedbackIn) -> Response:
             "model": FeedbackAccepted,
             "description": "database unreachable: kept locally, written later",
         },
-        404: {"description": "unknown request or thread"},
-        422: {"description": "invalid rating"},
     },
     summary="Rate a request or a thread from 1 to 5 stars",
 )

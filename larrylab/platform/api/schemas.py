@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from larrylab.platform.api.errors import ApiError
 
@@ -18,7 +19,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[dict[str, Any]]
     name: str | None = None
 
 
@@ -91,14 +92,22 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON's 4.0 is the integer 4 (JSON Schema agrees); strings and fractions stay invalid."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class FeedbackIn(BaseModel):
     """A 1-5 star rating of a request (`request_id`) or a whole thread (`thread_id`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [{"required": ["request_id"]}, {"required": ["thread_id"]}]},
+    )
 
-    request_id: str | None = Field(default=None, min_length=1, max_length=64)
-    thread_id: str | None = Field(default=None, min_length=1, max_length=256)
-    score: int = Field(ge=1, le=5, strict=True)
+    request_id: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=64)
+    thread_id: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=256)
+    score: Annotated[int, BeforeValidator(_whole_number)] = Field(ge=1, le=5, strict=True)
     comment: str | None = Field(default=None, max_length=10_000)
     source: str = Field(default="user", min_length=1, max_length=100)
 
