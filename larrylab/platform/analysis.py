@@ -24,9 +24,20 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, case, func, select
+from sqlalchemy import Connection, Engine
 
-from larrylab.platform.models import Feedback, RequestLog
+from larrylab.platform.rollup import (
+    ERRORS,
+    FALLBACKS,
+    HIGH,
+    LATENCY,
+    RATED,
+    REQUESTS,
+    SCORE,
+    THREADS,
+    TTFT,
+    read_rollup,
+)
 from larrylab.platform.stats import (
     ERROR_ZERO_VARIANCE,
     SampleStats,
@@ -37,7 +48,6 @@ from larrylab.platform.stats import (
     srm_pvalue,
     ttest,
 )
-from larrylab.platform.summary import threads_per_arm
 
 SRM_THRESHOLD = 0.001
 Direction = Literal["lower", "higher"]
@@ -119,63 +129,25 @@ class ExperimentAnalysis:
     candidates: list[CandidateResult] = field(default_factory=list)
 
 
-def _req(name: str) -> Any:
-    return RequestLog.__table__.c[name]  # type: ignore[attr-defined]
-
-
-def _fb(name: str) -> Any:
-    return Feedback.__table__.c[name]  # type: ignore[attr-defined]
-
-
-def _moments(expr: Any) -> list[Any]:
-    return [func.count(expr), func.sum(expr), func.sum(expr * expr)]
-
-
 def sufficient_stats(
     conn: Connection, experiment: str
 ) -> tuple[dict[str, dict[str, SampleStats]], dict[str, int]]:
-    """Per arm, per metric `SampleStats` and threads per arm, aggregated in SQL."""
-    ok = case((_req("status") == "ok", _req("latency_ms")), else_=None)
-    ttft = case((_req("status") == "ok", _req("ttft_ms")), else_=None)
-    err = case((_req("status") == "error", 1), else_=0)
-    fallback = case((_req("fallback_from").is_not(None), 1), else_=0)
-    query = (
-        select(_req("arm"), *_moments(ok), *_moments(ttft), *_moments(err), *_moments(fallback))
-        .where(_req("experiment") == experiment)
-        .group_by(_req("arm"))
-    )
+    """Per arm, per metric `SampleStats` and threads per arm, read from the running totals."""
     stats: dict[str, dict[str, SampleStats]] = {}
-    names = ("latency_ms", "ttft_ms", "error_rate", "fallback_rate")
-    for row in conn.execute(query):
-        stats[row[0]] = {
-            name: SampleStats(
-                int(row[1 + 3 * i] or 0), float(row[2 + 3 * i] or 0), float(row[3 + 3 * i] or 0)
-            )
-            for i, name in enumerate(names)
+    threads: dict[str, int] = {}
+    for arm, totals in read_rollup(conn, experiment).items():
+        arm_stats = {
+            name: SampleStats(*totals[name])
+            for name in (LATENCY, TTFT, ERRORS, FALLBACKS, SCORE, HIGH)
+            if name in totals
         }
-    # Requests rated at least once, per arm: a 0/1 metric over requests (sum = sum of squares).
-    rated = conn.execute(
-        select(_fb("arm"), func.count(func.distinct(_fb("request_id"))))
-        .where(_fb("experiment") == experiment, _fb("request_id").is_not(None))
-        .group_by(_fb("arm"))
-    ).all()
-    rated_by_arm = {arm: int(n) for arm, n in rated}
-    for arm, arm_stats in stats.items():
-        k = rated_by_arm.get(arm, 0)
-        arm_stats["feedback_rate"] = SampleStats(arm_stats["error_rate"].n, float(k), float(k))
-    threads = threads_per_arm(conn, experiment)
-    high = case((_fb("score") >= 4, 1), else_=0)
-    ratings = (
-        select(_fb("arm"), *_moments(_fb("score")), *_moments(high))
-        .where(_fb("experiment") == experiment)
-        .group_by(_fb("arm"))
-    )
-    for row in conn.execute(ratings):
-        arm_stats = stats.setdefault(row[0], {})
-        arm_stats["mean_score"] = SampleStats(int(row[1]), float(row[2] or 0), float(row[3] or 0))
-        arm_stats["high_rating_share"] = SampleStats(
-            int(row[4]), float(row[5] or 0), float(row[6] or 0)
+        # Requests rated at least once: a 0/1 metric over requests (sum = sum of squares).
+        rated = totals.get(RATED, (0, 0.0, 0.0))[1]
+        arm_stats["feedback_rate"] = SampleStats(
+            totals.get(REQUESTS, (0, 0.0, 0.0))[0], rated, rated
         )
+        stats[arm] = arm_stats
+        threads[arm] = totals.get(THREADS, (0, 0.0, 0.0))[0]
     return stats, threads
 
 

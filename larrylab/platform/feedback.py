@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select, text
 
 from larrylab.platform.models import Feedback, RequestLog, Thread, utcnow
+from larrylab.platform.rollup import apply_totals, rating_totals
 from larrylab.platform.spill import SpillDir
 from larrylab.platform.sqlutil import insert_for
 
@@ -94,10 +97,44 @@ def upsert_feedback(
         index_elements=["target", "source"],
         set_={"score": score, "comment": comment, "updated_at": now},
     ).returning(*table.c)
-    with engine.begin() as conn:
+    c = table.c
+    with _serialized(engine, key) as conn:
+        old = conn.execute(select(c.score).where(c.target == key, c.source == source)).scalar()
+        first = (
+            request_id is not None
+            and not conn.execute(select(c.id).where(c.target == key).limit(1)).first()
+        )
         row = conn.execute(stmt).mappings().one()
+        if target.experiment and target.arm:
+            apply_totals(
+                conn,
+                rating_totals(
+                    target.experiment, target.arm, old=old, new=score, first_for_request=first
+                ),
+            )
     fb = Feedback(**row)
     return fb, fb.created_at != fb.updated_at
+
+
+@contextmanager
+def _serialized(engine: Engine, key: str) -> Iterator[Connection]:
+    """A transaction in which no other writer changes the ratings of `key`.
+
+    PostgreSQL: an advisory lock on the key; SQLite: an immediate (write-locked) transaction.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+            yield conn
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
 
 def replay_feedback(engine: Engine, spill: SpillDir) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, Table
 
 from larrylab.platform.models import Message, RequestLog, Thread
+from larrylab.platform.rollup import add_requests
 from larrylab.platform.spill import SpillDir
 from larrylab.platform.sqlutil import insert_for
 from larrylab.platform.transcripts import MessageRow, chain, dedupe
@@ -239,9 +240,11 @@ class LogWriter:
                     insert(_table(Message)).on_conflict_do_nothing(index_elements=["id"]),
                     [{**asdict(m), "created_at": now} for m in messages],
                 )
-            conn.execute(
-                insert(_table(RequestLog)).on_conflict_do_nothing(index_elements=["id"]), requests
-            )
+            table = _table(RequestLog)
+            stmt = insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+            inserted = set(conn.execute(stmt, requests).scalars())
+            # Running per-arm totals, for rows stored now only (a replay never counts twice).
+            add_requests(conn, [r for r in requests if r["id"] in inserted])
         self._remember(messages)
 
     def _spill(self, batch: Sequence[RequestRecord]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -165,3 +165,26 @@ class Feedback(SQLModel, table=True):
     source: str = Field(default="user", max_length=100)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ArmStat(SQLModel, table=True):
+    """Running totals of one metric of one experiment arm: n, sum and sum of squares."""
+
+    __tablename__ = "arm_stat"
+
+    experiment: str = Field(primary_key=True, max_length=200)
+    arm: str = Field(primary_key=True, max_length=200)
+    metric: str = Field(primary_key=True, max_length=40)
+    n: int = Field(default=0, sa_type=BigInteger)
+    sum: float = 0.0
+    sum_squares: float = 0.0
+
+
+class ArmThread(SQLModel, table=True):
+    """Each thread an experiment arm has served, once (distinct threads per arm)."""
+
+    __tablename__ = "arm_thread"
+
+    experiment: str = Field(primary_key=True, max_length=200)
+    arm: str = Field(primary_key=True, max_length=200)
+    thread_id: str = Field(primary_key=True, max_length=256)

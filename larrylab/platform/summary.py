@@ -6,10 +6,11 @@ import math
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, Engine, case, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from larrylab.platform.models import Feedback, RequestLog
+from larrylab.platform.models import RequestLog
+from larrylab.platform.rollup import ERRORS, FALLBACKS, HIGH, REQUESTS, SCORE, THREADS, read_rollup
 
 PERCENTILES = (0.5, 0.95, 0.99)
 
@@ -41,10 +42,6 @@ class ArmSummary(BaseModel):
 
 def _col(name: str) -> Any:
     return RequestLog.__table__.c[name]  # type: ignore[attr-defined]
-
-
-def _fb(name: str) -> Any:
-    return Feedback.__table__.c[name]  # type: ignore[attr-defined]
 
 
 def _percentiles_pg(
@@ -100,58 +97,30 @@ def latency_percentiles(conn: Connection, experiment: str, column: str) -> dict[
     return _percentiles_sqlite(conn, where, column)
 
 
-def threads_per_arm(conn: Connection, experiment: str) -> dict[str, int]:
-    """Distinct threads per arm (read from an index, no temporary sort)."""
-    pairs = (
-        select(_col("arm"), _col("thread_id"))
-        .where(_col("experiment") == experiment)
-        .distinct()
-        .subquery()
-    )
-    rows = conn.execute(select(pairs.c.arm, func.count()).group_by(pairs.c.arm)).all()
-    return {arm: int(n) for arm, n in rows}
-
-
 def summarize(
     engine: Engine, experiment: str, arms: list[tuple[str, bool, float]]
 ) -> list[ArmSummary]:
-    """Per-arm summary of `experiment`; `arms` lists (model, control, weight) in display order."""
+    """Per-arm summary of `experiment`; `arms` lists (model, control, weight) in display order.
+
+    Counts and ratings come from the running totals; percentiles walk an index per arm.
+    """
     out = {
         name: ArmSummary(arm=name, control=control, weight=weight) for name, control, weight in arms
     }
     with engine.connect() as conn:
-        traffic = conn.execute(
-            select(
-                _col("arm"),
-                func.count(),
-                func.sum(case((_col("status") == "error", 1), else_=0)),
-                func.sum(case((_col("fallback_from").is_not(None), 1), else_=0)),
-            )
-            .where(_col("experiment") == experiment)
-            .group_by(_col("arm"))
-        ).all()
-        threads = threads_per_arm(conn, experiment)
-        for arm, requests, errors, fallbacks in traffic:
+        for arm, totals in read_rollup(conn, experiment).items():
             s = out.setdefault(arm, ArmSummary(arm=arm, control=False, weight=0.0))
-            s.requests, s.threads = requests, threads.get(arm, 0)
-            s.errors, s.fallbacks = int(errors or 0), int(fallbacks or 0)
+            s.requests = totals.get(REQUESTS, (0, 0.0, 0.0))[0]
+            s.threads = totals.get(THREADS, (0, 0.0, 0.0))[0]
+            s.errors = round(totals.get(ERRORS, (0, 0.0, 0.0))[1])
+            s.fallbacks = round(totals.get(FALLBACKS, (0, 0.0, 0.0))[1])
+            n, total, _ = totals.get(SCORE, (0, 0.0, 0.0))
+            s.feedback_count = n
+            if n:
+                s.mean_score = total / n
+                s.high_rating_share = totals.get(HIGH, (0, 0.0, 0.0))[1] / n
         for column, attr in (("latency_ms", "latency_ms"), ("ttft_ms", "ttft_ms")):
             for arm, pct in latency_percentiles(conn, experiment, column).items():
                 if arm in out:
                     setattr(out[arm], attr, pct)
-        ratings = conn.execute(
-            select(
-                _fb("arm"),
-                func.count(),
-                func.avg(_fb("score")),
-                func.avg(case((_fb("score") >= 4, 1.0), else_=0.0)),
-            )
-            .where(_fb("experiment") == experiment)
-            .group_by(_fb("arm"))
-        ).all()
-        for arm, count, mean, high in ratings:
-            if arm in out:
-                out[arm].feedback_count = count
-                out[arm].mean_score = float(mean) if mean is not None else None
-                out[arm].high_rating_share = float(high) if high is not None else None
     return list(out.values())

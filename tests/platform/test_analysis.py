@@ -13,6 +13,7 @@ from sqlalchemy import insert
 from larrylab.platform.analysis import AnalysisOptions, analyze, sufficient_stats
 from larrylab.platform.db import make_engine
 from larrylab.platform.models import Feedback, RequestLog
+from larrylab.platform.rollup import rebuild_rollups
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 ARMS = [("gemini", True, 50.0), ("larry", False, 50.0)]
@@ -85,6 +86,7 @@ def _insert(
         conn.execute(insert(RequestLog.__table__), requests)  # type: ignore[attr-defined]
         if ratings:
             conn.execute(insert(Feedback.__table__), ratings)  # type: ignore[attr-defined]
+    rebuild_rollups(engine)  # rows inserted behind the writer's back: recompute the running totals
     return raw
 
 

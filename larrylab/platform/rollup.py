@@ -1,0 +1,209 @@
+"""Per-arm running totals, kept in SQL as rows arrive, so an analysis costs the same at a
+thousand requests and at a million.
+
+`arm_stat` holds (n, sum, sum of squares) per experiment, arm and metric; the log writer adds
+each batch's request metrics in the same transaction as the rows (counting only rows actually
+inserted, so replays never count twice); a rating adds or adjusts the rating metrics in the
+transaction that stores it. `arm_thread` records each (experiment, arm, thread) once, which
+gives distinct threads per arm. `rebuild_rollups` recomputes everything from the raw rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, select
+
+from larrylab.platform.models import ArmStat, ArmThread, Feedback, RequestLog
+from larrylab.platform.sqlutil import insert_for
+
+# Metric names in arm_stat.
+LATENCY, TTFT, ERRORS, FALLBACKS, REQUESTS = (
+    "latency_ms",
+    "ttft_ms",
+    "error_rate",
+    "fallback_rate",
+    "requests",
+)
+SCORE, HIGH, RATED, THREADS = "mean_score", "high_rating_share", "rated_requests", "threads"
+
+Totals = dict[tuple[str, str, str], list[float]]
+
+
+def _table(model: Any) -> Any:
+    return model.__table__
+
+
+def _add(totals: Totals, key: tuple[str, str, str], n: float, value: float) -> None:
+    t = totals.setdefault(key, [0.0, 0.0, 0.0])
+    t[0] += n
+    t[1] += value
+    t[2] += value * value
+
+
+def request_totals(rows: Iterable[dict[str, Any]]) -> Totals:
+    """Request metric deltas of newly stored request rows, per (experiment, arm, metric)."""
+    totals: Totals = {}
+    for r in rows:
+        exp, arm = r.get("experiment"), r.get("arm")
+        if exp is None or arm is None:
+            continue
+        _add(totals, (exp, arm, REQUESTS), 1, 0.0)
+        _add(totals, (exp, arm, ERRORS), 1, 1.0 if r["status"] == "error" else 0.0)
+        _add(totals, (exp, arm, FALLBACKS), 1, 1.0 if r.get("fallback_from") else 0.0)
+        if r["status"] == "ok":
+            _add(totals, (exp, arm, LATENCY), 1, float(r["latency_ms"]))
+            if r.get("ttft_ms") is not None:
+                _add(totals, (exp, arm, TTFT), 1, float(r["ttft_ms"]))
+    return totals
+
+
+def apply_totals(conn: Connection, totals: Totals) -> None:
+    """Add `totals` to arm_stat (atomic increments: safe with several writers)."""
+    if not totals:
+        return
+    table = _table(ArmStat)
+    stmt = insert_for(conn.engine)(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["experiment", "arm", "metric"],
+        set_={
+            "n": table.c.n + stmt.excluded.n,
+            "sum": table.c.sum + stmt.excluded.sum,
+            "sum_squares": table.c.sum_squares + stmt.excluded.sum_squares,
+        },
+    )
+    rows = [
+        {"experiment": e, "arm": a, "metric": m, "n": int(t[0]), "sum": t[1], "sum_squares": t[2]}
+        for (e, a, m), t in sorted(totals.items())
+    ]
+    conn.execute(stmt, rows)
+
+
+def add_requests(conn: Connection, inserted: Sequence[dict[str, Any]]) -> None:
+    """Count newly inserted request rows: their metrics and any thread new to its arm."""
+    totals = request_totals(inserted)
+    pairs = {
+        (r["experiment"], r["arm"], r["thread_id"])
+        for r in inserted
+        if r.get("experiment") and r.get("arm")
+    }
+    if pairs:
+        stmt = (
+            insert_for(conn.engine)(_table(ArmThread))
+            .values([{"experiment": e, "arm": a, "thread_id": t} for e, a, t in sorted(pairs)])
+            .on_conflict_do_nothing()
+            .returning(_table(ArmThread).c.experiment, _table(ArmThread).c.arm)
+        )
+        for exp, arm in conn.execute(stmt).all():
+            _add(totals, (exp, arm, THREADS), 1, 0.0)
+    apply_totals(conn, totals)
+
+
+def rating_totals(
+    experiment: str, arm: str, *, old: int | None, new: int, first_for_request: bool
+) -> Totals:
+    """Rating metric deltas when a rating goes from `old` (None: a new rating) to `new`."""
+    totals: Totals = {}
+    high_new = 1.0 if new >= 4 else 0.0
+    if old is None:
+        _add(totals, (experiment, arm, SCORE), 1, float(new))
+        _add(totals, (experiment, arm, HIGH), 1, high_new)
+    else:
+        high_old = 1.0 if old >= 4 else 0.0
+        totals[(experiment, arm, SCORE)] = [0, float(new - old), float(new * new - old * old)]
+        totals[(experiment, arm, HIGH)] = [0, high_new - high_old, high_new - high_old]
+    if first_for_request:
+        _add(totals, (experiment, arm, RATED), 1, 1.0)
+    return totals
+
+
+def read_rollup(
+    conn: Connection, experiment: str
+) -> dict[str, dict[str, tuple[int, float, float]]]:
+    """arm -> metric -> (n, sum, sum of squares) for one experiment."""
+    c = _table(ArmStat).c
+    out: dict[str, dict[str, tuple[int, float, float]]] = defaultdict(dict)
+    for arm, metric, n, s, ss in conn.execute(
+        select(c.arm, c.metric, c.n, c.sum, c.sum_squares).where(c.experiment == experiment)
+    ):
+        out[arm][metric] = (int(n), float(s), float(ss))
+    return dict(out)
+
+
+def _moments(arm_col: Any, exp_col: Any, metric: str, value: Any, where: Any) -> Any:
+    return (
+        select(
+            exp_col,
+            arm_col,
+            literal(metric),
+            func.count(value),
+            func.coalesce(func.sum(value), 0.0),
+            func.coalesce(func.sum(value * value), 0.0),
+        )
+        .where(where, exp_col.is_not(None), arm_col.is_not(None))
+        .group_by(exp_col, arm_col)
+    )
+
+
+def rebuild_rollups(engine: Engine) -> None:
+    """Recompute arm_stat and arm_thread from the request and feedback rows."""
+    with engine.begin() as conn:
+        rebuild_rollups_on(conn)
+
+
+def rebuild_rollups_on(conn: Connection) -> None:
+    """`rebuild_rollups` inside the caller's transaction (used by the migration too)."""
+    r, f = _table(RequestLog).c, _table(Feedback).c
+    ok = r.status == "ok"
+    request_metrics = [
+        (REQUESTS, literal(0.0), r.id.is_not(None)),
+        (ERRORS, case((r.status == "error", 1.0), else_=0.0), r.id.is_not(None)),
+        (FALLBACKS, case((r.fallback_from.is_not(None), 1.0), else_=0.0), r.id.is_not(None)),
+        (LATENCY, r.latency_ms, ok),
+        (TTFT, r.ttft_ms, ok & r.ttft_ms.is_not(None)),
+    ]
+    rating_metrics = [(SCORE, f.score * 1.0), (HIGH, case((f.score >= 4, 1.0), else_=0.0))]
+    cols = ["experiment", "arm", "metric", "n", "sum", "sum_squares"]
+    stat = _table(ArmStat)
+    conn.execute(delete(stat))
+    conn.execute(delete(_table(ArmThread)))
+    for name, value, where in request_metrics:
+        conn.execute(
+            insert(stat).from_select(cols, _moments(r.arm, r.experiment, name, value, where))
+        )
+    for name, value in rating_metrics:
+        conn.execute(
+            insert(stat).from_select(
+                cols, _moments(f.arm, f.experiment, name, value, f.id.is_not(None))
+            )
+        )
+    rated = (
+        select(
+            f.experiment,
+            f.arm,
+            literal(RATED),
+            func.count(func.distinct(f.request_id)),
+            func.count(func.distinct(f.request_id)) * 1.0,
+            func.count(func.distinct(f.request_id)) * 1.0,
+        )
+        .where(f.request_id.is_not(None), f.experiment.is_not(None), f.arm.is_not(None))
+        .group_by(f.experiment, f.arm)
+    )
+    conn.execute(insert(stat).from_select(cols, rated))
+    pairs = (
+        select(r.experiment, r.arm, r.thread_id)
+        .where(r.experiment.is_not(None), r.arm.is_not(None))
+        .distinct()
+    )
+    conn.execute(insert(_table(ArmThread)).from_select(["experiment", "arm", "thread_id"], pairs))
+    threads = select(
+        _table(ArmThread).c.experiment,
+        _table(ArmThread).c.arm,
+        literal(THREADS),
+        func.count(),
+        literal(0.0),
+        literal(0.0),
+    ).group_by(_table(ArmThread).c.experiment, _table(ArmThread).c.arm)
+    conn.execute(insert(stat).from_select(cols, threads))
