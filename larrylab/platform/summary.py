@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from larrylab.platform.models import RequestLog
@@ -48,11 +49,12 @@ def _percentiles_pg(
     conn: Connection, where: list[ColumnElement[bool]], column: str
 ) -> dict[str, Percentiles]:
     col = _col(column)
-    aggs = [func.percentile_cont(p).within_group(col) for p in PERCENTILES]
+    # One sort per arm for all three percentiles (an array argument), not one per percentile.
+    agg = func.percentile_cont(postgresql.array(PERCENTILES)).within_group(col)
     rows = conn.execute(
-        select(_col("arm"), *aggs).where(*where, col.is_not(None)).group_by(_col("arm"))
+        select(_col("arm"), agg).where(*where, col.is_not(None)).group_by(_col("arm"))
     ).all()
-    return {r[0]: Percentiles(p50=r[1], p95=r[2], p99=r[3]) for r in rows}
+    return {arm: Percentiles(p50=v[0], p95=v[1], p99=v[2]) for arm, v in rows}
 
 
 def _percentile_sqlite(
