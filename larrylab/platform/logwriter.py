@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,10 @@ class RequestRecord:
     finished_at: datetime
     prompt: list[dict[str, Any]] = field(default_factory=list)
     reply: dict[str, Any] | None = None
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(RequestRecord) if f.name not in ("prompt", "reply"))
+_MESSAGE_FIELDS = tuple(f.name for f in fields(MessageRow))
 
 
 def record_from_dict(row: dict[str, Any]) -> RequestRecord:
@@ -222,7 +226,7 @@ class LogWriter:
             t["last_seen_at"] = max(t["last_seen_at"], rec.finished_at)
         requests = []
         for rec in batch:
-            row = {k: v for k, v in asdict(rec).items() if k not in ("prompt", "reply")}
+            row = {k: getattr(rec, k) for k in _ROW_FIELDS}  # asdict() would deep-copy the prompts
             row["prompt_message_id"], row["reply_message_id"] = links[rec.id]
             requests.append(row)
         insert = insert_for(self._engine)
@@ -238,7 +242,10 @@ class LogWriter:
                 now = batch[0].finished_at
                 conn.execute(
                     insert(_table(Message)).on_conflict_do_nothing(index_elements=["id"]),
-                    [{**asdict(m), "created_at": now} for m in messages],
+                    [
+                        {**{k: getattr(m, k) for k in _MESSAGE_FIELDS}, "created_at": now}
+                        for m in messages
+                    ],
                 )
             table = _table(RequestLog)
             stmt = insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)

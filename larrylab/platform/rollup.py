@@ -90,13 +90,15 @@ def add_requests(conn: Connection, inserted: Sequence[dict[str, Any]]) -> None:
         if r.get("experiment") and r.get("arm")
     }
     if pairs:
+        table = _table(ArmThread)
+        # executemany + RETURNING: one cached statement, whatever the batch size.
         stmt = (
-            insert_for(conn.engine)(_table(ArmThread))
-            .values([{"experiment": e, "arm": a, "thread_id": t} for e, a, t in sorted(pairs)])
+            insert_for(conn.engine)(table)
             .on_conflict_do_nothing()
-            .returning(_table(ArmThread).c.experiment, _table(ArmThread).c.arm)
+            .returning(table.c.experiment, table.c.arm)
         )
-        for exp, arm in conn.execute(stmt).all():
+        rows = [{"experiment": e, "arm": a, "thread_id": t} for e, a, t in sorted(pairs)]
+        for exp, arm in conn.execute(stmt, rows).all():
             _add(totals, (exp, arm, THREADS), 1, 0.0)
     apply_totals(conn, totals)
 

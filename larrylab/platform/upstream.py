@@ -1,8 +1,10 @@
 """Calling upstream models: the hot path for OpenAI-compatible APIs, litellm for the rest.
 
 Upstreams with `api: openai` (Ollama's and vLLM's `/v1`, Gemini's OpenAI-compatible endpoint)
-are called directly with one shared httpx client: litellm costs about ten times more CPU per
-call (DESIGN.md). Any other provider goes through litellm, imported only when first needed.
+are called directly with one shared aiohttp client: litellm costs about ten times more CPU per
+call (DESIGN.md), and on this 2-core machine httpx's async client measured 1.9-2.0 ms of CPU per
+call at concurrency 20 against 0.11 ms for aiohttp (bench/results/router_overhead.md). Any other
+provider goes through litellm, imported only when first needed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from larrylab.platform.routing import Target
@@ -82,13 +84,14 @@ def _status_error(status: int, text: str) -> UpstreamError:
     return UpstreamError("client_error", message, status if status in (400, 404, 413, 422) else 400)
 
 
-def _timeout(target: Target, *, stream: bool) -> httpx.Timeout:
-    # A whole (non-streaming) reply arrives at once, so only the total timeout bounds it.
-    return httpx.Timeout(
+def _timeout(target: Target, *, stream: bool) -> aiohttp.ClientTimeout:
+    # A whole (non-streaming) reply arrives at once, so only the total timeout bounds its read.
+    read = target.first_token_timeout_s if stream else target.total_timeout_s
+    return aiohttp.ClientTimeout(
+        total=None,
         connect=target.connect_timeout_s,
-        read=target.first_token_timeout_s if stream else target.total_timeout_s,
-        write=target.connect_timeout_s,
-        pool=target.connect_timeout_s,
+        sock_connect=target.connect_timeout_s,
+        sock_read=read,
     )
 
 
@@ -100,15 +103,33 @@ def _headers(target: Target) -> dict[str, str]:
     return headers
 
 
-def _network_error(exc: Exception, target: Target) -> UpstreamError:
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+def _network_error(exc: BaseException, target: Target) -> UpstreamError:
+    if isinstance(exc, TimeoutError):  # asyncio and aiohttp timeouts are both TimeoutError
         return UpstreamError("timeout", f"model {target.name!r} timed out", 504)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamError("connect", f"cannot connect to model {target.name!r}", 502)
     return UpstreamError("protocol", f"model {target.name!r} failed: {type(exc).__name__}", 502)
 
 
-async def complete(client: httpx.AsyncClient, target: Target, body: dict[str, Any]) -> Completion:
+_NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
+def new_client(*, max_connections: int = 1000) -> aiohttp.ClientSession:
+    """The one HTTP client a router process shares for its upstream calls."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        auto_decompress=True,
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+async def complete(
+    client: aiohttp.ClientSession, target: Target, body: dict[str, Any]
+) -> Completion:
     """Call `target` for a whole reply; raise UpstreamError on any failure."""
     if target.api != "openai":
         return await _litellm_complete(target, body)
@@ -116,18 +137,19 @@ async def complete(client: httpx.AsyncClient, target: Target, body: dict[str, An
     payload = orjson.dumps({**body, "model": target.upstream_model, "stream": False})
     try:
         async with asyncio.timeout(target.total_timeout_s):
-            resp = await client.post(
+            async with client.post(
                 f"{target.base_url}/chat/completions",
-                content=payload,
+                data=payload,
                 headers=_headers(target),
                 timeout=_timeout(target, stream=False),
-            )
-    except (httpx.HTTPError, TimeoutError) as exc:
+            ) as resp:
+                status, content = resp.status, await resp.read()
+    except _NETWORK_ERRORS as exc:
         raise _network_error(exc, target) from exc
-    if resp.status_code >= 400:
-        raise _status_error(resp.status_code, resp.text)
+    if status >= 400:
+        raise _status_error(status, content.decode("utf-8", "replace"))
     try:
-        data = orjson.loads(resp.content)
+        data = orjson.loads(content)
     except orjson.JSONDecodeError as exc:
         raise UpstreamError("protocol", f"model {target.name!r} sent invalid JSON", 502) from exc
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
@@ -135,44 +157,44 @@ async def complete(client: httpx.AsyncClient, target: Target, body: dict[str, An
     return Completion(data, (time.perf_counter() - started) * 1000)
 
 
-async def _sse_events(resp: httpx.Response, target: Target) -> AsyncIterator[dict[str, Any]]:
-    deadline = time.perf_counter() + target.total_timeout_s
-    async for line in resp.aiter_lines():
-        if time.perf_counter() > deadline:
-            raise UpstreamError("timeout", f"model {target.name!r} exceeded its total timeout", 504)
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(
-                "protocol", f"model {target.name!r} sent invalid JSON", 502
-            ) from exc
-        if isinstance(event, dict) and "error" in event:
-            err = event["error"]
-            message = err.get("message") if isinstance(err, dict) else str(err)
-            raise UpstreamError("server_error", f"upstream error mid-stream: {message}", 502)
-        if isinstance(event, dict):
-            yield event
-
-
-async def _guarded(
-    events: AsyncIterator[dict[str, Any]], target: Target
-) -> AsyncIterator[dict[str, Any]]:
+def _event(line: bytes, target: Target) -> dict[str, Any] | None:
+    """The chunk in one SSE `data:` payload (None if it is not an object)."""
+    data = line[5:].strip()
     try:
-        async for event in events:
-            yield event
-    except UpstreamError:
-        raise
-    except (httpx.HTTPError, TimeoutError) as exc:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("protocol", f"model {target.name!r} sent invalid JSON", 502) from exc
+    if isinstance(event, dict) and "error" in event:
+        err = event["error"]
+        message = err.get("message") if isinstance(err, dict) else str(err)
+        raise UpstreamError("server_error", f"upstream error mid-stream: {message}", 502)
+    return event if isinstance(event, dict) else None
+
+
+async def _sse_events(
+    resp: aiohttp.ClientResponse, target: Target
+) -> AsyncIterator[dict[str, Any]]:
+    deadline = time.perf_counter() + target.total_timeout_s
+    try:
+        async for line in resp.content:
+            if time.perf_counter() > deadline:
+                raise UpstreamError(
+                    "timeout", f"model {target.name!r} exceeded its total timeout", 504
+                )
+            if not line.startswith(b"data:"):
+                continue
+            if line[5:].strip() == b"[DONE]":
+                return
+            event = _event(line, target)
+            if event is not None:
+                yield event
+    except _NETWORK_ERRORS as exc:
         raise _network_error(exc, target) from exc
+    raise UpstreamError("protocol", f"model {target.name!r} ended the stream without [DONE]", 502)
 
 
 async def open_stream(
-    client: httpx.AsyncClient, target: Target, body: dict[str, Any]
+    client: aiohttp.ClientSession, target: Target, body: dict[str, Any]
 ) -> ChunkStream:
     """Start a streaming call and wait for its first chunk; raise UpstreamError before that."""
     if target.api != "openai":
@@ -184,35 +206,39 @@ async def open_stream(
         "stream": True,
         "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
     }
-    request = client.build_request(
-        "POST",
-        f"{target.base_url}/chat/completions",
-        content=orjson.dumps(upstream_body),
-        headers=_headers(target),
-        timeout=_timeout(target, stream=True),
-    )
-    resp: httpx.Response | None = None
+    resp: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout(target.first_token_timeout_s + target.connect_timeout_s):
-            resp = await client.send(request, stream=True)
-            if resp.status_code >= 400:
-                text = (await resp.aread()).decode("utf-8", "replace")
-                await resp.aclose()
-                raise _status_error(resp.status_code, text)
-            events = _guarded(_sse_events(resp, target), target)
+            resp = await client.post(
+                f"{target.base_url}/chat/completions",
+                data=orjson.dumps(upstream_body),
+                headers=_headers(target),
+                timeout=_timeout(target, stream=True),
+            )
+            if resp.status >= 400:
+                text = (await resp.read()).decode("utf-8", "replace")
+                raise _status_error(resp.status, text)
+            events = _sse_events(resp, target)
             first = await anext(events)
     except StopAsyncIteration as exc:
-        await resp.aclose() if resp is not None else None
+        _close(resp)
         raise UpstreamError("protocol", f"model {target.name!r} sent an empty stream", 502) from exc
     except UpstreamError:
-        if resp is not None:
-            await resp.aclose()
+        _close(resp)
         raise
-    except (httpx.HTTPError, TimeoutError) as exc:
-        if resp is not None:
-            await resp.aclose()
+    except _NETWORK_ERRORS as exc:
+        _close(resp)
         raise _network_error(exc, target) from exc
-    return ChunkStream(first, events, started, time.perf_counter(), resp.aclose)
+
+    async def closer() -> None:
+        _close(resp)
+
+    return ChunkStream(first, events, started, time.perf_counter(), closer)
+
+
+def _close(resp: aiohttp.ClientResponse | None) -> None:
+    if resp is not None:
+        resp.close()
 
 
 def _litellm_error(exc: Exception, target: Target) -> UpstreamError:

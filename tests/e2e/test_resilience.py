@@ -149,10 +149,20 @@ def test_sigkill_loses_at_most_the_last_batch_interval(
     assert 0 <= lost <= recent
 
 
-def test_sigterm_drains_streams_and_flushes_every_row(tmp_path: Path, sim_dir: Path) -> None:
-    slow = start_sim(
+@pytest.fixture
+def slow_sim(sim_dir: Path) -> Iterator[LocalProcess]:
+    """Streams of about 3 seconds."""
+    proc = start_sim(
         log_dir=sim_dir, label="slow-stream", extra=["--ttft-ms", "50", "--tokens-per-s", "25"]
     )
+    yield proc
+    proc.stop()
+
+
+def test_sigterm_drains_streams_and_flushes_every_row(
+    tmp_path: Path, slow_sim: LocalProcess
+) -> None:
+    slow = slow_sim
     db = f"sqlite:///{tmp_path / 'term.db'}"
     router = start_router(
         log_dir=tmp_path, database_url=db, config=_config(tmp_path / "c.yaml", {"m": slow.url})
@@ -181,7 +191,6 @@ def test_sigterm_drains_streams_and_flushes_every_row(tmp_path: Path, sim_dir: P
     for t in threads:
         t.join(timeout=60)
     assert router.proc.wait(30) in (0, -signal.SIGTERM)
-    slow.stop()
     assert len(results) == 5 and all(len(r.split()) > 10 for r in results)
     with make_engine(db).connect() as conn:
         rows = conn.execute(text("SELECT status, completion_tokens FROM request")).all()
@@ -227,35 +236,34 @@ def test_two_workers_share_postgres(
 def test_faulty_upstreams_answer_or_fail_cleanly_and_the_log_agrees(
     tmp_path: Path, sim_dir: Path
 ) -> None:
-    sims = {
-        "control": start_sim(
-            log_dir=sim_dir, label="ok", extra=["--ttft-ms", "5", "--tokens-per-s", "0"]
-        ),
-        "flaky": start_sim(
-            log_dir=sim_dir,
-            label="flaky",
-            extra=[
-                "--error-rate",
-                "0.3",
-                "--drop-rate",
-                "0.3",
-                "--ttft-ms",
-                "5",
-                "--tokens-per-s",
-                "400",
-                "--seed",
-                "3",
-            ],
-        ),
-        "hangs": start_sim(
-            log_dir=sim_dir,
-            label="hangs",
-            extra=["--hang-rate", "0.5", "--hang-s", "30", "--ttft-ms", "5", "--seed", "4"],
-        ),
-        "slowstart": start_sim(
-            log_dir=sim_dir, label="slowstart", extra=["--ttft-ms", "3000", "--latency-sigma", "0"]
-        ),
+    specs = {
+        "control": ["--ttft-ms", "5", "--tokens-per-s", "0"],
+        "flaky": [
+            "--error-rate",
+            "0.3",
+            "--drop-rate",
+            "0.3",
+            "--ttft-ms",
+            "5",
+            "--tokens-per-s",
+            "400",
+            "--seed",
+            "3",
+        ],
+        "hangs": ["--hang-rate", "0.5", "--hang-s", "30", "--ttft-ms", "5", "--seed", "4"],
+        "slowstart": ["--ttft-ms", "3000", "--latency-sigma", "0"],
     }
+    sims: dict[str, LocalProcess] = {}
+    try:
+        for name, extra in specs.items():
+            sims[name] = start_sim(log_dir=sim_dir, label=name, extra=extra)
+        _run_faulty(tmp_path, sims)
+    finally:
+        for s in sims.values():
+            s.stop()
+
+
+def _run_faulty(tmp_path: Path, sims: dict[str, LocalProcess]) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(
         "models:\n"

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Route
 
 from larrylab import __version__
 from larrylab.config import Settings
@@ -25,13 +25,9 @@ from larrylab.platform.feedback import replay_feedback
 from larrylab.platform.logwriter import LogWriter
 from larrylab.platform.metrics import RouterMetrics
 from larrylab.platform.routing import RoutingCache
+from larrylab.platform.upstream import new_client
 
 log = logging.getLogger(__name__)
-
-
-def _http_client() -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0), trust_env=False)
 
 
 async def _replay_loop(state: RouterState) -> None:
@@ -91,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spill_dir=Path(settings.spill_dir),
         )
         routing = RoutingCache(engine, settings.routing_refresh_s)
-        client = _http_client()
+        client = new_client()
         metrics = RouterMetrics()
         breakers = CircuitBreakers(
             failure_threshold=settings.breaker_failures,
@@ -108,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             refresher.cancel()
             replayer.cancel()
             await writer.close()
-            await client.aclose()
+            await client.close()
             engine.dispose()
             log.info("router stopped; every request row written")
 
@@ -121,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(chat.router)
+    # The hot path, matched before FastAPI's documented route of the same path.
+    app.router.routes.insert(0, Route("/v1/chat/completions", chat.chat_endpoint, methods=["POST"]))
     app.include_router(feedback.router)
     app.include_router(admin.router)
     app.include_router(health.router)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-import httpx
+import aiohttp
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -28,13 +28,13 @@ class RouterState:
     engine: Engine
     routing: RoutingCache
     writer: LogWriter
-    client: httpx.AsyncClient
+    client: aiohttp.ClientSession
     metrics: RouterMetrics
     breakers: CircuitBreakers
 
 
-def get_state(request: Request) -> RouterState:
-    """The app's RouterState."""
+async def get_state(request: Request) -> RouterState:
+    """The app's RouterState (async: FastAPI would run a sync dependency in a thread)."""
     state: RouterState = request.app.state.router
     return state
 
@@ -61,7 +61,7 @@ def _matches(token: str, keys: frozenset[str]) -> bool:
     return any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
 
 
-def require_client(request: Request) -> None:
+async def require_client(request: Request) -> None:
     """Check the client key when `LARRYLAB_API_KEYS` is set."""
     keys = request.app.state.router.settings.client_keys
     if not keys:
@@ -75,7 +75,7 @@ def require_client(request: Request) -> None:
         raise ApiError(401, "invalid API key", code="invalid_api_key")
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """Check the admin key when `LARRYLAB_ADMIN_KEY` is set."""
     key = request.app.state.router.settings.admin_key
     if not key:
