@@ -52,10 +52,10 @@ class Completion:
 
 @dataclass(slots=True)
 class ChunkStream:
-    """An open streaming reply whose first chunk has already arrived."""
+    """An open streaming reply whose first chunks have already arrived (in batches per read)."""
 
-    first: dict[str, Any]
-    rest: AsyncIterator[dict[str, Any]]
+    first: list[dict[str, Any]]
+    rest: AsyncIterator[list[dict[str, Any]]]
     started: float
     first_at: float
     closer: Any = None
@@ -157,11 +157,10 @@ async def complete(
     return Completion(data, (time.perf_counter() - started) * 1000)
 
 
-def _event(line: bytes, target: Target) -> dict[str, Any] | None:
+def _event(payload: bytes, target: Target) -> dict[str, Any] | None:
     """The chunk in one SSE `data:` payload (None if it is not an object)."""
-    data = line[5:].strip()
     try:
-        event = orjson.loads(data)
+        event = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise UpstreamError("protocol", f"model {target.name!r} sent invalid JSON", 502) from exc
     if isinstance(event, dict) and "error" in event:
@@ -171,23 +170,37 @@ def _event(line: bytes, target: Target) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
-async def _sse_events(
+async def _sse_batches(
     resp: aiohttp.ClientResponse, target: Target
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The stream's chunks, one list per network read (what arrived together goes on together)."""
     deadline = time.perf_counter() + target.total_timeout_s
+    tail = b""
     try:
-        async for line in resp.content:
+        async for data in resp.content.iter_any():
             if time.perf_counter() > deadline:
                 raise UpstreamError(
                     "timeout", f"model {target.name!r} exceeded its total timeout", 504
                 )
-            if not line.startswith(b"data:"):
-                continue
-            if line[5:].strip() == b"[DONE]":
-                return
-            event = _event(line, target)
-            if event is not None:
-                yield event
+            lines = (tail + data).split(b"\n")
+            tail = lines.pop()
+            batch: list[dict[str, Any]] = []
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    if batch:
+                        yield batch
+                    await (
+                        resp.content.read()
+                    )  # read to the end so the connection goes back to the pool
+                    return
+                event = _event(payload, target)
+                if event is not None:
+                    batch.append(event)
+            if batch:
+                yield batch
     except _NETWORK_ERRORS as exc:
         raise _network_error(exc, target) from exc
     raise UpstreamError("protocol", f"model {target.name!r} ended the stream without [DONE]", 502)
@@ -218,7 +231,7 @@ async def open_stream(
             if resp.status >= 400:
                 text = (await resp.read()).decode("utf-8", "replace")
                 raise _status_error(resp.status, text)
-            events = _sse_events(resp, target)
+            events = _sse_batches(resp, target)
             first = await anext(events)
     except StopAsyncIteration as exc:
         _close(resp)
@@ -231,7 +244,7 @@ async def open_stream(
         raise _network_error(exc, target) from exc
 
     async def closer() -> None:
-        _close(resp)
+        resp.release()  # back to the pool when fully read, closed otherwise
 
     return ChunkStream(first, events, started, time.perf_counter(), closer)
 
@@ -292,11 +305,11 @@ async def _litellm_stream(target: Target, body: dict[str, Any]) -> ChunkStream:
     except Exception as exc:
         raise _litellm_error(exc, target) from exc
 
-    async def rest() -> AsyncIterator[dict[str, Any]]:
+    async def rest() -> AsyncIterator[list[dict[str, Any]]]:
         try:
             async for chunk in iterator:
-                yield chunk.model_dump(exclude_none=True)
+                yield [chunk.model_dump(exclude_none=True)]
         except Exception as exc:
             raise _litellm_error(exc, target) from exc
 
-    return ChunkStream(first.model_dump(exclude_none=True), rest(), started, time.perf_counter())
+    return ChunkStream([first.model_dump(exclude_none=True)], rest(), started, time.perf_counter())

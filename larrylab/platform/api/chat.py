@@ -271,10 +271,10 @@ async def _stream(state: RouterState, att: Attempt) -> Response:
     )
 
 
-async def _chunks(stream: ChunkStream) -> AsyncIterator[dict[str, Any]]:
+async def _batches(stream: ChunkStream) -> AsyncIterator[list[dict[str, Any]]]:
     yield stream.first
-    async for chunk in stream.rest:
-        yield chunk
+    async for batch in stream.rest:
+        yield batch
 
 
 async def _relay(
@@ -287,20 +287,24 @@ async def _relay(
     error: UpstreamError | None = None
     status = "ok"
     try:
-        async for chunk in _chunks(stream):
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            choices = chunk.get("choices") or []
-            if not want_usage:
-                if not choices:
-                    continue
-                chunk.pop("usage", None)
-            for choice in choices:
-                piece = (choice.get("delta") or {}).get("content")
-                if isinstance(piece, str):
-                    parts.append(piece)
-            chunk["id"] = att.id
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        async for batch in _batches(stream):
+            out: list[bytes] = []
+            for chunk in batch:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                choices = chunk.get("choices") or []
+                if not want_usage:
+                    if not choices:
+                        continue
+                    chunk.pop("usage", None)
+                for choice in choices:
+                    piece = (choice.get("delta") or {}).get("content")
+                    if isinstance(piece, str):
+                        parts.append(piece)
+                chunk["id"] = att.id
+                out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if out:  # chunks that arrived together are sent together
+                yield b"".join(out)
         yield b"data: [DONE]\n\n"
     except UpstreamError as err:
         error, status = err, "error"
