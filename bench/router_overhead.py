@@ -1,0 +1,467 @@
+"""What the router adds on top of an instant upstream: larrylab vs. direct vs. LiteLLM's proxy.
+
+One simulated upstream (`larrylab sim`, zero latency, instant replies) is called three ways in one
+run: directly; through `larrylab serve` (by model name, and by a route running a 2-arm experiment,
+each from its own router logging to SQLite; a third router with LARRYLAB_LOG_REQUESTS=false prices
+the logging); and through LiteLLM's proxy (one worker, own venv, made by `--setup-litellm`).
+Sequential requests are interleaved request by request across ways; concurrent windows are
+interleaved in rounds. Usage:
+
+    python bench/router_overhead.py [--setup-litellm] [--requests 500] [--concurrency 20]
+        [--window-s 4] [--rounds 3] [--out bench/results/router_overhead.json]
+
+To measure a fixed commit while the working tree changes, run it from a clean checkout with
+`PYTHONPATH=<checkout>` and that checkout as the working directory.
+
+"Added latency" compares percentiles of each distribution (p50 through X minus p50 direct),
+not paired per-request differences. Server CPU per request is read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import orjson
+import yaml
+
+import larrylab
+from larrylab.localproc import LocalProcess, free_port, start_router, start_sim
+
+LITELLM_VERSION = "1.108.7"
+LITELLM_VENV = Path(__file__).resolve().parent / ".litellm-venv"
+# Known-good pins from constraints.txt, used only if the plain install fails.
+LITELLM_PINS = ("boto3==1.43.117", "botocore==1.43.117", "aiobotocore==3.10.0")
+LOG_OFF_ENV = "LARRYLAB_LOG_REQUESTS"  # =false on the second router; checked via its row count
+# Each larrylab way gets its own router, so that every router sees the same traffic pattern
+# (in trials, a router serving two interleaved ways stayed warmer and answered ~0.7 ms faster).
+LARRYLAB_WAYS = (
+    ("larrylab-model", "sim-a"),
+    ("larrylab-route", "larry"),
+    ("larrylab-nolog", "larry"),
+)
+MODES = ("json", "stream")
+PCTS = (50, 95, 99)
+TURNS = (
+    "You are Larry, a coach for the PWS method. Ask one question at a time, keep answers short.",
+    "Our team ({thread}) wants to cut food waste in school cafeterias. Is it worth solving?",
+    "Maybe. Who feels this problem most, and how do you know? Describe one person and moment.",
+    "Cafeteria staff throw away a third of the lunches every day; it frustrates them.",
+    "Good evidence. Is it pervasive, urgent, and would they pay (time or money) to fix it?",
+    "It happens in every school we visited. Request {i}: what should we test next?",
+)
+
+
+@dataclass(frozen=True)
+class Way:
+    """One way of reaching the simulated model."""
+
+    name: str
+    base: str
+    model: str
+    pid: int
+    through: bool = True
+
+
+@dataclass
+class Cell:
+    """Latencies (seconds) and counts for one way in one mode."""
+
+    lat: list[float] = field(default_factory=list)
+    errors: int = 0
+    elapsed: float = 0.0
+    rounds: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+    def add(self, dt: float | None) -> None:
+        """Count one request: its latency, or an error when None."""
+        self.errors += dt is None
+        self.lat += [] if dt is None else [dt]
+
+
+def pct(values: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99 in milliseconds (inclusive method)."""
+    if len(values) < 2:
+        return {f"p{p}_ms": float("nan") for p in PCTS}
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {f"p{p}_ms": round(q[p - 1] * 1000, 3) for p in PCTS}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and its live descendants (Linux /proc)."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(stat[11]) + int(stat[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (/proc/stat)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def own_cpu_s(pids: Sequence[int]) -> float:
+    """CPU seconds of this process and the servers it started."""
+    return sum(os.times()[:2]) + sum(cpu_seconds(p) for p in set(pids))
+
+
+def body(model: str, stream: bool, i: int) -> bytes:
+    """A small coach conversation: system prompt and three user turns, `user` = thread id."""
+    thread = f"bench-thread-{i % 256:03d}"
+    texts = [t.format(thread=thread, i=i) for t in TURNS]
+    roles = ["system", "user", "assistant", "user", "assistant", "user"]
+    messages = [{"role": r, "content": t} for r, t in zip(roles, texts, strict=True)]
+    return orjson.dumps({"model": model, "stream": stream, "user": thread, "messages": messages})
+
+
+async def one(session: aiohttp.ClientSession, way: Way, stream: bool, i: int) -> float | None:
+    """Send one request; its latency to the last byte in seconds, or None on any failure."""
+    payload = body(way.model, stream, i)
+    t0 = time.perf_counter()
+    try:
+        async with session.post(f"{way.base}/chat/completions", data=payload) as resp:
+            if stream:
+                tail = b""
+                async for chunk in resp.content.iter_any():
+                    tail = (tail + chunk)[-64:]
+                ok = resp.status == 200 and b"[DONE]" in tail
+            else:
+                ok = resp.status == 200 and b'"choices"' in await resp.read()
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    return time.perf_counter() - t0 if ok else None
+
+
+async def sequential(
+    session: aiohttp.ClientSession, ways: Sequence[Way], n: int, warmup: int
+) -> dict[str, dict[str, Cell]]:
+    """n requests per way and mode, one at a time, interleaved request by request."""
+    cells = {m: {w.name: Cell() for w in ways} for m in MODES}
+    for i in range(-warmup, n):
+        for mode in MODES:
+            for w in ways if i % 2 else reversed(ways):
+                dt = await one(session, w, mode == "stream", i)
+                if i >= 0:
+                    cells[mode][w.name].add(dt)
+    return cells
+
+
+async def window(
+    session: aiohttp.ClientSession, way: Way, stream: bool, conc: int, seconds: float, base: int
+) -> Cell:
+    """`conc` workers back to back for `seconds`; latencies, errors, elapsed, server CPU."""
+    cell = Cell()
+    counter = iter(range(base, base + 10**9))
+    cpu0, t0 = cpu_seconds(way.pid), time.perf_counter()
+    deadline = t0 + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            cell.add(await one(session, way, stream, next(counter)))
+
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    cell.elapsed, cell.cpu_s = time.perf_counter() - t0, cpu_seconds(way.pid) - cpu0
+    return cell
+
+
+async def concurrent(
+    session: aiohttp.ClientSession, ways: Sequence[Way], conc: int, seconds: float, rounds: int
+) -> dict[str, dict[str, Cell]]:
+    """Rounds of fixed windows per way and mode, the order of ways rotated each round; the
+    first round only warms up (the machine got faster over the first ~10 s in trial runs)."""
+    cells = {m: {w.name: Cell() for w in ways} for m in MODES}
+    for r in range(-1, rounds):
+        order = list(ways[r % len(ways) :]) + list(ways[: r % len(ways)])
+        for mode in MODES:
+            for w in order:
+                await asyncio.sleep(0.5)  # let the previous router's log writer settle
+                got = await window(session, w, mode == "stream", conc, seconds, (r + 2) * 10**6)
+                if r < 0:
+                    continue
+                cell = cells[mode][w.name]
+                cell.lat, cell.errors = cell.lat + got.lat, cell.errors + got.errors
+                cell.elapsed, cell.cpu_s = cell.elapsed + got.elapsed, cell.cpu_s + got.cpu_s
+                cell.rounds.append(round(len(got.lat) / got.elapsed, 1))
+    return cells
+
+
+def setup_litellm(venv: Path) -> None:
+    """Create `venv` with litellm[proxy] pinned (constraints only if the plain install fails)."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    spec = f"litellm[proxy]=={LITELLM_VERSION}"
+    if subprocess.run([*pip, spec], timeout=1800).returncode != 0:
+        pins = venv / "constraints.txt"
+        pins.write_text("\n".join(LITELLM_PINS) + "\n")
+        subprocess.run([*pip, "-c", str(pins), spec], check=True, timeout=1800)
+
+
+def start_litellm(venv: Path, sim_url: str, tmp: Path) -> LocalProcess:
+    """LiteLLM's proxy, one worker, offline, no database, pointing `larry` at the simulator."""
+    cfg = tmp / "litellm.yaml"
+    model = {"model": "openai/larry-v1", "api_base": f"{sim_url}/v1", "api_key": "x"}
+    cfg.write_text(
+        yaml.safe_dump({"model_list": [{"model_name": "larry", "litellm_params": model}]})
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VIRTUAL_ENV")}
+    env |= {  # no auth on either router: larrylab also runs without client keys on loopback
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+        "LITELLM_LOG": "ERROR",
+        "NO_PROXY": "*",
+    }
+    port, log_path = free_port(), tmp / "litellm.log"
+    args = [str(venv / "bin" / "litellm"), "--config", str(cfg), "--port", str(port)]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*args, "--num_workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
+        )  # fmt: skip
+    lp = LocalProcess("litellm", port, proc, log_path)
+    for _ in range(1200):
+        if proc.poll() is not None:
+            raise RuntimeError(f"litellm exited with {proc.returncode}:\n{lp.log()[-3000:]}")
+        try:
+            if httpx.get(f"{lp.url}/health/liveliness", timeout=1.0).status_code == 200:
+                return lp
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    lp.stop()
+    raise RuntimeError(f"litellm did not start:\n{lp.log()[-3000:]}")
+
+
+def router_config(sim_url: str) -> dict[str, Any]:
+    """Two model entries on the same simulator; route `larry` runs a 50/50 experiment."""
+    models = {n: {"base_url": f"{sim_url}/v1", "model": "larry-v1"} for n in ("sim-a", "sim-b")}
+    arms = [{"model": "sim-a", "weight": 50, "control": True}, {"model": "sim-b", "weight": 50}]
+    return {
+        "models": models,
+        "routes": {"larry": {"model": "sim-a"}},
+        "experiments": [{"name": "bench-ab", "route": "larry", "arms": arms}],
+    }
+
+
+def request_rows(db: Path) -> int:
+    """Rows in the router's request log."""
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM request").fetchone()[0])
+
+
+def summarize(
+    seq: dict[str, dict[str, Cell]], conc: dict[str, dict[str, Cell]], through: Sequence[str]
+) -> dict[str, Any]:
+    """Percentiles, throughput, added latency, ratios and the two targets."""
+    out: dict[str, Any] = {"sequential": {}, "concurrent": {}, "added_latency_ms": {}}
+    for mode in MODES:
+        s = {w: {"n": len(c.lat), "errors": c.errors, **pct(c.lat)} for w, c in seq[mode].items()}
+        out["sequential"][mode] = s
+        out["concurrent"][mode] = {
+            w: {
+                "n": len(c.lat),
+                "errors": c.errors,
+                "rps": round(len(c.lat) / c.elapsed, 1) if c.elapsed else None,
+                "rps_per_round": c.rounds,
+                "server_cpu_ms_per_req": round(1000 * c.cpu_s / max(len(c.lat), 1), 3),
+                **pct(c.lat),
+            }
+            for w, c in conc[mode].items()
+        }
+        out["added_latency_ms"][mode] = {
+            kind: {
+                w: {f"p{p}": round(src[w][f"p{p}_ms"] - src["direct"][f"p{p}_ms"], 3) for p in PCTS}
+                for w in through
+                if w in src
+            }
+            for kind, src in (("sequential", s), ("concurrent", out["concurrent"][mode]))
+        }
+    return out
+
+
+def judge(res: dict[str, Any], proxy: bool) -> dict[str, Any]:
+    """Ratios larrylab/proxy and pass/fail against the targets."""
+    t: dict[str, Any] = {"added_p50_le_1ms": {}, "throughput_ge_10x_proxy": {}, "ratios": {}}
+    for mode in MODES:
+        added = res["added_latency_ms"][mode]["sequential"]
+        for w in ("larrylab-model", "larrylab-route"):
+            v = added[w]["p50"]
+            t["added_p50_le_1ms"][f"{mode}/{w}"] = {"added_p50_ms": v, "pass": v <= 1.0}
+        if not proxy:
+            t["throughput_ge_10x_proxy"] = "skipped: no bench/.litellm-venv (see --setup-litellm)"
+            continue
+        c = res["concurrent"][mode]
+        ratio = c["larrylab-route"]["rps"] / c["litellm-proxy"]["rps"]
+        t["throughput_ge_10x_proxy"][mode] = {"ratio": round(ratio, 2), "pass": ratio >= 10}
+        cpu = (
+            c["litellm-proxy"]["server_cpu_ms_per_req"]
+            / c["larrylab-route"]["server_cpu_ms_per_req"]
+        )
+        t["ratios"][mode] = {
+            "throughput_larrylab_over_proxy": round(ratio, 2),
+            "server_cpu_per_req_proxy_over_larrylab": round(cpu, 2),
+            **{
+                f"added_p{p}_larrylab_over_proxy": round(
+                    added["larrylab-route"][f"p{p}"] / added["litellm-proxy"][f"p{p}"], 3
+                )
+                for p in PCTS
+            },
+        }
+    return t
+
+
+def table(res: dict[str, Any]) -> str:
+    """A plain-text table of the main numbers."""
+    head = f"{'mode':6} {'way':18} {'seq p50':>8} {'p95':>7} {'p99':>7} {'added p50':>9}"
+    lines = [head + f" {'c-rps':>7} {'c p50':>7} {'c p99':>7} {'cpu ms/req':>10}"]
+    for mode in MODES:
+        for w, s in res["sequential"][mode].items():
+            a = res["added_latency_ms"][mode]["sequential"].get(w, {}).get("p50", 0.0)
+            c = res["concurrent"][mode][w]
+            lines.append(
+                f"{mode:6} {w:18} {s['p50_ms']:8.2f} {s['p95_ms']:7.2f} {s['p99_ms']:7.2f} "
+                f"{a:9.2f} {c['rps']:7.1f} {c['p50_ms']:7.2f} {c['p99_ms']:7.2f} "
+                f"{c['server_cpu_ms_per_req']:10.2f}"
+            )
+    return "\n".join(lines)
+
+
+async def measure(ways: Sequence[Way], args: argparse.Namespace) -> dict[str, Any]:
+    """Run the sequential and concurrent phases against every way."""
+    conn = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=None)
+    timeout = aiohttp.ClientTimeout(total=60)
+    headers = {"content-type": "application/json", "authorization": "Bearer bench"}
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout, headers=headers) as session:
+        seq = await sequential(session, ways, args.requests, warmup=50)
+        conc = await concurrent(session, ways, args.concurrency, args.window_s, args.rounds)
+    return summarize(seq, conc, [w.name for w in ways if w.through])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the processes, measure, stop them, and collect the results."""
+    if args.setup_litellm and not (LITELLM_VENV / "bin" / "litellm").exists():
+        setup_litellm(LITELLM_VENV)
+    proxy = (LITELLM_VENV / "bin" / "litellm").exists()
+    procs: list[LocalProcess] = []
+    with tempfile.TemporaryDirectory(prefix="larrylab-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        try:
+            instant = ["--ttft-ms", "0", "--tokens-per-s", "0", "--latency-ms", "0"]
+            sim = start_sim(log_dir=tmp, label="bench-instant", extra=instant)
+            procs.append(sim)
+            cfg = tmp / "larrylab.yaml"
+            cfg.write_text(yaml.safe_dump(router_config(sim.url)))
+            ways = [Way("direct", f"{sim.url}/v1", "larry-v1", sim.proc.pid, through=False)]
+            dbs = {name: tmp / name / "larrylab.db" for name, _ in LARRYLAB_WAYS}
+            for name, model in LARRYLAB_WAYS:
+                dbs[name].parent.mkdir()
+                env = {"LARRYLAB_SPILL_DIR": str(dbs[name].parent / "spill")}
+                env |= {LOG_OFF_ENV: "false"} if name == "larrylab-nolog" else {}
+                url = f"sqlite:///{dbs[name]}"
+                r = start_router(log_dir=dbs[name].parent, database_url=url, config=cfg, env=env)
+                procs.append(r)
+                ways.append(Way(name, f"{r.url}/v1", model, r.proc.pid))
+            if proxy:
+                procs.append(start_litellm(LITELLM_VENV, sim.url, tmp))
+                ways.append(
+                    Way("litellm-proxy", f"{procs[-1].url}/v1", "larry", procs[-1].proc.pid)
+                )
+            pids = [w.pid for w in ways]
+            busy0, own0, t0 = machine_busy_s(), own_cpu_s(pids), time.perf_counter()
+            res = asyncio.run(measure(ways, args))
+            wall = time.perf_counter() - t0
+            foreign = machine_busy_s() - busy0 - (own_cpu_s(pids) - own0)
+        finally:
+            for p in reversed(procs):
+                p.stop()
+        rows = {k: request_rows(db) for k, db in dbs.items()}
+    res["targets"] = judge(res, proxy)
+    res["logging_cost"] = logging_cost(res, rows)
+    res["meta"] = {
+        "python": sys.version.split()[0],
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "litellm_proxy": f"litellm[proxy]=={LITELLM_VERSION}" if proxy else "skipped (no venv)",
+        "sequential_requests_per_way_and_mode": args.requests,
+        "concurrency": args.concurrency,
+        "window_s": args.window_s,
+        "rounds": args.rounds,
+        "added_latency_method": "percentile of way minus same percentile of direct",
+        "upstream": "larrylab sim --ttft-ms 0 --tokens-per-s 0 --latency-ms 0 (SIMULATED)",
+        "git": git_state(),
+        "wall_s": round(wall, 1),
+        "other_processes_cpu_share": round(max(foreign, 0.0) / (wall * (os.cpu_count() or 1)), 3),
+    }
+    return res
+
+
+def git_state() -> dict[str, Any]:
+    """Where the measured larrylab came from: its commit and uncommitted product files."""
+    src = Path(larrylab.__file__).resolve().parent.parent
+
+    def git(*a: str) -> str:
+        run = subprocess.run(["git", "-C", str(src), *a], capture_output=True, text=True)
+        return run.stdout.rstrip()
+
+    dirty = git("status", "--porcelain", "--", "larrylab").splitlines()
+    return {"source": str(src), "commit": git("rev-parse", "--short", "HEAD"), "dirty": dirty}
+
+
+def logging_cost(res: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
+    """Route throughput at concurrency with request logging on vs. off (if the router can)."""
+    valid = rows["larrylab-nolog"] == 0
+    out: dict[str, Any] = {
+        "request_rows_written": rows,
+        "logging_off": f"{LOG_OFF_ENV}=false (no request rows written)" if valid else
+        f"NOT MEASURED: the router ignored {LOG_OFF_ENV}=false; logging-off needs that setting",
+    }  # fmt: skip
+    for mode in MODES:
+        on, off = (res["concurrent"][mode][w]["rps"] for w in ("larrylab-route", "larrylab-nolog"))
+        cost = round(100 * (1 - on / off), 1) if valid else None
+        out[mode] = {"rps_on": on, "rps_off": off, "throughput_cost_pct": cost}
+    return out
+
+
+def main() -> None:
+    """Parse arguments, run, write the JSON and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--setup-litellm", action="store_true", help="create bench/.litellm-venv")
+    ap.add_argument("--requests", type=int, default=500, help="sequential requests per cell")
+    ap.add_argument("--concurrency", type=int, default=20)
+    ap.add_argument("--window-s", type=float, default=4.0, help="seconds per concurrent window")
+    ap.add_argument("--rounds", type=int, default=3, help="concurrent windows per cell")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/router_overhead.json"))
+    args = ap.parse_args()
+    res = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(table(res))
+    print(json.dumps({k: res[k] for k in ("targets", "logging_cost")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
