@@ -368,24 +368,24 @@ def experiment_weights(name: str, arm: ArmsArg, database_url: DbOpt = None) -> N
     typer.echo(f"experiment {name}: weights updated")
 
 
-@exp_app.command("start")
-def experiment_start(name: str, database_url: DbOpt = None) -> None:
-    """Start or resume an experiment."""
+def _set_status(name: str, status: str, database_url: str | None) -> None:
     from larrylab.platform.experiments import update_experiment
 
     with _session(database_url) as session:
-        _guard(lambda: update_experiment(session=session, name=name, status="running"))
-    typer.echo(f"experiment {name} running")
+        _guard(lambda: update_experiment(session=session, name=name, status=status))
+    typer.echo(f"experiment {name} {status}")
+
+
+@exp_app.command("start")
+def experiment_start(name: str, database_url: DbOpt = None) -> None:
+    """Start or resume an experiment."""
+    _set_status(name, "running", database_url)
 
 
 @exp_app.command("stop")
 def experiment_stop(name: str, database_url: DbOpt = None) -> None:
     """Stop an experiment."""
-    from larrylab.platform.experiments import update_experiment
-
-    with _session(database_url) as session:
-        _guard(lambda: update_experiment(session=session, name=name, status="stopped"))
-    typer.echo(f"experiment {name} stopped")
+    _set_status(name, "stopped", database_url)
 
 
 @models_app.command("list")

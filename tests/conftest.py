@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from larrylab.localproc import LocalProcess, start_sim
-from larrylab.platform.db import normalize_url, upgrade
+from larrylab.platform.db import make_engine, normalize_url, upgrade
+from larrylab.platform.logwriter import LogWriter, RequestRecord
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -99,6 +101,19 @@ def dropping_sim(sim_dir: Path) -> Iterator[LocalProcess]:
     )
     yield proc
     proc.stop()
+
+
+def write_records(url: str, records: list[RequestRecord], *, batch_size: int = 7) -> None:
+    """Log `records` through a real LogWriter (small batches), then close it (flushes all)."""
+
+    async def go() -> None:
+        writer = LogWriter(make_engine(url), batch_size=batch_size, flush_interval_s=0.01)
+        writer.start()
+        for rec in records:
+            await writer.submit(rec)
+        await writer.close()
+
+    asyncio.run(go())
 
 
 def write_config(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -14,8 +13,9 @@ from sqlmodel import SQLModel
 
 from larrylab.platform.db import make_engine
 from larrylab.platform.feedback import attribute_request, upsert_feedback
-from larrylab.platform.logwriter import LogWriter, RequestRecord
+from larrylab.platform.logwriter import RequestRecord
 from larrylab.platform.rollup import read_rollup, rebuild_rollups
+from tests.conftest import write_records
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -58,14 +58,7 @@ def _records(n: int, seed: int) -> list[RequestRecord]:
 
 
 def _write(url: str, records: list[RequestRecord]) -> None:
-    async def go() -> None:
-        writer = LogWriter(make_engine(url), batch_size=37, flush_interval_s=0.01)
-        writer.start()
-        for rec in records:
-            await writer.submit(rec)
-        await writer.close()
-
-    asyncio.run(go())
+    write_records(url, records, batch_size=37)
 
 
 def test_incremental_totals_equal_a_recount(migrated_url: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,11 +14,12 @@ from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
 from larrylab.platform.db import current_revision, head_revision, make_engine
 from larrylab.platform.experiments import create_experiment
 from larrylab.platform.feedback import Attribution, attribute_request, upsert_feedback
-from larrylab.platform.logwriter import LogWriter, RequestRecord
+from larrylab.platform.logwriter import RequestRecord
 from larrylab.platform.models import Message, RequestLog
 from larrylab.platform.registry import create_model
 from larrylab.platform.summary import summarize
 from larrylab.platform.transcripts import rebuild
+from tests.conftest import write_records
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -63,14 +63,7 @@ def _record(
 
 
 def _write(url: str, records: list[RequestRecord]) -> None:
-    async def go() -> None:
-        writer = LogWriter(make_engine(url), batch_size=7, flush_interval_s=0.01)
-        writer.start()
-        for rec in records:
-            await writer.submit(rec)
-        await writer.close()
-
-    asyncio.run(go())
+    write_records(url, records, batch_size=7)
 
 
 def test_migration_creates_every_table(migrated_url: str) -> None:

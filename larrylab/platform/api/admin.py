@@ -153,11 +153,7 @@ async def admin_start_experiment(
     name: str, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
     """Start (or resume) an experiment."""
-    out = await asyncio.to_thread(
-        _call, update_experiment, session=session, name=name, status="running"
-    )
-    await _reload(state)
-    return out
+    return await _set_status(name, "running", session, state)
 
 
 @router.post("/experiments/{name}/stop", response_model=ExperimentPublic)
@@ -165,8 +161,14 @@ async def admin_stop_experiment(
     name: str, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
     """Stop an experiment; its route goes back to its default model."""
+    return await _set_status(name, "stopped", session, state)
+
+
+async def _set_status(
+    name: str, status: str, session: SessionDep, state: StateDep
+) -> ExperimentPublic:
     out = await asyncio.to_thread(
-        _call, update_experiment, session=session, name=name, status="stopped"
+        _call, update_experiment, session=session, name=name, status=status
     )
     await _reload(state)
     return out
