@@ -154,12 +154,16 @@ class LogWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            # Let a batch gather for one interval, then take it whole: no wait (and no task) per
-            # record on the event loop.
-            if self._queue.qsize() < self._batch_size - 1:
-                await asyncio.sleep(self._interval)
-            while len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._interval
+            while len(batch) < self._batch_size:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
             await self._write(batch)
 
     async def _write(self, batch: list[RequestRecord]) -> None:
