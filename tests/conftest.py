@@ -67,40 +67,32 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("sims")
 
 
+def _session_sim(sim_dir: Path, label: str, *extra: str) -> Iterator[LocalProcess]:
+    proc = start_sim(log_dir=sim_dir, label=label, extra=list(extra))
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture(scope="session")
 def fast_sim(sim_dir: Path) -> Iterator[LocalProcess]:
     """A healthy, fast simulated upstream (shaped like a local fine-tune)."""
-    proc = start_sim(
-        log_dir=sim_dir,
-        label="fast",
-        extra=["--ttft-ms", "5", "--tokens-per-s", "0", "--seed", "1"],
-    )
-    yield proc
-    proc.stop()
+    yield from _session_sim(sim_dir, "fast", "--ttft-ms", "5", "--tokens-per-s", "0", "--seed", "1")
 
 
 @pytest.fixture(scope="session")
 def broken_sim(sim_dir: Path) -> Iterator[LocalProcess]:
     """A simulated upstream that always answers HTTP 503 before any byte."""
-    proc = start_sim(
-        log_dir=sim_dir,
-        label="broken",
-        extra=["--error-rate", "1", "--error-status", "503", "--ttft-ms", "1"],
+    yield from _session_sim(
+        sim_dir, "broken", "--error-rate", "1", "--error-status", "503", "--ttft-ms", "1"
     )
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="session")
 def dropping_sim(sim_dir: Path) -> Iterator[LocalProcess]:
     """A simulated upstream that cuts every stream after a few chunks."""
-    proc = start_sim(
-        log_dir=sim_dir,
-        label="dropping",
-        extra=["--drop-rate", "1", "--ttft-ms", "1", "--tokens-per-s", "0"],
+    yield from _session_sim(
+        sim_dir, "dropping", "--drop-rate", "1", "--ttft-ms", "1", "--tokens-per-s", "0"
     )
-    yield proc
-    proc.stop()
 
 
 def write_records(url: str, records: list[RequestRecord], *, batch_size: int = 7) -> None:
