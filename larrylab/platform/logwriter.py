@@ -99,12 +99,10 @@ class LogWriter:
         self._pending: dict[str, RequestRecord] = {}
         self._known: OrderedDict[str, None] = OrderedDict()
         self.spill = SpillDir(spill_dir)
-        self.spilled = 0
         self._task: asyncio.Task[None] | None = None
         self._written = 0
         self._submitted = 0
         self._progress = asyncio.Condition()
-        self.failures = 0
 
     @property
     def depth(self) -> int:
@@ -118,10 +116,6 @@ class LogWriter:
     def is_pending(self, request_id: str) -> bool:
         """Whether a request was submitted here and is not written yet."""
         return request_id in self._pending
-
-    def pending_record(self, request_id: str) -> RequestRecord | None:
-        """The not-yet-written record for `request_id`, if any."""
-        return self._pending.get(request_id)
 
     async def submit(self, record: RequestRecord) -> None:
         """Queue a record, first waiting while the queue is full (back-pressure, never drop)."""
@@ -172,7 +166,6 @@ class LogWriter:
                 await asyncio.to_thread(self._write_batch, batch)
                 break
             except Exception as exc:  # database down or refusing: retry, then spill
-                self.failures += 1
                 log.warning(
                     "writing %d request rows failed (attempt %d): %s", len(batch), attempt + 1, exc
                 )
@@ -256,7 +249,6 @@ class LogWriter:
 
     def _spill(self, batch: Sequence[RequestRecord]) -> None:
         path = self.spill.append("requests", (asdict(rec) for rec in batch))
-        self.spilled += len(batch)
         log.error("database unavailable: %d request rows spilled to %s", len(batch), path)
 
     async def replay(self) -> int:

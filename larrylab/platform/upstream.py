@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -47,7 +47,6 @@ class Completion:
     """A whole (non-streaming) reply."""
 
     data: dict[str, Any]
-    upstream_ms: float
 
 
 @dataclass(slots=True)
@@ -56,10 +55,8 @@ class ChunkStream:
 
     first: list[dict[str, Any]]
     rest: AsyncIterator[list[dict[str, Any]]]
-    started: float
     first_at: float
     closer: Any = None
-    usage: dict[str, Any] | None = field(default=None)
 
     async def aclose(self) -> None:
         """Release the upstream connection."""
@@ -133,7 +130,6 @@ async def complete(
     """Call `target` for a whole reply; raise UpstreamError on any failure."""
     if target.api != "openai":
         return await _litellm_complete(target, body)
-    started = time.perf_counter()
     payload = orjson.dumps({**body, "model": target.upstream_model, "stream": False})
     try:
         async with asyncio.timeout(target.total_timeout_s):
@@ -154,7 +150,7 @@ async def complete(
         raise UpstreamError("protocol", f"model {target.name!r} sent invalid JSON", 502) from exc
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
         raise UpstreamError("protocol", f"model {target.name!r} sent no choices", 502)
-    return Completion(data, (time.perf_counter() - started) * 1000)
+    return Completion(data)
 
 
 def _event(payload: bytes, target: Target) -> dict[str, Any] | None:
@@ -212,7 +208,6 @@ async def open_stream(
     """Start a streaming call and wait for its first chunk; raise UpstreamError before that."""
     if target.api != "openai":
         return await _litellm_stream(target, body)
-    started = time.perf_counter()
     upstream_body = {
         **body,
         "model": target.upstream_model,
@@ -246,7 +241,7 @@ async def open_stream(
     async def closer() -> None:
         resp.release()  # back to the pool when fully read, closed otherwise
 
-    return ChunkStream(first, events, started, time.perf_counter(), closer)
+    return ChunkStream(first, events, time.perf_counter(), closer)
 
 
 def _close(resp: aiohttp.ClientResponse | None) -> None:
@@ -280,18 +275,16 @@ def _litellm_kwargs(target: Target, body: dict[str, Any]) -> dict[str, Any]:
 async def _litellm_complete(target: Target, body: dict[str, Any]) -> Completion:
     import litellm
 
-    started = time.perf_counter()
     try:
         resp = await litellm.acompletion(**_litellm_kwargs(target, body))
     except Exception as exc:
         raise _litellm_error(exc, target) from exc
-    return Completion(resp.model_dump(exclude_none=True), (time.perf_counter() - started) * 1000)
+    return Completion(resp.model_dump(exclude_none=True))
 
 
 async def _litellm_stream(target: Target, body: dict[str, Any]) -> ChunkStream:
     import litellm
 
-    started = time.perf_counter()
     kwargs = _litellm_kwargs(target, body) | {
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -312,4 +305,4 @@ async def _litellm_stream(target: Target, body: dict[str, Any]) -> ChunkStream:
         except Exception as exc:
             raise _litellm_error(exc, target) from exc
 
-    return ChunkStream([first.model_dump(exclude_none=True)], rest(), started, time.perf_counter())
+    return ChunkStream([first.model_dump(exclude_none=True)], rest(), time.perf_counter())
