@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Depends
@@ -103,8 +104,11 @@ def _call(fn: Callable[..., T], **kwargs: Any) -> T:
         raise ApiError(422, str(exc), code="invalid_value") from None
 
 
-async def _reload(state: StateDep) -> None:
+async def _change(state: StateDep, fn: Callable[..., T], **kwargs: Any) -> T:
+    """Apply a change in a worker thread, then reload this process's routing table at once."""
+    out: T = await asyncio.to_thread(partial(_call, fn, **kwargs))
     await state.routing.reload()
+    return out
 
 
 @router.get("/experiments", response_model=Page[ExperimentPublic])
@@ -119,9 +123,7 @@ async def admin_create_experiment(
     spec: ExperimentSpec, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
     """Create an experiment; it runs at once unless `status` is `stopped`."""
-    out = await asyncio.to_thread(_call, create_experiment, session=session, spec=spec)
-    await _reload(state)
-    return out
+    return await _change(state, create_experiment, session=session, spec=spec)
 
 
 @router.get("/experiments/{name}", response_model=ExperimentPublic)
@@ -135,8 +137,8 @@ async def admin_update_experiment(
     name: str, change: ExperimentUpdate, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
     """Change arms and weights, start or stop, or edit the description."""
-    out = await asyncio.to_thread(
-        _call,
+    return await _change(
+        state,
         update_experiment,
         session=session,
         name=name,
@@ -144,8 +146,6 @@ async def admin_update_experiment(
         status=change.status,
         description=change.description,
     )
-    await _reload(state)
-    return out
 
 
 @router.post("/experiments/{name}/start", response_model=ExperimentPublic)
@@ -153,7 +153,7 @@ async def admin_start_experiment(
     name: str, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
     """Start (or resume) an experiment."""
-    return await _set_status(name, "running", session, state)
+    return await _change(state, update_experiment, session=session, name=name, status="running")
 
 
 @router.post("/experiments/{name}/stop", response_model=ExperimentPublic)
@@ -161,17 +161,7 @@ async def admin_stop_experiment(
     name: str, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
     """Stop an experiment; its route goes back to its default model."""
-    return await _set_status(name, "stopped", session, state)
-
-
-async def _set_status(
-    name: str, status: str, session: SessionDep, state: StateDep
-) -> ExperimentPublic:
-    out = await asyncio.to_thread(
-        _call, update_experiment, session=session, name=name, status=status
-    )
-    await _reload(state)
-    return out
+    return await _change(state, update_experiment, session=session, name=name, status="stopped")
 
 
 @router.get("/experiments/{name}/summary", response_model=ExperimentSummary)
@@ -208,9 +198,7 @@ async def admin_create_model(
 ) -> ModelPublic:
     """Register a model."""
     spec = ModelSpec.model_validate(body.model_dump(exclude={"name"}))
-    out = await asyncio.to_thread(_call, create_model, session=session, name=body.name, spec=spec)
-    await _reload(state)
-    return out
+    return await _change(state, create_model, session=session, name=body.name, spec=spec)
 
 
 @router.get("/models/{name}", response_model=ModelPublic)
@@ -224,9 +212,7 @@ async def admin_update_model(
     name: str, spec: ModelSpec, session: SessionDep, state: StateDep
 ) -> ModelPublic:
     """Change how a model is reached."""
-    out = await asyncio.to_thread(_call, update_model, session=session, name=name, spec=spec)
-    await _reload(state)
-    return out
+    return await _change(state, update_model, session=session, name=name, spec=spec)
 
 
 @router.get("/routes", response_model=Page[RoutePublic])
@@ -241,6 +227,5 @@ async def admin_set_route(
     name: str, body: RouteUpdate, session: SessionDep, state: StateDep
 ) -> RoutePublic:
     """Create a route or point it at another model."""
-    route = await asyncio.to_thread(_call, set_route, session=session, name=name, model=body.model)
-    await _reload(state)
+    route = await _change(state, set_route, session=session, name=name, model=body.model)
     return RoutePublic(name=route.name, model=route.model)
