@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from larrylab.config import ArmSpec, ConfigError, Settings
+from larrylab import release_cli
+from larrylab.clikit import (
+    DbOpt,
+    JsonOpt,
+    console,
+    fail,
+    guard,
+    open_session,
+    print_json,
+    settings_from,
+)
+from larrylab.config import ArmSpec
 
 app = typer.Typer(
     help="larrylab: A/B experiments, evals and fine-tuning for Larry, the PWS coach.",
@@ -27,59 +35,7 @@ models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(exp_app, name="experiment")
 app.add_typer(models_app, name="models")
-
-T = TypeVar("T")
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-DbOpt = Annotated[
-    str | None, typer.Option("--database-url", help="Overrides LARRYLAB_DATABASE_URL.")
-]
-
-
-def _console() -> Console:
-    """A console; wide enough for the tables when output is not a terminal."""
-    return Console(width=None if sys.stdout.isatty() else 160)
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print one clear sentence to stderr and exit with `code`."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _settings(database_url: str | None = None, config: Path | None = None) -> Settings:
-    overrides: dict[str, Any] = {}
-    if database_url:
-        overrides["database_url"] = database_url
-    if config:
-        overrides["config"] = config
-    try:
-        return Settings(**overrides)
-    except Exception as exc:  # pydantic ValidationError on a bad LARRYLAB_* variable
-        fail(f"invalid setting: {exc}")
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    """Run `fn`, turning expected errors into a sentence and an exit code."""
-    from larrylab.platform.db import DatabaseURLError
-    from larrylab.platform.experiments import ConflictError, NotFoundError
-    from larrylab.platform.service import StoreNotReadyError
-
-    try:
-        return fn()
-    except (ConfigError, DatabaseURLError, StoreNotReadyError) as exc:
-        fail(str(exc))
-    except NotFoundError as exc:
-        fail(str(exc), code=3)
-    except (ConflictError, ValueError) as exc:
-        fail(str(exc))
-    except Exception as exc:
-        if type(exc).__module__.startswith("sqlalchemy"):
-            fail(f"database error: {str(exc).splitlines()[0]}", code=1)
-        raise
-
-
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
+release_cli.register(app, models_app)
 
 
 def _is_loopback(host: str) -> bool:
@@ -110,13 +66,13 @@ def serve(
     from larrylab.platform.db import is_sqlite
     from larrylab.platform.service import prepare_store
 
-    settings = _settings(database_url, config)
+    settings = settings_from(database_url, config)
     if not _is_loopback(host) and (not settings.client_keys or not settings.admin_key):
         fail(
             f"refusing to bind {host}: set LARRYLAB_API_KEYS and LARRYLAB_ADMIN_KEY "
             "to serve beyond loopback"
         )
-    prepared = _guard(lambda: prepare_store(settings))
+    prepared = guard(lambda: prepare_store(settings))
     if workers > 1 and is_sqlite(prepared.database_url):
         fail("several workers need PostgreSQL: SQLite allows one writer process")
     if prepared.migrated:
@@ -190,9 +146,9 @@ def db_upgrade(database_url: DbOpt = None) -> None:
     """Migrate the database to the newest schema."""
     from larrylab.platform.db import normalize_url, upgrade
 
-    settings = _settings(database_url)
-    url = _guard(lambda: normalize_url(settings.database_url))
-    _guard(lambda: upgrade(url))
+    settings = settings_from(database_url)
+    url = guard(lambda: normalize_url(settings.database_url))
+    guard(lambda: upgrade(url))
     typer.echo(f"{url}: schema is at the newest revision")
 
 
@@ -201,22 +157,11 @@ def db_current(database_url: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Show the database's schema revision and the newest one."""
     from larrylab.platform.db import current_revision, head_revision, make_engine
 
-    settings = _settings(database_url)
-    engine = _guard(lambda: make_engine(settings.database_url))
-    current = _guard(lambda: current_revision(engine))
+    settings = settings_from(database_url)
+    engine = guard(lambda: make_engine(settings.database_url))
+    current = guard(lambda: current_revision(engine))
     out = {"current": current, "head": head_revision()}
-    _print_json(out) if as_json else typer.echo(
-        f"current {current or 'none'}, newest {out['head']}"
-    )
-
-
-def _session(database_url: str | None) -> Any:
-    from sqlmodel import Session
-
-    from larrylab.platform.db import make_engine
-
-    settings = _settings(database_url)
-    return Session(_guard(lambda: make_engine(settings.database_url)))
+    print_json(out) if as_json else typer.echo(f"current {current or 'none'}, newest {out['head']}")
 
 
 @exp_app.command("list")
@@ -224,10 +169,10 @@ def experiment_list(database_url: DbOpt = None, as_json: JsonOpt = False) -> Non
     """List experiments."""
     from larrylab.platform.experiments import list_experiments
 
-    with _session(database_url) as session:
-        items = _guard(lambda: list_experiments(session=session))
+    with open_session(database_url) as session:
+        items = guard(lambda: list_experiments(session=session))
     if as_json:
-        _print_json({"data": [e.model_dump(mode="json") for e in items], "count": len(items)})
+        print_json({"data": [e.model_dump(mode="json") for e in items], "count": len(items)})
         return
     table = Table("name", "route", "status", "arms")
     for e in items:
@@ -235,7 +180,7 @@ def experiment_list(database_url: DbOpt = None, as_json: JsonOpt = False) -> Non
             f"{a.model} {a.weight:g}{' (control)' if a.control else ''}" for a in e.arms
         )
         table.add_row(e.name, e.route, e.status, arms)
-    _console().print(table)
+    console().print(table)
 
 
 @exp_app.command("show")
@@ -245,21 +190,21 @@ def experiment_show(name: str, database_url: DbOpt = None, as_json: JsonOpt = Fa
     from larrylab.platform.summary import summarize
     from larrylab.tables import summary_table
 
-    with _session(database_url) as session:
-        exp = _guard(lambda: get_experiment(session=session, name=name))
-        rows = _guard(
+    with open_session(database_url) as session:
+        exp = guard(lambda: get_experiment(session=session, name=name))
+        rows = guard(
             lambda: summarize(
                 session.get_bind(), exp.name, [(a.model, a.control, a.weight) for a in exp.arms]
             )
         )
     if as_json:
-        _print_json(
+        print_json(
             {**exp.model_dump(mode="json"), "summary": [r.model_dump(mode="json") for r in rows]}
         )
         return
-    console = _console()
-    console.print(f"[bold]{exp.name}[/bold] on route {exp.route} ({exp.status}), seed {exp.seed!r}")
-    console.print(summary_table(rows))
+    out = console()
+    out.print(f"[bold]{exp.name}[/bold] on route {exp.route} ({exp.status}), seed {exp.seed!r}")
+    out.print(summary_table(rows))
 
 
 @app.command()
@@ -287,14 +232,14 @@ def report(
     opts = AnalysisOptions(
         alpha=alpha, sequential=not fixed_horizon, mde=mde, non_inferiority_margin=margin
     )
-    with _session(database_url) as session:
-        exp = _guard(lambda: get_experiment(session=session, name=experiment))
+    with open_session(database_url) as session:
+        exp = guard(lambda: get_experiment(session=session, name=experiment))
         arms = [(a.model, a.control, a.weight) for a in exp.arms]
         engine = session.get_bind()
-        rows = _guard(lambda: summarize(engine, exp.name, arms))
-        result = _guard(lambda: analyze(engine, exp.name, arms, opts))
+        rows = guard(lambda: summarize(engine, exp.name, arms))
+        result = guard(lambda: analyze(engine, exp.name, arms, opts))
     if as_json:
-        _print_json(
+        print_json(
             {
                 "experiment": exp.name,
                 "route": exp.route,
@@ -304,17 +249,17 @@ def report(
             }
         )
         return
-    console = _console()
-    console.print(
+    out = console()
+    out.print(
         f"[bold]{exp.name}[/bold] on route {exp.route} ({exp.status}); "
         f"{result.method} tests, alpha {alpha:g}, Holm-corrected decision metrics"
     )
-    console.print(summary_table(rows))
+    out.print(summary_table(rows))
     srm = f"SRM check p = {result.srm_p_value:.4g} on threads per arm"
-    console.print(f"[bold red]{srm}: SAMPLE RATIO MISMATCH[/bold red]" if result.srm else srm)
+    out.print(f"[bold red]{srm}: SAMPLE RATIO MISMATCH[/bold red]" if result.srm else srm)
     for cand in result.candidates:
-        console.print(candidate_table(cand, result.control))
-        console.print(verdict_line(cand))
+        out.print(candidate_table(cand, result.control))
+        out.print(verdict_line(cand))
 
 
 def _parse_arm(text: str) -> ArmSpec:
@@ -347,13 +292,13 @@ def experiment_create(
     from larrylab.platform.experiments import create_experiment
 
     arms = [_parse_arm(a) for a in arm]
-    spec = _guard(
+    spec = guard(
         lambda: ExperimentSpec(
             name=name, route=route, arms=arms, seed=seed, status="stopped" if stopped else "running"
         )
     )
-    with _session(database_url) as session:
-        _guard(lambda: create_experiment(session=session, spec=spec))
+    with open_session(database_url) as session:
+        guard(lambda: create_experiment(session=session, spec=spec))
     typer.echo(f"experiment {name} created ({spec.status})")
 
 
@@ -363,16 +308,16 @@ def experiment_weights(name: str, arm: ArmsArg, database_url: DbOpt = None) -> N
     from larrylab.platform.experiments import update_experiment
 
     arms = [_parse_arm(a) for a in arm]
-    with _session(database_url) as session:
-        _guard(lambda: update_experiment(session=session, name=name, arms=arms))
+    with open_session(database_url) as session:
+        guard(lambda: update_experiment(session=session, name=name, arms=arms))
     typer.echo(f"experiment {name}: weights updated")
 
 
 def _set_status(name: str, status: str, database_url: str | None) -> None:
     from larrylab.platform.experiments import update_experiment
 
-    with _session(database_url) as session:
-        _guard(lambda: update_experiment(session=session, name=name, status=status))
+    with open_session(database_url) as session:
+        guard(lambda: update_experiment(session=session, name=name, status=status))
     typer.echo(f"experiment {name} {status}")
 
 
@@ -393,15 +338,15 @@ def models_list(database_url: DbOpt = None, as_json: JsonOpt = False) -> None:
     """List registered models."""
     from larrylab.platform.registry import list_models
 
-    with _session(database_url) as session:
-        items = _guard(lambda: list_models(session=session))
+    with open_session(database_url) as session:
+        items = guard(lambda: list_models(session=session))
     if as_json:
-        _print_json({"data": [m.model_dump(mode="json") for m in items], "count": len(items)})
+        print_json({"data": [m.model_dump(mode="json") for m in items], "count": len(items)})
         return
     table = Table("name", "api", "target", "state")
     for m in items:
         table.add_row(m.name, m.api, m.litellm_model or f"{m.base_url} ({m.model})", m.state)
-    _console().print(table)
+    console().print(table)
 
 
 @app.command()
@@ -416,7 +361,7 @@ def demo(
     """Run larrylab offline end to end on simulated upstreams and show what it measured."""
     from larrylab.demo import run_demo
 
-    _guard(lambda: run_demo(directory, threads=threads, console=_console()))
+    guard(lambda: run_demo(directory, threads=threads, console=console()))
 
 
 def main() -> None:

@@ -40,6 +40,26 @@ class Settings(BaseSettings):
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
     log_requests: bool = True
     replay_interval_s: float = Field(default=5.0, gt=0)
+    rollout_interval_s: float = Field(default=60.0, ge=0)
+    rollout_steps: str = "10,25,50,100"
+    rollout_step_min_s: float = Field(default=3600.0, ge=0)
+    rollout_min_requests: int = Field(default=100, ge=0)
+
+    @field_validator("rollout_steps")
+    @classmethod
+    def _check_steps(cls, value: str) -> str:
+        try:
+            steps = [float(s) for s in value.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError("rollout_steps must be comma-separated percentages") from None
+        if not steps or any(not 0 < s <= 100 for s in steps) or steps != sorted(steps):
+            raise ValueError("rollout_steps must be increasing percentages in (0, 100]")
+        return value
+
+    @property
+    def rollout_step_weights(self) -> tuple[float, ...]:
+        """The canary ramp's weights, in percent."""
+        return tuple(float(s) for s in self.rollout_steps.split(",") if s.strip())
 
     @property
     def client_keys(self) -> frozenset[str]:

@@ -188,3 +188,111 @@ class ArmThread(SQLModel, table=True):
     experiment: str = Field(primary_key=True, max_length=200)
     arm: str = Field(primary_key=True, max_length=200)
     thread_id: str = Field(primary_key=True, max_length=256)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One recorded change: a model's state transition, a rollout step, a gate decision."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_kind_subject", "kind", "subject"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=20)
+    subject: str = Field(max_length=200)
+    action: str = Field(max_length=40)
+    from_state: str | None = Field(default=None, max_length=20)
+    to_state: str | None = Field(default=None, max_length=20)
+    actor: str = Field(max_length=200)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    details: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class EvalSet(SQLModel, table=True):
+    """A frozen held-out eval set, known by the hash of its content."""
+
+    __tablename__ = "eval_set"
+
+    hash: str = Field(primary_key=True, max_length=64)
+    version: str = Field(max_length=40)
+    n_samples: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class EvalResult(SQLModel, table=True):
+    """One task's scores for one model on one eval set, from one eval run."""
+
+    __tablename__ = "eval_result"
+    __table_args__ = (Index("ix_eval_result_model_set_task", "model", "eval_set_hash", "task"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, max_length=64)
+    model: str = Field(max_length=200)
+    eval_set_hash: str = Field(max_length=64)
+    task: str = Field(max_length=100)
+    category: str = Field(max_length=40)
+    judge: str | None = Field(default=None, max_length=200)
+    n_samples: int
+    mean: float
+    stderr: float
+    ci_low: float
+    ci_high: float
+    metrics: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    sample_scores: str = Field(
+        default="{}", sa_column=Column(Text, nullable=False, server_default="{}")
+    )
+    log_path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class GateDecision(SQLModel, table=True):
+    """The promotion gate's verdict on a candidate against a baseline and an eval set."""
+
+    __tablename__ = "gate_decision"
+
+    id: int | None = Field(default=None, primary_key=True)
+    candidate: str = Field(index=True, max_length=200)
+    baseline: str = Field(max_length=200)
+    eval_set_hash: str = Field(max_length=64)
+    passed: bool
+    reasons: str = Field(default="[]", sa_column=Column(Text, nullable=False, server_default="[]"))
+    evidence: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    actor: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PipelineStage(SQLModel, table=True):
+    """One finished (or failed) stage of a pipeline run, keyed by its output folder."""
+
+    __tablename__ = "pipeline_stage"
+    __table_args__ = (Index("ix_pipeline_stage_run_dir", "run_dir"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_dir: str = Field(sa_column=Column(Text, nullable=False))
+    stage: str = Field(max_length=40)
+    status: str = Field(max_length=20)
+    counts: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    manifest: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    started_at: datetime
+    finished_at: datetime
+
+
+class Rollout(SQLModel, table=True):
+    """A guarded promotion: a canary experiment ramped step by step, or rolled back."""
+
+    __tablename__ = "rollout"
+    __table_args__ = (Index("ix_rollout_route_status", "route", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    route: str = Field(max_length=200)
+    candidate: str = Field(foreign_key="model.name", max_length=200)
+    baseline: str = Field(foreign_key="model.name", max_length=200)
+    experiment: str = Field(max_length=200)
+    gate_decision_id: int | None = Field(default=None, foreign_key="gate_decision.id")
+    status: str = Field(max_length=20)
+    weight: float
+    steps: str = Field(max_length=200)
+    step_started_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None

@@ -10,8 +10,26 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from larrylab.config import ModelSpec
+from larrylab.platform.audit import AuditEventPublic, list_events, record_event
 from larrylab.platform.experiments import ConflictError, NotFoundError
 from larrylab.platform.models import Experiment, ModelEntry, Route, utcnow
+
+ModelEventPublic = AuditEventPublic
+
+MODEL_STATES = ("registered", "evaluating", "passed", "failed", "canary", "promoted", "retired")
+
+# Which states a model may move to from each state. Gate decisions move a model to passed or
+# failed; promotion moves passed -> canary -> promoted; a rollback or a failed guardrail moves
+# a canary to failed; a newer promotion retires the model it replaces.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "registered": frozenset({"evaluating", "passed", "failed", "retired"}),
+    "evaluating": frozenset({"registered", "passed", "failed", "retired"}),
+    "passed": frozenset({"evaluating", "passed", "failed", "canary", "promoted", "retired"}),
+    "failed": frozenset({"evaluating", "passed", "failed", "retired"}),
+    "canary": frozenset({"promoted", "failed", "passed", "retired"}),
+    "promoted": frozenset({"retired", "failed", "canary"}),
+    "retired": frozenset({"evaluating", "passed", "failed", "promoted"}),
+}
 
 
 class ModelPublic(BaseModel):
@@ -110,3 +128,102 @@ def update_model(*, session: Session, name: str, spec: ModelSpec) -> ModelPublic
     session.commit()
     session.refresh(entry)
     return to_public(entry)
+
+
+def _entry(session: Session, name: str) -> ModelEntry:
+    entry = session.get(ModelEntry, name)
+    if entry is None:
+        raise NotFoundError(f"unknown model {name!r}")
+    return entry
+
+
+def register_trained_model(
+    *,
+    session: Session,
+    name: str,
+    spec: ModelSpec,
+    lineage: dict[str, Any],
+    actor: str,
+    reason: str = "trained",
+) -> ModelPublic:
+    """Register a newly trained model (state `registered`) with its lineage, audited."""
+    if session.get(ModelEntry, name) is not None:
+        raise ConflictError(f"model {name!r} already exists; choose another name")
+    record_event(
+        session=session,
+        kind="model",
+        subject=name,
+        action="register",
+        actor=actor,
+        reason=reason,
+        to_state="registered",
+        details={"lineage": lineage},
+    )
+    return create_model(session=session, name=name, spec=spec, lineage=lineage)
+
+
+def update_lineage(*, session: Session, name: str, lineage: dict[str, Any]) -> ModelPublic:
+    """Merge keys into a model's lineage (for example how it is served once packaged)."""
+    entry = _entry(session, name)
+    merged = {**orjson.loads(entry.lineage or "{}"), **lineage}
+    entry.lineage = orjson.dumps(merged).decode()
+    entry.updated_at = utcnow()
+    session.add(entry)
+    session.commit()
+    session.refresh(entry)
+    return to_public(entry)
+
+
+def set_state(
+    session: Session,
+    entry: ModelEntry,
+    to_state: str,
+    *,
+    actor: str,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Move a model to a state inside the caller's transaction, with an audit event."""
+    if to_state not in MODEL_STATES:
+        raise ConflictError(f"unknown state {to_state!r}; states: {', '.join(MODEL_STATES)}")
+    if to_state not in TRANSITIONS[entry.state]:
+        raise ConflictError(
+            f"model {entry.name!r} cannot go from {entry.state!r} to {to_state!r}; "
+            f"allowed: {', '.join(sorted(TRANSITIONS[entry.state]))}"
+        )
+    record_event(
+        session=session,
+        kind="model",
+        subject=entry.name,
+        action="transition",
+        actor=actor,
+        reason=reason,
+        from_state=entry.state,
+        to_state=to_state,
+        details=details,
+    )
+    entry.state = to_state
+    entry.updated_at = utcnow()
+    session.add(entry)
+
+
+def transition_model(
+    *,
+    session: Session,
+    name: str,
+    to_state: str,
+    actor: str,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> ModelPublic:
+    """Move a model to another registry state; illegal transitions raise ConflictError."""
+    entry = _entry(session, name)
+    set_state(session, entry, to_state, actor=actor, reason=reason, details=details)
+    session.commit()
+    session.refresh(entry)
+    return to_public(entry)
+
+
+def list_model_events(*, session: Session, name: str | None = None) -> list[AuditEventPublic]:
+    """A model's (or every model's) registry history, newest first."""
+    return list_events(session=session, kind="model", subject=name)

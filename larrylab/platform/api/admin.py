@@ -93,7 +93,7 @@ class ExperimentSummary(BaseModel):
     analysis: dict[str, Any]
 
 
-def _call(fn: Callable[..., T], **kwargs: Any) -> T:
+def call_service(fn: Callable[..., T], **kwargs: Any) -> T:
     try:
         return fn(**kwargs)
     except NotFoundError as exc:
@@ -104,9 +104,9 @@ def _call(fn: Callable[..., T], **kwargs: Any) -> T:
         raise ApiError(422, str(exc), code="invalid_value") from None
 
 
-async def _change(state: StateDep, fn: Callable[..., T], **kwargs: Any) -> T:
+async def apply_change(state: StateDep, fn: Callable[..., T], **kwargs: Any) -> T:
     """Apply a change in a worker thread, then reload this process's routing table at once."""
-    out: T = await asyncio.to_thread(partial(_call, fn, **kwargs))
+    out: T = await asyncio.to_thread(partial(call_service, fn, **kwargs))
     await state.routing.reload()
     return out
 
@@ -123,13 +123,13 @@ async def admin_create_experiment(
     spec: ExperimentSpec, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
     """Create an experiment; it runs at once unless `status` is `stopped`."""
-    return await _change(state, create_experiment, session=session, spec=spec)
+    return await apply_change(state, create_experiment, session=session, spec=spec)
 
 
 @router.get("/experiments/{name}", response_model=ExperimentPublic)
 def admin_get_experiment(name: str, session: SessionDep) -> ExperimentPublic:
     """One experiment."""
-    return _call(get_experiment, session=session, name=name)
+    return call_service(get_experiment, session=session, name=name)
 
 
 @router.patch("/experiments/{name}", response_model=ExperimentPublic)
@@ -137,7 +137,7 @@ async def admin_update_experiment(
     name: str, change: ExperimentUpdate, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
     """Change arms and weights, start or stop, or edit the description."""
-    return await _change(
+    return await apply_change(
         state,
         update_experiment,
         session=session,
@@ -153,7 +153,9 @@ async def admin_start_experiment(
     name: str, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
     """Start (or resume) an experiment."""
-    return await _change(state, update_experiment, session=session, name=name, status="running")
+    return await apply_change(
+        state, update_experiment, session=session, name=name, status="running"
+    )
 
 
 @router.post("/experiments/{name}/stop", response_model=ExperimentPublic)
@@ -161,7 +163,9 @@ async def admin_stop_experiment(
     name: str, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
     """Stop an experiment; its route goes back to its default model."""
-    return await _change(state, update_experiment, session=session, name=name, status="stopped")
+    return await apply_change(
+        state, update_experiment, session=session, name=name, status="stopped"
+    )
 
 
 @router.get("/experiments/{name}/summary", response_model=ExperimentSummary)
@@ -169,7 +173,7 @@ async def admin_experiment_summary(
     name: str, session: SessionDep, state: StateDep
 ) -> ExperimentSummary:
     """Per-arm requests, threads, errors, fallbacks, latency percentiles and ratings."""
-    exp = _call(get_experiment, session=session, name=name)
+    exp = call_service(get_experiment, session=session, name=name)
     await state.writer.flush()
     arms = [(a.model, a.control, a.weight) for a in exp.arms]
     rows = await asyncio.to_thread(summarize, state.engine, exp.name, arms)
@@ -198,13 +202,13 @@ async def admin_create_model(
 ) -> ModelPublic:
     """Register a model."""
     spec = ModelSpec.model_validate(body.model_dump(exclude={"name"}))
-    return await _change(state, create_model, session=session, name=body.name, spec=spec)
+    return await apply_change(state, create_model, session=session, name=body.name, spec=spec)
 
 
 @router.get("/models/{name}", response_model=ModelPublic)
 def admin_get_model(name: str, session: SessionDep) -> ModelPublic:
     """One registered model."""
-    return _call(get_model, session=session, name=name)
+    return call_service(get_model, session=session, name=name)
 
 
 @router.put("/models/{name}", response_model=ModelPublic)
@@ -212,7 +216,7 @@ async def admin_update_model(
     name: str, spec: ModelSpec, session: SessionDep, state: StateDep
 ) -> ModelPublic:
     """Change how a model is reached."""
-    return await _change(state, update_model, session=session, name=name, spec=spec)
+    return await apply_change(state, update_model, session=session, name=name, spec=spec)
 
 
 @router.get("/routes", response_model=Page[RoutePublic])
@@ -227,5 +231,5 @@ async def admin_set_route(
     name: str, body: RouteUpdate, session: SessionDep, state: StateDep
 ) -> RoutePublic:
     """Create a route or point it at another model."""
-    route = await _change(state, set_route, session=session, name=name, model=body.model)
+    route = await apply_change(state, set_route, session=session, name=name, model=body.model)
     return RoutePublic(name=route.name, model=route.model)

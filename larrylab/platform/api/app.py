@@ -11,11 +11,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from sqlmodel import Session
 from starlette.routing import Route
 
 from larrylab import __version__
 from larrylab.config import Settings
-from larrylab.platform.api import admin, chat, feedback, health
+from larrylab.platform.api import admin, admin_registry, chat, feedback, health
 from larrylab.platform.api.deps import RouterState
 from larrylab.platform.api.errors import install_error_handlers
 from larrylab.platform.api.schemas import ChatCompletionRequest
@@ -24,10 +25,36 @@ from larrylab.platform.db import make_engine
 from larrylab.platform.feedback import replay_feedback
 from larrylab.platform.logwriter import LogWriter
 from larrylab.platform.metrics import RouterMetrics
+from larrylab.platform.promotion import advance_rollouts, policy_from_settings
 from larrylab.platform.routing import RoutingCache
 from larrylab.platform.upstream import new_client
 
 log = logging.getLogger(__name__)
+
+
+async def _rollout_loop(state: RouterState) -> None:
+    """Ramp or roll back active canaries (row-locked, so several processes may run this)."""
+    policy = policy_from_settings(state.settings)
+
+    def tick() -> None:
+        with Session(state.engine) as session:
+            for check in advance_rollouts(session=session, policy=policy):
+                if check.action != "hold":
+                    log.warning(
+                        "rollout of %s on %s: %s (%s)",
+                        check.rollout.candidate,
+                        check.rollout.route,
+                        check.action,
+                        "; ".join(check.reasons),
+                    )
+
+    while True:
+        await asyncio.sleep(state.settings.rollout_interval_s)
+        try:
+            await asyncio.to_thread(tick)
+            await state.routing.reload()
+        except Exception as exc:  # the database may be down; try again next interval
+            log.warning("checking rollouts failed, will retry: %s", exc)
 
 
 async def _replay_loop(state: RouterState) -> None:
@@ -98,11 +125,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         writer.start()
         refresher = asyncio.create_task(routing.run(), name="larrylab-routing-refresh")
         replayer = asyncio.create_task(_replay_loop(app.state.router), name="larrylab-spill-replay")
+        tasks = [refresher, replayer]
+        if settings.rollout_interval_s > 0:
+            tasks.append(
+                asyncio.create_task(_rollout_loop(app.state.router), name="larrylab-rollouts")
+            )
         try:
             yield
         finally:
-            refresher.cancel()
-            replayer.cancel()
+            for task in tasks:
+                task.cancel()
             await writer.close()
             await client.close()
             engine.dispose()
@@ -121,5 +153,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.insert(0, Route("/v1/chat/completions", chat.chat_endpoint, methods=["POST"]))
     app.include_router(feedback.router)
     app.include_router(admin.router)
+    app.include_router(admin_registry.router)
     app.include_router(health.router)
     return app
