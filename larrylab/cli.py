@@ -23,6 +23,7 @@ from larrylab.clikit import (
     settings_from,
 )
 from larrylab.config import ArmSpec
+from larrylab.evals.cli import eval_app, gate_command
 
 app = typer.Typer(
     help="larrylab: A/B experiments, evals and fine-tuning for Larry, the PWS coach.",
@@ -36,6 +37,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(exp_app, name="experiment")
 app.add_typer(models_app, name="models")
 release_cli.register(app, models_app)
+app.add_typer(eval_app, name="eval")
+app.command("gate")(gate_command)
 
 
 def _is_loopback(host: str) -> bool:
