@@ -367,6 +367,24 @@ def demo(
     guard(lambda: run_demo(directory, threads=threads, console=console()))
 
 
+@app.command()
+def dashboard(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind on 127.0.0.1.")] = 8501,
+    database_url: DbOpt = None,
+) -> None:
+    """Run the dashboard (Streamlit): experiments, models and pipeline runs; Ctrl-C stops it."""
+    from sqlalchemy.engine import make_url
+
+    from larrylab.dashboard.launch import run_dashboard
+    from larrylab.platform.db import normalize_url
+
+    settings = settings_from(database_url)
+    url = guard(lambda: normalize_url(settings.database_url))
+    shown = make_url(url).render_as_string(hide_password=True)
+    typer.echo(f"larrylab dashboard on http://127.0.0.1:{port} (database {shown})")
+    raise typer.Exit(run_dashboard(port=port, database_url=url))
+
+
 def main() -> None:
     """Entry point for `python -m larrylab`."""
     app()

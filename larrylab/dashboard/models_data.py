@@ -1,0 +1,126 @@
+"""What the Models page shows and does: the registry, eval results against the baseline, the
+gate decision, and promotion or rollback through the same service functions as the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from larrylab.dashboard.data import TTL_S, clear_caches, session
+from larrylab.platform.audit import AuditEventPublic
+from larrylab.platform.evalstore import (
+    EvalResultPublic,
+    EvalSetPublic,
+    GateDecisionPublic,
+    current_eval_set,
+    latest_eval_results,
+    latest_gate_decision,
+)
+from larrylab.platform.experiments import list_routes
+from larrylab.platform.promotion import (
+    ACTIVE,
+    Readiness,
+    RolloutPublic,
+    list_rollouts,
+    promote,
+    promotion_readiness,
+    rollback,
+)
+from larrylab.platform.registry import ModelPublic, get_model, list_model_events, list_models
+
+ACTOR = "dashboard"
+
+
+@dataclass(frozen=True)
+class RegistryData:
+    """The registry, the routes (route -> default model), rollouts and the current eval set."""
+
+    models: list[ModelPublic]
+    routes: dict[str, str]
+    rollouts: list[RolloutPublic]
+    eval_set: EvalSetPublic | None
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_registry(url: str) -> RegistryData:
+    """Every model, route and rollout."""
+    with session(url) as s:
+        return RegistryData(
+            models=list_models(session=s),
+            routes={r.name: r.model for r in list_routes(session=s)},
+            rollouts=list_rollouts(session=s),
+            eval_set=current_eval_set(session=s),
+        )
+
+
+@dataclass(frozen=True)
+class ModelDetail:
+    """One model's history, eval results (and its baseline's), gate decision and readiness."""
+
+    model: ModelPublic
+    events: list[AuditEventPublic]
+    decision: GateDecisionPublic | None
+    baseline: str | None
+    results: list[EvalResultPublic]
+    baseline_results: list[EvalResultPublic]
+    readiness: dict[str, Readiness]
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_model(url: str, name: str, baseline: str | None) -> ModelDetail:
+    """A model's detail, compared with `baseline` (default: its gate decision's baseline)."""
+    with session(url) as s:
+        model = get_model(session=s, name=name)
+        decision = latest_gate_decision(session=s, candidate=name)
+        eval_set = decision.eval_set_hash if decision else None
+        results = latest_eval_results(session=s, model=name, eval_set_hash=eval_set)
+        baseline = baseline or (decision.baseline if decision else None)
+        same_set = results[0].eval_set_hash if results else eval_set
+        baseline_results = (
+            latest_eval_results(session=s, model=baseline, eval_set_hash=same_set)
+            if baseline and same_set
+            else []
+        )
+        readiness = {
+            route: promotion_readiness(session=s, candidate=name, route=route)
+            for route in sorted(r.name for r in list_routes(session=s))
+        }
+        return ModelDetail(
+            model=model,
+            events=list_model_events(session=s, name=name),
+            decision=decision,
+            baseline=baseline,
+            results=results,
+            baseline_results=baseline_results,
+            readiness=readiness,
+        )
+
+
+def rollback_target(data: RegistryData, route: str) -> tuple[bool, str]:
+    """Whether `route` has something to roll back, and what (or why not), as `rollback` sees it."""
+    for r in data.rollouts:
+        if r.route == route and r.status == ACTIVE:
+            return True, f"ends the canary of {r.candidate} ({r.weight:g}%) and keeps {r.baseline}"
+    done = next((r for r in data.rollouts if r.route == route and r.status == "completed"), None)
+    if done is not None and data.routes.get(route) == done.candidate:
+        return True, f"puts {done.baseline} back in place of {done.candidate}"
+    return False, f"route {route} has no active or completed rollout to roll back"
+
+
+def run_promote(url: str, *, candidate: str, route: str, canary_weight: float) -> RolloutPublic:
+    """Start a canary of `candidate` on `route` (the gate is checked again by the service)."""
+    with session(url) as s:
+        out = promote(
+            session=s, candidate=candidate, route=route, canary_weight=canary_weight, actor=ACTOR
+        )
+    clear_caches()
+    return out
+
+
+def run_rollback(url: str, *, route: str, reason: str) -> RolloutPublic:
+    """Roll back `route` (its active canary, or its last completed promotion)."""
+    with session(url) as s:
+        out = rollback(session=s, route=route, actor=ACTOR, reason=reason)
+    clear_caches()
+    return out
