@@ -5,6 +5,11 @@ transcript messages and request rows in one transaction). A full queue makes `su
 (back-pressure) instead of dropping rows. When the database refuses a batch, the batch is retried
 and, if it still fails, appended to a spill file (JSON lines) instead of being dropped.
 `close()` flushes everything.
+
+The writer shares the router's GIL, so a batch costs as little Python as possible: plain SQL
+strings run with the driver's executemany on tuples (no statement compilation or per-value type
+processing), message ids already stored and (experiment, arm, thread) pairs already counted are
+not sent again, and queueing a record is a list append.
 """
 
 from __future__ import annotations
@@ -13,19 +18,19 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import Connection, Engine
 
-from larrylab.platform.models import Message, RequestLog, Thread
-from larrylab.platform.rollup import add_requests
+from larrylab.platform.models import RequestLog
+from larrylab.platform.rollup import Pair, add_requests
 from larrylab.platform.spill import SpillDir
-from larrylab.platform.sqlutil import insert_for
-from larrylab.platform.transcripts import MessageRow, chain, dedupe
+from larrylab.platform.transcripts import MessageRow, extend_chain
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +67,60 @@ class RequestRecord:
     reply: dict[str, Any] | None = None
 
 
-_ROW_FIELDS = tuple(f.name for f in fields(RequestRecord) if f.name not in ("prompt", "reply"))
-_MESSAGE_FIELDS = tuple(f.name for f in fields(MessageRow))
+_TIMES = ("created_at", "finished_at")
+# Request columns: the record's plain fields, its two times, then the transcript links.
+_PLAIN_FIELDS = tuple(
+    f.name for f in fields(RequestRecord) if f.name not in ("prompt", "reply", *_TIMES)
+)
+_REQUEST_COLUMNS = (*_PLAIN_FIELDS, *_TIMES, "prompt_message_id", "reply_message_id")
+_THREAD_COLUMNS = ("id", "unit_source", "route", "created_at", "last_seen_at")
+_MESSAGE_COLUMNS = (*MessageRow._fields, "created_at")
+_ROLLUP_FIELDS = (
+    "experiment",
+    "arm",
+    "thread_id",
+    "status",
+    "latency_ms",
+    "ttft_ms",
+    "fallback_from",
+)
+
+
+class _Duplicates(Exception):
+    """Some request ids of a batch are stored already (a replay): write it row by row."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The writer's SQL in the driver's parameter style, and the store's time format."""
+
+    thread: str
+    message: str
+    request: str
+    to_db_time: Callable[[datetime], Any]
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> _Statements:
+        """Statements for SQLite (`?`) or PostgreSQL via psycopg (`%s`)."""
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+
+        def insert(table: str, cols: Sequence[str], conflict: str) -> str:
+            marks = ", ".join([mark] * len(cols))
+            return (
+                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT {conflict}"
+            )
+
+        # The same conversion SQLAlchemy applies to these columns (UTC; SQLite stores text).
+        column_type = RequestLog.__table__.c.created_at.type  # type: ignore[attr-defined]
+        process = column_type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+        return cls(
+            thread=insert(
+                "thread", _THREAD_COLUMNS, "(id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
+            ),
+            message=insert("message", _MESSAGE_COLUMNS, "(id) DO NOTHING"),
+            request=insert("request", _REQUEST_COLUMNS, "(id) DO NOTHING"),
+            to_db_time=process or (lambda value: value),
+        )
 
 
 def record_from_dict(row: dict[str, Any]) -> RequestRecord:
@@ -72,11 +129,6 @@ def record_from_dict(row: dict[str, Any]) -> RequestRecord:
         if isinstance(row.get(key), str):
             row[key] = datetime.fromisoformat(row[key])
     return RequestRecord(**row)
-
-
-def _table(model: Any) -> Table:
-    table: Table = model.__table__
-    return table
 
 
 class LogWriter:
@@ -94,10 +146,14 @@ class LogWriter:
         self._engine = engine
         self._batch_size = batch_size
         self._interval = flush_interval_s
-        self._queue: asyncio.Queue[RequestRecord] = asyncio.Queue()
+        self._queue: list[RequestRecord] = []
+        self._arrived = asyncio.Event()  # the queue is not empty
+        self._full = asyncio.Event()  # the queue holds a whole batch
         self._max_depth = queue_size
         self._pending: dict[str, RequestRecord] = {}
         self._known: OrderedDict[str, None] = OrderedDict()
+        self._counted: set[Pair] = set()  # (experiment, arm, thread) pairs stored in arm_thread
+        self._sql = _Statements.for_engine(engine)
         self.spill = SpillDir(spill_dir)
         self._task: asyncio.Task[None] | None = None
         self._written = 0
@@ -127,7 +183,11 @@ class LogWriter:
         """Queue a record at once, even past the bound (for cleanup paths that cannot wait)."""
         self._pending[record.id] = record
         self._submitted += 1
-        self._queue.put_nowait(record)
+        self._queue.append(record)
+        if len(self._queue) == 1:
+            self._arrived.set()
+        if len(self._queue) >= self._batch_size:
+            self._full.set()
 
     async def flush(self) -> None:
         """Wait until every record submitted before this call is written."""
@@ -146,18 +206,17 @@ class LogWriter:
         self._task = None
 
     async def _run(self) -> None:
+        """Write a batch once it is full or one interval after its first record arrived."""
         while True:
-            batch = [await self._queue.get()]
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._interval
-            while len(batch) < self._batch_size:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            if len(self._queue) < self._batch_size:
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._interval)
+            batch = self._queue[: self._batch_size]
+            del self._queue[: self._batch_size]
             await self._write(batch)
 
     async def _write(self, batch: list[RequestRecord]) -> None:
@@ -181,71 +240,83 @@ class LogWriter:
     def _message_rows(
         self, batch: Sequence[RequestRecord]
     ) -> tuple[list[MessageRow], dict[str, tuple[str | None, str | None]]]:
-        rows: list[MessageRow] = []
+        """The batch's transcript rows not stored yet, and each request's (prompt, reply) ids."""
+        rows: dict[str, MessageRow] = {}
         links: dict[str, tuple[str | None, str | None]] = {}
         for rec in batch:
-            prompt_rows = chain(rec.thread_id, rec.prompt)
-            prompt_last = prompt_rows[-1].id if prompt_rows else None
-            reply_rows = (
-                chain(rec.thread_id, [rec.reply], prompt_last, len(prompt_rows))
-                if rec.reply
-                else []
-            )
-            rows.extend(prompt_rows + reply_rows)
-            links[rec.id] = (prompt_last, reply_rows[0].id if reply_rows else None)
-        new = [r for r in dedupe(rows) if r.id not in self._known]
-        return new, links
+            tid = rec.thread_id
+            prompt_last = extend_chain(rows, self._known, tid, rec.prompt)
+            reply = None
+            if rec.reply:
+                reply = extend_chain(
+                    rows, self._known, tid, [rec.reply], prompt_last, len(rec.prompt)
+                )
+            links[rec.id] = (prompt_last, reply)
+        return list(rows.values()), links
 
-    def _remember(self, rows: Sequence[MessageRow]) -> None:
+    def _remember(self, rows: Sequence[MessageRow], pairs: set[Pair]) -> None:
         for row in rows:
             self._known[row.id] = None
         while len(self._known) > _KNOWN_IDS_CAP:
             self._known.popitem(last=False)
+        self._counted |= pairs
+        if len(self._counted) > _KNOWN_IDS_CAP:
+            self._counted.clear()  # only an optimisation: unknown pairs are inserted again
 
     def _write_batch(self, batch: Sequence[RequestRecord]) -> None:
+        try:
+            self._store(batch, exact=False)
+        except _Duplicates:
+            self._store(batch, exact=True)
+
+    def _store(self, batch: Sequence[RequestRecord], *, exact: bool) -> None:
+        """Write a batch in one transaction; rollups count only the request rows stored now
+        (`exact` checks every row; otherwise a batch with a stored id raises `_Duplicates`)."""
         messages, links = self._message_rows(batch)
-        threads: dict[str, dict[str, Any]] = {}
+        to_db = self._sql.to_db_time
+        threads: dict[str, RequestRecord] = {}
+        last_seen: dict[str, datetime] = {}
         for rec in batch:
-            t = threads.setdefault(
-                rec.thread_id,
-                {
-                    "id": rec.thread_id,
-                    "unit_source": rec.unit_source,
-                    "route": rec.route,
-                    "created_at": rec.created_at,
-                    "last_seen_at": rec.finished_at,
-                },
-            )
-            t["last_seen_at"] = max(t["last_seen_at"], rec.finished_at)
-        requests = []
-        for rec in batch:
-            row = {k: getattr(rec, k) for k in _ROW_FIELDS}  # asdict() would deep-copy the prompts
-            row["prompt_message_id"], row["reply_message_id"] = links[rec.id]
-            requests.append(row)
-        insert = insert_for(self._engine)
+            threads.setdefault(rec.thread_id, rec)
+            seen = last_seen.get(rec.thread_id)
+            if seen is None or rec.finished_at > seen:
+                last_seen[rec.thread_id] = rec.finished_at
+        thread_rows = [
+            (tid, t.unit_source, t.route, to_db(t.created_at), to_db(last_seen[tid]))
+            for tid, t in threads.items()
+        ]
+        now = to_db(batch[0].finished_at)
+        plain = attrgetter(*_PLAIN_FIELDS)
+        request_rows = [
+            (*plain(rec), to_db(rec.created_at), to_db(rec.finished_at), *links[rec.id])
+            for rec in batch
+        ]
         with self._engine.begin() as conn:
-            stmt = insert(_table(Thread))
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["id"], set_={"last_seen_at": stmt.excluded.last_seen_at}
-                ),
-                list(threads.values()),
-            )
+            conn.exec_driver_sql(self._sql.thread, thread_rows)
             if messages:
-                now = batch[0].finished_at
-                conn.execute(
-                    insert(_table(Message)).on_conflict_do_nothing(index_elements=["id"]),
-                    [
-                        {**{k: getattr(m, k) for k in _MESSAGE_FIELDS}, "created_at": now}
-                        for m in messages
-                    ],
-                )
-            table = _table(RequestLog)
-            stmt = insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
-            inserted = set(conn.execute(stmt, requests).scalars())
+                conn.exec_driver_sql(self._sql.message, [(*m, now) for m in messages])
+            stored = self._insert_requests(conn, batch, request_rows, exact=exact)
             # Running per-arm totals, for rows stored now only (a replay never counts twice).
-            add_requests(conn, [r for r in requests if r["id"] in inserted])
-        self._remember(messages)
+            rollup = attrgetter(*_ROLLUP_FIELDS)
+            rows = [dict(zip(_ROLLUP_FIELDS, rollup(rec), strict=True)) for rec in stored]
+            pairs = add_requests(conn, rows, counted=self._counted)
+        self._remember(messages, pairs)
+
+    def _insert_requests(
+        self,
+        conn: Connection,
+        batch: Sequence[RequestRecord],
+        rows: list[tuple[Any, ...]],
+        *,
+        exact: bool,
+    ) -> Sequence[RequestRecord]:
+        """Insert request rows; returns the records whose rows were stored by this call."""
+        if exact:
+            sql = self._sql.request
+            return [r for r, row in zip(batch, rows, strict=True) if _changed(conn, sql, row)]
+        if conn.exec_driver_sql(self._sql.request, rows).rowcount != len(rows):
+            raise _Duplicates
+        return batch
 
     def _spill(self, batch: Sequence[RequestRecord]) -> None:
         path = self.spill.append("requests", (asdict(rec) for rec in batch))
@@ -265,3 +336,8 @@ class LogWriter:
             written += len(records)
             log.warning("replayed %d spilled request rows from %s", len(records), path.name)
         return written
+
+
+def _changed(conn: Connection, sql: str, row: tuple[Any, ...]) -> bool:
+    """Run one insert; whether it stored the row."""
+    return bool(conn.exec_driver_sql(sql, row).rowcount == 1)

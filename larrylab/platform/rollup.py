@@ -11,7 +11,7 @@ gives distinct threads per arm. `rebuild_rollups` recomputes everything from the
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, select
@@ -30,6 +30,7 @@ LATENCY, TTFT, ERRORS, FALLBACKS, REQUESTS = (
 SCORE, HIGH, RATED, THREADS = "mean_score", "high_rating_share", "rated_requests", "threads"
 
 Totals = dict[tuple[str, str, str], list[float]]
+Pair = tuple[str, str, str]  # (experiment, arm, thread id)
 
 
 def _table(model: Any) -> Any:
@@ -81,15 +82,22 @@ def apply_totals(conn: Connection, totals: Totals) -> None:
     conn.execute(stmt, rows)
 
 
-def add_requests(conn: Connection, inserted: Sequence[dict[str, Any]]) -> None:
-    """Count newly inserted request rows: their metrics and any thread new to its arm."""
+def add_requests(
+    conn: Connection, inserted: Sequence[dict[str, Any]], *, counted: Collection[Pair] = ()
+) -> set[Pair]:
+    """Count newly inserted request rows: their metrics and any thread new to its arm.
+
+    Pairs in `counted` are known to be in arm_thread already (rows there are only ever added,
+    or rebuilt from the request rows), so they are not sent again. Returns the batch's pairs.
+    """
     totals = request_totals(inserted)
     pairs = {
         (r["experiment"], r["arm"], r["thread_id"])
         for r in inserted
         if r.get("experiment") and r.get("arm")
     }
-    if pairs:
+    new = pairs.difference(counted)
+    if new:
         table = _table(ArmThread)
         # executemany + RETURNING: one cached statement, whatever the batch size.
         stmt = (
@@ -97,10 +105,11 @@ def add_requests(conn: Connection, inserted: Sequence[dict[str, Any]]) -> None:
             .on_conflict_do_nothing()
             .returning(table.c.experiment, table.c.arm)
         )
-        rows = [{"experiment": e, "arm": a, "thread_id": t} for e, a, t in sorted(pairs)]
+        rows = [{"experiment": e, "arm": a, "thread_id": t} for e, a, t in sorted(new)]
         for exp, arm in conn.execute(stmt, rows).all():
             _add(totals, (exp, arm, THREADS), 1, 0.0)
     apply_totals(conn, totals)
+    return pairs
 
 
 def rating_totals(

@@ -7,9 +7,8 @@ conversation prefix always maps to the same rows (stored once) and a changed his
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Container, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection, select
@@ -19,25 +18,19 @@ from larrylab.platform.models import Message
 
 def canonical(message: dict[str, Any]) -> bytes:
     """The message as canonical JSON (sorted keys, no null fields)."""
-    return orjson.dumps(
-        {k: v for k, v in message.items() if v is not None}, option=orjson.OPT_SORT_KEYS
-    )
+    if None in message.values():
+        message = {k: v for k, v in message.items() if v is not None}
+    return orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
 
 
 def message_id(thread_id: str, parent_id: str | None, body: bytes) -> str:
     """The chain hash of one message."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(thread_id.encode("utf-8"))
-    h.update(b"\x00")
-    h.update((parent_id or "").encode("ascii"))
-    h.update(b"\x00")
-    h.update(body)
-    return h.hexdigest()
+    key = b"\x00".join((thread_id.encode("utf-8"), (parent_id or "").encode("ascii"), body))
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRow:
-    """A message ready to insert."""
+class MessageRow(NamedTuple):
+    """A message ready to insert (a tuple in the message table's column order)."""
 
     id: str
     thread_id: str
@@ -51,17 +44,29 @@ def chain(
     thread_id: str, messages: Sequence[dict[str, Any]], parent_id: str | None = None, depth: int = 0
 ) -> list[MessageRow]:
     """Rows for `messages`, chained after `parent_id` (the last row ends the chain)."""
-    rows: list[MessageRow] = []
+    rows: dict[str, MessageRow] = {}
+    extend_chain(rows, (), thread_id, messages, parent_id, depth)
+    return list(rows.values())
+
+
+def extend_chain(
+    rows: dict[str, MessageRow],
+    known: Container[str],
+    thread_id: str,
+    messages: Sequence[dict[str, Any]],
+    parent_id: str | None = None,
+    depth: int = 0,
+) -> str | None:
+    """Chain `messages` after `parent_id`, adding to `rows` those whose id is in neither `rows`
+    nor `known`; returns the id that ends the chain (`parent_id` if there are no messages)."""
     for i, msg in enumerate(messages):
         body = canonical(msg)
         mid = message_id(thread_id, parent_id, body)
-        rows.append(
-            MessageRow(
-                mid, thread_id, parent_id, depth + i, str(msg.get("role", "")), body.decode()
-            )
-        )
+        if mid not in rows and mid not in known:
+            role = str(msg.get("role", ""))
+            rows[mid] = MessageRow(mid, thread_id, parent_id, depth + i, role, body.decode())
         parent_id = mid
-    return rows
+    return parent_id
 
 
 def rebuild(conn: Connection, thread_id: str, last_id: str | None) -> list[dict[str, Any]]:
@@ -79,11 +84,3 @@ def rebuild(conn: Connection, thread_id: str, last_id: str | None) -> list[dict[
         cursor = parent
     out.reverse()
     return out
-
-
-def dedupe(rows: Iterable[MessageRow]) -> list[MessageRow]:
-    """Rows with duplicate ids removed (first kept)."""
-    seen: dict[str, MessageRow] = {}
-    for row in rows:
-        seen.setdefault(row.id, row)
-    return list(seen.values())
