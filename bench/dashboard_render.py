@@ -25,11 +25,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import streamlit as st
 from sqlalchemy.engine import make_url
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from request_rows import CANDIDATE, CONTROL, EXPERIMENT, fill
 
-from larrylab.pipeline.records import Record, write_jsonl, write_records
+from larrylab.pipeline.records import Record, atomic_writer, write_records
 from larrylab.platform.db import make_engine, normalize_url
 from larrylab.platform.insights import arm_summaries
 from larrylab.platform.pipeline_runs import record_pipeline_stage
@@ -58,6 +60,13 @@ PAGES: list[tuple[str, str, dict[str, str], str | None]] = [
     ("pipeline", "pipeline", {}, None),
 ]  # fmt: skip
 ARMS = [(CONTROL, True, 50.0), (CANDIDATE, False, 50.0)]
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Rows as JSON lines, written the way the filter stage writes dropped.jsonl."""
+    with atomic_writer(path) as fh:
+        for row in rows:
+            fh.write(orjson.dumps(row) + b"\n")
 
 
 def _create_database(server: str) -> str:

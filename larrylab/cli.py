@@ -24,6 +24,8 @@ from larrylab.clikit import (
 )
 from larrylab.config import ArmSpec
 from larrylab.evals.cli import eval_app, gate_command
+from larrylab.pipeline.cli import pipeline_app
+from larrylab.pipeline.training_cli import add_commands as add_training_commands
 
 app = typer.Typer(
     help="larrylab: A/B experiments, evals and fine-tuning for Larry, the PWS coach.",
@@ -38,6 +40,8 @@ app.add_typer(exp_app, name="experiment")
 app.add_typer(models_app, name="models")
 release_cli.register(app, models_app)
 app.add_typer(eval_app, name="eval")
+add_training_commands(pipeline_app)
+app.add_typer(pipeline_app, name="pipeline")
 app.command("gate")(gate_command)
 
 
@@ -120,6 +124,13 @@ def sim(
     drop_rate: Annotated[float, typer.Option(help="Share of streams cut mid-way.")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Random seed for reproducible runs.")] = None,
     label: Annotated[str, typer.Option(help="Name shown in the banner and headers.")] = "simulated",
+    structured_bias: Annotated[
+        float,
+        typer.Option(
+            help="Share of numbers in structured-output replies drawn at the top of their "
+            "range (simulates an approving judge); 0 = uniform."
+        ),
+    ] = 0.0,
 ) -> None:
     """Run a SIMULATED upstream model (OpenAI and Ollama wire protocols) for tests and demos."""
     from larrylab.sim import SimConfig
@@ -138,6 +149,7 @@ def sim(
             drop_rate=drop_rate,
             seed=seed,
             label=label,
+            structured_bias=structured_bias,
         )
     except ValueError as exc:
         fail(str(exc))
@@ -360,11 +372,19 @@ def demo(
     threads: Annotated[
         int, typer.Option(min=1, max=10_000, help="Simulated workshop threads.")
     ] = 40,
+    eval_limit: Annotated[
+        int | None,
+        typer.Option(min=2, help="Score only the first N eval samples per category (faster)."),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, max=20, help="Epochs of the tiny fine-tune.")] = 3,
 ) -> None:
-    """Run larrylab offline end to end on simulated upstreams and show what it measured."""
+    """Run the whole flywheel offline on simulated upstreams: traffic, A/B statistics, pipeline,
+    a tiny fine-tune, evals, the gate and a canary."""
     from larrylab.demo import run_demo
+    from larrylab.demo.flywheel import FlywheelOptions
 
-    guard(lambda: run_demo(directory, threads=threads, console=console()))
+    opts = FlywheelOptions(epochs=epochs, eval_limit=eval_limit)
+    guard(lambda: run_demo(directory, threads=threads, console=console(), flywheel=opts))
 
 
 @app.command()

@@ -30,6 +30,19 @@ runner = CliRunner()
         ["experiment", "list"],
         ["experiment", "create"],
         ["models", "list"],
+        ["models", "show"],
+        ["models", "retire"],
+        ["pipeline"],
+        ["pipeline", "run"],
+        ["pipeline", "train"],
+        ["pipeline", "package"],
+        ["eval", "run"],
+        ["gate"],
+        ["promote"],
+        ["rollback"],
+        ["rollout", "list"],
+        ["rollout", "tick"],
+        ["dashboard"],
     ],
 )
 def test_every_command_has_help(args: list[str]) -> None:
@@ -152,18 +165,55 @@ def test_experiment_commands(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_demo_runs_offline_end_to_end(tmp_path: Path) -> None:
+def test_demo_runs_the_whole_flywheel_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A smaller `larrylab demo`: traffic, A/B report, pipeline, tiny fine-tune, evals, gate."""
+    args = ["demo", "--threads", "12", "--dir", str(tmp_path), "--eval-limit", "2", "--epochs", "1"]
     out = subprocess.run(
-        [sys.executable, "-m", "larrylab", "demo", "--threads", "6", "--dir", str(tmp_path)],
+        [sys.executable, "-m", "larrylab", *args],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SIMULATED Gemini-like upstream" in out.stdout
-    assert "larry-v1-vs-gemini" in out.stdout and "0 errors" in out.stdout
-    with sqlite3.connect(tmp_path / "larrylab.db") as conn:
+    text = out.stdout
+    assert "SIMULATED Gemini-like upstream" in text
+    assert "larry-v1-vs-gemini" in text and "0 errors" in text
+    for step in ("[3/6] pipeline", "[4/6] fine-tune", "[5/6] evals", "[6/6]"):
+        assert step in text
+    assert "registered 'larry-tiny'" in text and "ollama create larry-tiny -f" in text
+    assert "gate: larry-tiny vs gemini-flash" in text
+    db = tmp_path / "larrylab.db"
+    with sqlite3.connect(db) as conn:
         requests = conn.execute("SELECT count(*) FROM request WHERE status = 'ok'").fetchone()[0]
-        ratings = conn.execute("SELECT count(*) FROM feedback").fetchone()[0]
-    assert requests >= 12  # 6 threads of 2 to 4 turns
-    assert f"sent {requests} requests, {ratings} ratings" in out.stdout
+        stages = dict(conn.execute("SELECT stage, status FROM pipeline_stage").fetchall())
+        lineage = conn.execute("SELECT lineage FROM model WHERE name = 'larry-tiny'").fetchone()
+        evals = conn.execute("SELECT model, count(*) FROM eval_result GROUP BY model").fetchall()
+        gate = conn.execute("SELECT passed, baseline FROM gate_decision").fetchall()
+        state = conn.execute("SELECT state FROM model WHERE name = 'larry-tiny'").fetchone()[0]
+        rollouts = conn.execute("SELECT status FROM rollout").fetchall()
+    assert requests >= 24  # 12 threads of 2 to 4 turns
+    assert stages == {"export": "done", "generate": "done", "filter": "done", "dataset": "done"}
+    assert '"base_model"' in lineage[0] and '"dataset_manifest_hash"' in lineage[0]
+    assert dict(evals) == {"gemini-flash": 7, "larry-tiny": 7}
+    [(passed, baseline)] = gate
+    assert baseline == "gemini-flash"
+    # Whatever the gate decided, the registry and the rollouts agree with it.
+    if passed:
+        assert state == "canary" and rollouts == [("active",)]
+    else:
+        assert state == "failed" and rollouts == [] and "gate refused larry-tiny" in text
+    assert f"larrylab dashboard --database-url sqlite:///{db}" in text
+
+    # The dashboard opens the demo's database.
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LARRYLAB_DATABASE_URL", f"sqlite:///{db}")
+    app = Path(__file__).resolve().parents[1] / "larrylab" / "dashboard" / "app.py"
+    for page in ("overview", "experiment", "models", "pipeline"):
+        at = AppTest.from_file(str(app), default_timeout=60)
+        at.run()
+        at.switch_page(f"views/{page}.py")
+        at.run()
+        assert not at.exception, (page, [e.value for e in at.exception])

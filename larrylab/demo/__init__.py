@@ -2,21 +2,34 @@
 
 Two SIMULATED upstreams (one shaped like Gemini, slower; one like an Ollama fine-tune, faster),
 the router on SQLite, and simulated workshop learners sending streaming multi-turn threads across
-the seven PWS categories and leaving 1-5 star ratings. Ends with the per-arm report.
+the seven PWS categories and leaving 1-5 star ratings. Then the flywheel: the pipeline turns the
+highly rated threads into a dataset, a tiny LoRA adapter is trained and registered, the eval suite
+and the gate judge it against the current model, and a passing candidate starts a canary.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
+import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import Engine
 from sqlmodel import Session
 
+from larrylab.demo.flywheel import (
+    FlywheelOptions,
+    FlywheelResult,
+    gate_and_promote,
+    run_pipeline_stages,
+    train_and_register,
+)
 from larrylab.demo.learners import LearnerTaste
 from larrylab.demo.traffic import send_workshop_traffic
 from larrylab.localproc import LocalProcess, start_router, start_sim
+from larrylab.platform.analysis import analyze
 from larrylab.platform.db import make_engine
 from larrylab.platform.experiments import get_experiment
 from larrylab.platform.summary import summarize
@@ -25,7 +38,20 @@ from larrylab.tables import summary_table
 EXPERIMENT = "larry-v1-vs-gemini"
 ROUTE = "larry"
 
-GEMINI_LIKE = ["--latency-ms", "80", "--ttft-ms", "450", "--tokens-per-s", "120", "--seed", "11"]
+# The Gemini-like upstream also plays the pipeline's generator and judge: it answers structured
+# output near the top of numeric ranges (an LLM judge that mostly approves).
+GEMINI_LIKE = [
+    "--latency-ms",
+    "80",
+    "--ttft-ms",
+    "450",
+    "--tokens-per-s",
+    "120",
+    "--seed",
+    "11",
+    "--structured-bias",
+    "0.85",
+]
 OLLAMA_LIKE = ["--latency-ms", "5", "--ttft-ms", "60", "--tokens-per-s", "300", "--seed", "12"]
 
 
@@ -58,50 +84,35 @@ def _start_all(directory: Path, console: Console) -> tuple[list[LocalProcess], L
     return [gemini, ollama], router, db_url
 
 
-def run_demo(
-    directory: Path, *, threads: int = 40, console: Console | None = None, seed: int = 7
-) -> None:
-    """Run the offline demo in `directory` (its database is started afresh)."""
-    console = console or Console()
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("larrylab.db*"):
-        stale.unlink()
-    console.rule("larrylab demo — offline, on simulated upstreams")
-    console.print("[1/3] starting two simulated upstreams and the router")
-    sims, router, db_url = _start_all(directory, console)
-    try:
-        console.print(
-            f"[2/3] {threads} simulated workshop threads, streaming, with 1-5 star ratings"
+def _traffic(router: LocalProcess, threads: int, seed: int, console: Console) -> None:
+    taste = LearnerTaste(weights={})
+    with Progress(
+        TextColumn("  threads"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("threads", total=threads)
+        result = send_workshop_traffic(
+            router.url,
+            route=ROUTE,
+            threads=threads,
+            seed=seed,
+            taste=taste,
+            on_thread_done=lambda: progress.advance(task),
         )
-        taste = LearnerTaste(weights={})
-        with Progress(
-            TextColumn("  threads"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            task = progress.add_task("threads", total=threads)
-            result = send_workshop_traffic(
-                router.url,
-                route=ROUTE,
-                threads=threads,
-                seed=seed,
-                taste=taste,
-                on_thread_done=lambda: progress.advance(task),
-            )
-        console.print(
-            f"  sent {result.requests} requests, {result.ratings} ratings, {result.errors} errors"
-        )
-    finally:
-        router.stop(signal.SIGTERM)
-        for sim in sims:
-            sim.stop()
-    console.print("[3/3] report")
-    engine = make_engine(db_url)
+    console.print(
+        f"  sent {result.requests} requests, {result.ratings} ratings, {result.errors} errors"
+    )
+
+
+def _ab_report(engine: Engine, console: Console) -> str:
+    """Print the A/B test's per-arm table and statistics; returns the candidate's verdict."""
     with Session(engine) as session:
         exp = get_experiment(session=session, name=EXPERIMENT)
-    rows = summarize(engine, EXPERIMENT, [(a.model, a.control, a.weight) for a in exp.arms])
+    arms = [(a.model, a.control, a.weight) for a in exp.arms]
+    rows = summarize(engine, EXPERIMENT, arms)
     console.print(summary_table(rows, title=f"{EXPERIMENT} (simulated traffic)"))
     by_arm = {r.arm: r for r in rows}
     fast, slow = by_arm["larry-v1"].latency_ms.p50, by_arm["gemini-flash"].latency_ms.p50
@@ -109,6 +120,119 @@ def run_demo(
         console.print(
             f"  larry-v1 p50 latency is {slow / fast:.1f}x lower than gemini-flash's (simulated)."
         )
+    analysis = analyze(engine, EXPERIMENT, arms)
+    cand = analysis.candidates[0]
+    why = "; ".join(cand.reasons)
+    console.print(f"  verdict for larry-v1: [bold]{cand.verdict}[/bold] ({why})")
+    return cand.verdict
+
+
+def run_demo(
+    directory: Path,
+    *,
+    threads: int = 40,
+    console: Console | None = None,
+    seed: int = 7,
+    flywheel: FlywheelOptions | None = None,
+) -> FlywheelResult:
+    """Run the offline demo in `directory` (its database and pipeline are started afresh)."""
+    console = console or Console()
+    flywheel = flywheel or FlywheelOptions()
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("larrylab.db*"):
+        stale.unlink()
+    for folder in ("pipeline", "train", "eval-logs"):
+        shutil.rmtree(directory / folder, ignore_errors=True)
+    console.rule("larrylab demo — offline, on simulated upstreams")
+    console.print("[1/6] starting two simulated upstreams and the router")
+    sims, router, db_url = _start_all(directory, console)
+    engine = make_engine(db_url)
+    try:
+        console.print(
+            f"[2/6] {threads} simulated workshop threads, streaming, with 1-5 star ratings"
+        )
+        _traffic(router, threads, seed, console)
+        _ab_report(engine, console)
+        console.print(
+            "[3/6] pipeline: export >=4-star threads, generate variations, filter, dataset "
+            "(generator and judge: the SIMULATED Gemini-like upstream)"
+        )
+        result = run_pipeline_stages(directory, engine, sims[0].url, console, flywheel)
+        console.print("[4/6] fine-tune: a tiny LoRA adapter on CPU, registered with its lineage")
+        train_and_register(directory, engine, sims[1].url, result, console, flywheel)
+        console.print("[5/6] evals: the inspect-ai PWS suite and the promotion gate")
+        gate_and_promote(
+            directory,
+            db_url,
+            engine,
+            route=ROUTE,
+            experiment=EXPERIMENT,
+            result=result,
+            console=console,
+            opts=flywheel,
+        )
+        if result.rollout is not None:
+            console.print("[6/6] the canary serves live traffic")
+            router_sees_canary(router.url, result.rollout.experiment)
+            _traffic(router, max(4, threads // 4), seed + 1, console)
+        else:
+            console.print("[6/6] no canary: the gate refused the candidate (see above)")
+    finally:
+        router.stop(signal.SIGTERM)
+        for sim in sims:
+            sim.stop()
+    _final_report(engine, db_url, result, console)
+    engine.dispose()
+    return result
+
+
+def _final_report(engine: Engine, db_url: str, result: FlywheelResult, console: Console) -> None:
+    console.rule("summary")
+    export = result.stages.get("export", {})
+    kept = result.stages.get("filter", {})
+    split = result.stages.get("dataset", {})
     console.print(
-        f"\nInspect it again with:\n  larrylab experiment show {EXPERIMENT} --database-url {db_url}"
+        f"  pipeline: {export.get('threads_exported', 0)} threads exported, "
+        f"{result.stages.get('generate', {}).get('variations', 0)} variations generated, "
+        f"{kept.get('kept', 0)} kept after rules, dedup, decontamination and the judge; "
+        f"dataset {split.get('train', 0)} train / {split.get('validation', 0)} validation"
     )
+    m = result.train_metrics
+    if m:
+        console.print(
+            f"  tiny adapter: validation loss {m['eval_loss_before']:.3f} -> "
+            f"{m['best_eval_loss']:.3f} in {m['epochs_run']} epochs"
+        )
+    if result.gate is not None:
+        verdict = "[green]passed[/green]" if result.gate.passed else "[red]refused[/red]"
+        console.print(f"  gate: {verdict}; " + "; ".join(result.gate.reasons))
+        console.print(
+            "  (against simulated upstreams the judge's grades and the coach replies are "
+            "canned corpus text: the gate's numbers show the machinery, not model quality)"
+        )
+    if result.rollout is not None:
+        rollout = result.rollout
+        arms = [
+            (rollout.baseline, True, 100 - rollout.weight),
+            (rollout.candidate, False, rollout.weight),
+        ]
+        rows = summarize(engine, rollout.experiment, arms)
+        console.print(summary_table(rows, title=f"{rollout.experiment} (canary)"))
+    console.print(
+        "\nOpen the dashboard on the demo's database:\n"
+        f"  larrylab dashboard --database-url {db_url}"
+    )
+
+
+def router_sees_canary(router_url: str, experiment: str, timeout_s: float = 10.0) -> None:
+    """Wait until the router's routing table (refreshed every few seconds) runs `experiment`."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    body = {"model": ROUTE, "messages": [{"role": "user", "content": "ping"}]}
+    while time.monotonic() < deadline:
+        r = httpx.post(f"{router_url}/v1/chat/completions", json=body, timeout=30)
+        if r.headers.get("x-larrylab-experiment") == experiment:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the router did not pick up {experiment} within {timeout_s:g} s")

@@ -26,6 +26,9 @@ class SimConfig:
         seed: Seed of the random draws; None for fresh randomness.
         label: Name shown in the banner, `system_fingerprint` and `x-larrylab-sim` header.
         models: Models listed by `/v1/models` and `/api/tags`; requests may name any model.
+        structured_bias: Probability that a number in a structured-output reply is drawn at
+            the top of its schema range instead of uniformly (0 = uniform). It simulates a
+            model that answers high, e.g. an LLM judge that mostly approves.
     """
 
     latency_ms: float = 0.0
@@ -40,6 +43,7 @@ class SimConfig:
     seed: int | None = None
     label: str = "simulated"
     models: tuple[str, ...] = ("gemini-2.5-flash", "larry-v1")
+    structured_bias: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(self.models))
@@ -48,7 +52,7 @@ class SimConfig:
             is_number = isinstance(value, float | int) and not isinstance(value, bool)
             if is_number and not math.isfinite(value):
                 raise ValueError(f"SimConfig.{f.name} must be a finite number, got {value!r}.")
-        for name in ("error_rate", "hang_rate", "drop_rate"):
+        for name in ("error_rate", "hang_rate", "drop_rate", "structured_bias"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"SimConfig.{name} must be between 0 and 1, got {rate!r}.")

@@ -138,7 +138,10 @@ class Simulator:
         category, text = pick_reply(latest_user_text(messages), self._content_rng)
         if schema is not None:
             try:
-                text = json.dumps(instance_for_schema(schema, self._content_rng))
+                value = instance_for_schema(
+                    schema, self._content_rng, top_bias=self.config.structured_bias
+                )
+                text = json.dumps(value)
             except (ValueError, TypeError, RecursionError) as exc:
                 raise BadRequest(f"Invalid JSON schema: {exc}", "response_format") from None
         elif json_object:

@@ -38,12 +38,16 @@ _LOWER_KEYS = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minPrope
 _UPPER_KEYS = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
 
 
-def instance_for_schema(schema: dict[str, Any], rng: random.Random) -> Any:
+def instance_for_schema(
+    schema: dict[str, Any], rng: random.Random, *, top_bias: float = 0.0
+) -> Any:
     """A JSON value valid against `schema`, drawn with `rng`.
 
     Args:
         schema: A JSON Schema (draft 4 to 2020-12); `$ref`s must point inside it.
         rng: Source of randomness; the same seed gives the same value.
+        top_bias: Probability that a number is drawn at the top of its range (integers: the
+            maximum; other numbers: the top tenth) instead of uniformly; 0 draws uniformly.
 
     Returns:
         A JSON-serialisable value.
@@ -52,13 +56,14 @@ def instance_for_schema(schema: dict[str, Any], rng: random.Random) -> Any:
         ValueError: The schema is unsatisfiable in a way the generator notices, recurses
             without end, or refers outside itself.
     """
-    return _Builder(schema, rng).build(schema, 0)
+    return _Builder(schema, rng, top_bias).build(schema, 0)
 
 
 class _Builder:
-    def __init__(self, root: dict[str, Any], rng: random.Random) -> None:
+    def __init__(self, root: dict[str, Any], rng: random.Random, top_bias: float = 0.0) -> None:
         self.root = root
         self.rng = rng
+        self.top_bias = top_bias
 
     def build(self, schema: Any, depth: int) -> Any:
         if depth > _MAX_DEPTH:
@@ -78,7 +83,7 @@ class _Builder:
         if kind == "array":
             return self._array(schema, depth)
         if kind in ("integer", "number"):
-            return _number(schema, self.rng, integer=kind == "integer")
+            return _number(schema, self.rng, integer=kind == "integer", top_bias=self.top_bias)
         if kind == "boolean":
             return self.rng.random() < 0.5
         if kind == "null":
@@ -304,7 +309,9 @@ def _bounds(schema: dict[str, Any]) -> tuple[float | None, bool, float | None, b
     return low, low_ex, high, high_ex
 
 
-def _number(schema: dict[str, Any], rng: random.Random, *, integer: bool) -> int | float:
+def _number(
+    schema: dict[str, Any], rng: random.Random, *, integer: bool, top_bias: float = 0.0
+) -> int | float:
     low, low_ex, high, high_ex = _bounds(schema)
     if integer:
         lo_i = None if low is None else (math.floor(low) + 1 if low_ex else math.ceil(low))
@@ -324,9 +331,11 @@ def _number(schema: dict[str, Any], rng: random.Random, *, integer: bool) -> int
     step = schema.get("multipleOf")
     if isinstance(step, int | float) and not isinstance(step, bool) and step > 0:
         return _multiple(step, lo_f, hi_f, fits, rng, integer=integer)
+    high_end = top_bias > 0 and rng.random() < top_bias
     if integer:
-        return rng.randint(int(lo_f), int(hi_f))
-    value = round(rng.uniform(lo_f, hi_f), 2)
+        return int(hi_f) if high_end else rng.randint(int(lo_f), int(hi_f))
+    start = lo_f + 0.9 * (hi_f - lo_f) if high_end else lo_f
+    value = round(rng.uniform(start, hi_f), 2)
     return value if fits(value) else (lo_f + hi_f) / 2
 
 

@@ -7,16 +7,18 @@ failed candidate and their eval results, and a pipeline run with its stage folde
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sqlalchemy import update
 from sqlmodel import Session
 
 from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
-from larrylab.pipeline.records import Record, write_jsonl, write_records
+from larrylab.pipeline.records import Record, atomic_writer, write_records
 from larrylab.platform.db import make_engine, upgrade
 from larrylab.platform.evalstore import (
     EvalTaskResult,
@@ -39,6 +41,13 @@ CONTROL, CANDIDATE = "gemini-flash", "larry-v1"
 GATED, FAILED = "larry-v2", "larry-v3"
 EVAL_SET = "5f2a" * 16
 CATEGORIES = ("problem_clarification", "tta", "jtbd")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Rows as JSON lines, written the way the filter stage writes dropped.jsonl."""
+    with atomic_writer(path) as fh:
+        for row in rows:
+            fh.write(orjson.dumps(row) + b"\n")
 
 
 @dataclass

@@ -1,0 +1,105 @@
+"""Personal data scrubbing: e-mail addresses, phone numbers, and URLs that carry secrets.
+
+Scrubbed values are replaced by placeholders (`[EMAIL]`, `[PHONE]`, `[URL]`) so a conversation
+keeps its shape. Plain URLs without credentials are kept: they are often teaching material.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from larrylab.pipeline.manifest import Tally
+
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_URL = re.compile(r"\bhttps?://[^\s<>\"')\]]+", re.IGNORECASE)
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d[\d\s.-]{5,16}\d(?!\w)"
+)
+_SECRET_KEYS = re.compile(
+    r"token|key|sig|signature|auth|secret|password|passwd|pwd|session|sid|code|credential",
+    re.IGNORECASE,
+)
+_SECRET_SEGMENT = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_-]{24,}$")
+_DATE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
+_DECIMAL = re.compile(r"^\d+\.\d+$")
+_MIN_PHONE_DIGITS = 7
+_MAX_PHONE_DIGITS = 15
+
+
+def _url_has_secret(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return True
+    if parts.username or parts.password:
+        return True
+    for key, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_KEYS.search(key):
+            return True
+    if parts.fragment and _SECRET_KEYS.search(parts.fragment):
+        return True
+    return any(_SECRET_SEGMENT.match(seg) for seg in parts.path.split("/"))
+
+
+def _looks_like_phone(text: str) -> bool:
+    digits = sum(ch.isdigit() for ch in text)
+    if not _MIN_PHONE_DIGITS <= digits <= _MAX_PHONE_DIGITS:
+        return False
+    if text.startswith(("+", "(")):
+        return True
+    if _DATE.match(text) or _DECIMAL.match(text):
+        return False
+    # A bare run of digits is more often an amount or an id than a phone number.
+    return any(ch in text for ch in " .-")
+
+
+def scrub_text(text: str, tally: Tally | None = None) -> str:
+    """`text` with personal data replaced by placeholders; counts go to `tally`."""
+
+    def url(match: re.Match[str]) -> str:
+        if _url_has_secret(match.group(0)):
+            if tally is not None:
+                tally.add("scrubbed_urls")
+            return "[URL]"
+        return match.group(0)
+
+    def email(match: re.Match[str]) -> str:
+        if tally is not None:
+            tally.add("scrubbed_emails")
+        return "[EMAIL]"
+
+    def phone(match: re.Match[str]) -> str:
+        value = match.group(0)
+        if not _looks_like_phone(value):
+            return value
+        if tally is not None:
+            tally.add("scrubbed_phones")
+        return "[PHONE]"
+
+    text = _URL.sub(url, text)
+    text = _EMAIL.sub(email, text)
+    return _PHONE.sub(phone, text)
+
+
+def scrub_messages(
+    messages: Sequence[dict[str, Any]], tally: Tally | None = None
+) -> list[dict[str, Any]]:
+    """Copies of `messages` with their text content scrubbed."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            message = {**message, "content": scrub_text(content, tally)}
+        elif isinstance(content, list):
+            parts = [
+                {**p, "text": scrub_text(p["text"], tally)}
+                if isinstance(p, dict) and isinstance(p.get("text"), str)
+                else p
+                for p in content
+            ]
+            message = {**message, "content": parts}
+        out.append(message)
+    return out
