@@ -19,16 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from larrylab.evals._checks import CHECK_NAMES
+from larrylab.pws import CATEGORIES
 
-CATEGORIES: tuple[str, ...] = (
-    "problem_clarification",
-    "tta",
-    "jtbd",
-    "s_curve",
-    "ackoff_dikw",
-    "red_team",
-    "error_recovery",
-)
 EVAL_SET_VERSION = "pws_eval_v1"
 EVAL_SET_SHA256 = "14b4f762b5ee5b003c6b827efce506534c148aeaf6bb56f26c1846c3cb7eb431"
 MIN_ITEMS_PER_CATEGORY = 15

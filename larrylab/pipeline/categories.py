@@ -12,15 +12,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-CATEGORIES: tuple[str, ...] = (
-    "problem_clarification",
-    "tta",
-    "jtbd",
-    "s_curve",
-    "ackoff_dikw",
-    "red_team",
-    "error_recovery",
-)
+from larrylab.pws import CATEGORIES
 
 LABELS: Mapping[str, str] = MappingProxyType(
     {

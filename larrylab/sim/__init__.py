@@ -7,10 +7,11 @@ answering from a corpus of PWS coach replies. Always labelled as simulated: the 
 response say so.
 """
 
+from larrylab.pws import CATEGORIES
 from larrylab.sim.app import create_app, serve
 from larrylab.sim.background import BackgroundSim, run_in_background
 from larrylab.sim.config import SimConfig
-from larrylab.sim.corpus import CATEGORIES, PWS_REPLIES
+from larrylab.sim.corpus import PWS_REPLIES
 from larrylab.sim.schema_instance import instance_for_schema
 
 __all__ = [

@@ -9,16 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-CATEGORIES: tuple[str, ...] = (
-    "problem_clarification",
-    "tta",
-    "jtbd",
-    "s_curve",
-    "ackoff_dikw",
-    "red_team",
-    "error_recovery",
-)
-
 _PROBLEM_CLARIFICATION: tuple[str, ...] = (
     "Before we talk about any solution, let's slow down. Who exactly experiences this problem, "
     "and when did you last see it happen? Describe the moment, not the fix you have in mind.",
