@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from larrylab.pipeline.chat_templates import detect_family
-from larrylab.pipeline.train import sha256_file
+from larrylab.pipeline.train_data import sha256_file
 
 DEFAULT_OLLAMA_PORT = 11434
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
