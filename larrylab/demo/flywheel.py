@@ -10,6 +10,7 @@ of the new candidate points at the SIMULATED Ollama-like upstream.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,13 @@ from larrylab.platform.registry import register_trained_model, update_lineage
 DEMO_KEY_ENV = "LARRYLAB_DEMO_API_KEY"
 CANDIDATE = "larry-tiny"
 ACTOR = "larrylab demo"
+# The counts each stage line shows (every count is in the stage's manifest.json).
+_SHOWN: dict[str, tuple[str, ...]] = {
+    "export": ("threads_rated", "threads_vetoed", "threads_exported"),
+    "generate": ("generator_requests", "variations", "requests_failed"),
+    "filter": ("input_generated", "kept_generated", "kept"),
+    "dataset": ("train", "validation", "source_threads"),
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,9 @@ def run_pipeline_stages(
     def show(stage: Any) -> None:
         record_stage(engine, str(out.resolve()), stage)
         result.stages[stage.stage] = dict(stage.counts)
-        counts = ", ".join(f"{k} {v}" for k, v in stage.counts.items())
+        shown = [k for k in _SHOWN.get(stage.stage, ()) if k in stage.counts]
+        shown += [k for k, v in stage.counts.items() if k.startswith("dropped_") and v]
+        counts = ", ".join(f"{k.replace('_', ' ')} {stage.counts[k]}" for k in shown)
         console.print(f"  {stage.stage}: {stage.status}; {counts}")
 
     options = RunOptions(generate=GenerateOptions(limit=opts.generate_limit))
@@ -108,12 +118,14 @@ def train_and_register(
 
     assert result.dataset_dir is not None
     torch.set_num_threads(1)  # the tiny model: more threads only add overhead on small CPUs
-    trained = train(
-        TrainOptions(
-            dataset=result.dataset_dir, out=directory / "train", tiny=True, epochs=opts.epochs
-        ),
-        log=lambda line: console.print(f"  {line}"),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' renames, not ours
+        trained = train(
+            TrainOptions(
+                dataset=result.dataset_dir, out=directory / "train", tiny=True, epochs=opts.epochs
+            ),
+            log=lambda line: console.print(f"  {line}"),
+        )
     result.train_metrics = trained.metrics
     lineage = lineage_for(trained)
     with Session(engine) as session:
