@@ -12,6 +12,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import sqlmodel
 from pydantic import BaseModel
 from sqlalchemy import (
     Connection,
@@ -25,11 +26,11 @@ from sqlalchemy import (
     tablesample,
 )
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from larrylab.platform.analysis import ExperimentAnalysis, analyze
 from larrylab.platform.experiments import list_experiments
-from larrylab.platform.models import Feedback, RequestLog, utcnow
+from larrylab.platform.models import AuditEvent, Feedback, RequestLog, utcnow
 from larrylab.platform.rollup import (
     ERRORS,
     FALLBACKS,
@@ -435,7 +436,8 @@ def experiment_alerts(analysis: ExperimentAnalysis) -> list[Alert]:
 def alerts(
     *, session: Session, now: datetime | None = None, breaker_window_s: float = 600.0
 ) -> list[Alert]:
-    """SRM and failed guardrails of running experiments, and recently open circuit breakers."""
+    """SRM and failed guardrails of running experiments, canaries rolled back in the last day,
+    and recently open circuit breakers."""
     out: list[Alert] = []
     engine = session.get_bind()
     for exp in list_experiments(session=session):
@@ -443,6 +445,7 @@ def alerts(
             continue
         arms = [(a.model, a.control, a.weight) for a in exp.arms]
         out.extend(experiment_alerts(analyze(engine, exp.name, arms)))  # type: ignore[arg-type]
+    out.extend(rollback_alerts(session=session, now=now))
     for b in open_breakers(session=session, now=now, window_s=breaker_window_s):
         out.append(
             Alert(
@@ -456,3 +459,29 @@ def alerts(
             )
         )
     return out
+
+
+def rollback_alerts(
+    *, session: Session, now: datetime | None = None, window_s: float = 86_400.0
+) -> list[Alert]:
+    """Canaries the rollout controller rolled back for a failed guardrail in the last day."""
+    since = (now or datetime.now(UTC)) - timedelta(seconds=window_s)
+    events = session.exec(
+        sqlmodel.select(AuditEvent)
+        .where(
+            AuditEvent.kind == "rollout",
+            AuditEvent.action == "rolled_back",
+            AuditEvent.actor == "rollout-controller",
+            col(AuditEvent.created_at) >= since,
+        )
+        .order_by(col(AuditEvent.id).desc())
+    )
+    return [
+        Alert(
+            kind="guardrail",
+            subject=e.subject,
+            message=f"canary on route {e.subject} rolled back at {e.created_at:%Y-%m-%d %H:%M} "
+            f"UTC: {e.reason}",
+        )
+        for e in events
+    ]

@@ -19,6 +19,7 @@ from larrylab.platform.evalstore import (
     register_eval_set,
 )
 from larrylab.platform.experiments import ConflictError, get_experiment, set_route
+from larrylab.platform.insights import rollback_alerts
 from larrylab.platform.logwriter import RequestRecord
 from larrylab.platform.models import Route
 from larrylab.platform.promotion import (
@@ -203,6 +204,9 @@ def test_guardrail_failure_rolls_the_canary_back(session: Session, migrated_url:
     assert get_experiment(session=session, name=rollout.experiment).status == "stopped"
     assert session.get(Route, "larry").model == "gemini"  # type: ignore[union-attr]
     assert advance_rollouts(session=session, policy=FAST) == []
+    # The dashboard's overview raises it as an alert.
+    [alert] = rollback_alerts(session=session)
+    assert alert.kind == "guardrail" and "error_rate is significantly worse" in alert.message
 
 
 def test_healthy_canary_ramps_to_full_and_can_be_rolled_back(
