@@ -211,6 +211,16 @@ def _decision_public(row: GateDecision) -> GateDecisionPublic:
     )
 
 
+def endpoint_of(entry: ModelEntry) -> dict[str, str | None]:
+    """What decides which model answers when an entry is called (its serving identity)."""
+    return {
+        "api": entry.api,
+        "base_url": entry.base_url,
+        "model": entry.upstream_model,
+        "litellm_model": entry.litellm_model,
+    }
+
+
 def record_gate_decision(
     *, session: Session, decision: GateDecisionIn, actor: str
 ) -> GateDecisionPublic:
@@ -220,13 +230,15 @@ def record_gate_decision(
         raise NotFoundError(f"unknown model {decision.candidate!r}")
     if session.get(ModelEntry, decision.baseline) is None:
         raise NotFoundError(f"unknown baseline model {decision.baseline!r}")
+    # The decision holds for this exact entry: how it was reached when it was gated.
+    evidence = {**decision.evidence, "candidate_endpoint": endpoint_of(entry)}
     row = GateDecision(
         candidate=decision.candidate,
         baseline=decision.baseline,
         eval_set_hash=decision.eval_set_hash,
         passed=decision.passed,
         reasons=orjson.dumps(decision.reasons).decode(),
-        evidence=orjson.dumps(decision.evidence, option=orjson.OPT_NON_STR_KEYS).decode(),
+        evidence=orjson.dumps(evidence, option=orjson.OPT_NON_STR_KEYS).decode(),
         actor=actor,
         created_at=utcnow(),
     )

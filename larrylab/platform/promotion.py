@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from larrylab.config import ArmSpec, ExperimentSpec, Settings
 from larrylab.platform.analysis import AnalysisOptions, analyze
 from larrylab.platform.audit import record_event
-from larrylab.platform.evalstore import current_eval_set, latest_gate_decision
+from larrylab.platform.evalstore import current_eval_set, endpoint_of, latest_gate_decision
 from larrylab.platform.experiments import (
     ConflictError,
     NotFoundError,
@@ -158,6 +158,13 @@ def promotion_readiness(*, session: Session, candidate: str, route: str) -> Read
             ok=False,
             reason=f"{candidate!r} was gated on eval set {decision.eval_set_hash[:12]}, "
             "which is not the current eval set; gate it again",
+        )
+    gated = decision.evidence.get("candidate_endpoint")
+    if gated is not None and gated != endpoint_of(entry):
+        return Readiness(
+            ok=False,
+            reason=f"{candidate!r} now points at another endpoint than the one gated "
+            f"({gated.get('base_url') or gated.get('litellm_model')}); gate it again",
         )
     if entry.state != "passed":
         return Readiness(

@@ -36,6 +36,7 @@ from larrylab.platform.registry import (
     list_model_events,
     register_trained_model,
     transition_model,
+    update_model,
 )
 from tests.conftest import write_records
 
@@ -68,14 +69,16 @@ def _candidate(session: Session, name: str) -> None:
     )
 
 
-def _gate(session: Session, name: str, passed: bool, *, baseline: str = "gemini") -> None:
+def _gate(
+    session: Session, name: str, passed: bool, *, baseline: str = "gemini", eval_set: str = "a" * 64
+) -> None:
     reasons = ["all floors met"] if passed else ["category red_team 0.41 < floor 0.50"]
     record_gate_decision(
         session=session,
         decision=GateDecisionIn(
             candidate=name,
             baseline=baseline,
-            eval_set_hash="a" * 64,
+            eval_set_hash=eval_set,
             passed=passed,
             reasons=reasons,
             evidence={"overall": 0.8},
@@ -180,6 +183,12 @@ def test_promotion_is_refused_without_a_passed_gate(session: Session) -> None:
     register_eval_set(session=session, eval_set_hash="b" * 64, version="v2", n_samples=110)
     ready = promotion_readiness(session=session, candidate="larry-tiny", route="larry")
     assert not ready.ok and "not the current eval set" in ready.reason
+    # A decision holds for the exact entry: re-pointing it after the gate needs a new gate.
+    _gate(session, "larry-tiny", passed=True, eval_set="b" * 64)
+    assert promotion_readiness(session=session, candidate="larry-tiny", route="larry").ok
+    update_model(session=session, name="larry-tiny", spec=_spec("other-weights"))
+    ready = promotion_readiness(session=session, candidate="larry-tiny", route="larry")
+    assert not ready.ok and "another endpoint than the one gated" in ready.reason
     assert list_rollouts(session=session) == []
 
 
