@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -119,7 +120,8 @@ class RequestCache:
         """Store an answer atomically (a crash never leaves a half-written entry)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # Unique per call: the same request may be answered twice at once (equal prompts).
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         entry = {"key": key, "model": model, "name": name, "value": value}
         entry["stored_at"] = datetime.now(UTC).isoformat()
         tmp.write_bytes(orjson.dumps(entry))
