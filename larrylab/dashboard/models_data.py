@@ -19,13 +19,13 @@ from larrylab.platform.evalstore import (
 )
 from larrylab.platform.experiments import list_routes
 from larrylab.platform.promotion import (
-    ACTIVE,
     Readiness,
     RolloutPublic,
     list_rollouts,
     promote,
     promotion_readiness,
     rollback,
+    rollback_readiness,
 )
 from larrylab.platform.registry import ModelPublic, get_model, list_model_events, list_models
 
@@ -40,17 +40,24 @@ class RegistryData:
     routes: dict[str, str]
     rollouts: list[RolloutPublic]
     eval_set: EvalSetPublic | None
+    rollback: dict[str, Readiness]
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def load_registry(url: str) -> RegistryData:
     """Every model, route and rollout."""
     with session(url) as s:
+        routes = {r.name: r.model for r in list_routes(session=s)}
+        rollouts = list_rollouts(session=s)
         return RegistryData(
             models=list_models(session=s),
-            routes={r.name: r.model for r in list_routes(session=s)},
-            rollouts=list_rollouts(session=s),
+            routes=routes,
+            rollouts=rollouts,
             eval_set=current_eval_set(session=s),
+            rollback={
+                route: rollback_readiness(session=s, route=route)
+                for route in {*routes, *(r.route for r in rollouts)}
+            },
         )
 
 
@@ -95,17 +102,6 @@ def load_model(url: str, name: str, baseline: str | None) -> ModelDetail:
             baseline_results=baseline_results,
             readiness=readiness,
         )
-
-
-def rollback_target(data: RegistryData, route: str) -> tuple[bool, str]:
-    """Whether `route` has something to roll back, and what (or why not), as `rollback` sees it."""
-    for r in data.rollouts:
-        if r.route == route and r.status == ACTIVE:
-            return True, f"ends the canary of {r.candidate} ({r.weight:g}%) and keeps {r.baseline}"
-    done = next((r for r in data.rollouts if r.route == route and r.status == "completed"), None)
-    if done is not None and data.routes.get(route) == done.candidate:
-        return True, f"puts {done.baseline} back in place of {done.candidate}"
-    return False, f"route {route} has no active or completed rollout to roll back"
 
 
 def run_promote(url: str, *, candidate: str, route: str, canary_weight: float) -> RolloutPublic:

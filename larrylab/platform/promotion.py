@@ -274,16 +274,11 @@ def _model(session: Session, name: str) -> ModelEntry:
     return entry
 
 
-def rollback(*, session: Session, route: str, actor: str, reason: str) -> RolloutPublic:
-    """Roll back a route: end its active canary, or undo its last completed promotion."""
+def _rollback_target(session: Session, route: str) -> Rollout | None:
+    """What `rollback` would undo: the active canary, else the completed promotion serving."""
     rollout = _active(session, route)
     if rollout is not None:
-        _finish(session, rollout, "rolled_back", actor=actor, reason=reason)
-        candidate = _model(session, rollout.candidate)
-        set_state(session, candidate, "failed", actor=actor, reason=f"rolled back: {reason}")
-        session.commit()
-        session.refresh(rollout)
-        return _public(rollout)
+        return rollout
     done = session.exec(
         select(Rollout)
         .where(Rollout.route == route, Rollout.status == "completed")
@@ -291,7 +286,42 @@ def rollback(*, session: Session, route: str, actor: str, reason: str) -> Rollou
     ).first()
     current = session.get(Route, route)
     if done is None or current is None or current.model != done.candidate:
+        return None
+    return done
+
+
+def rollback_readiness(*, session: Session, route: str) -> Readiness:
+    """Whether `route` has something to roll back, and what (or why not)."""
+    target = _rollback_target(session, route)
+    if target is None:
+        return Readiness(
+            ok=False, reason=f"route {route} has no active or completed rollout to roll back"
+        )
+    if target.status == ACTIVE:
+        what = (
+            f"ends the canary of {target.candidate} ({target.weight:g}%) and keeps "
+            f"{target.baseline}"
+        )
+    else:
+        what = f"puts {target.baseline} back in place of {target.candidate}"
+    return Readiness(ok=True, reason=what, baseline=target.baseline)
+
+
+def rollback(*, session: Session, route: str, actor: str, reason: str) -> RolloutPublic:
+    """Roll back a route: end its active canary, or undo its last completed promotion."""
+    target = _rollback_target(session, route)
+    if target is None:
         raise ConflictError(f"route {route!r} has no active or completed rollout to roll back")
+    if target.status == ACTIVE:
+        rollout = target
+        _finish(session, rollout, "rolled_back", actor=actor, reason=reason)
+        candidate = _model(session, rollout.candidate)
+        set_state(session, candidate, "failed", actor=actor, reason=f"rolled back: {reason}")
+        session.commit()
+        session.refresh(rollout)
+        return _public(rollout)
+    done, current = target, session.get(Route, route)
+    assert current is not None
     current.model, current.updated_at = done.baseline, utcnow()
     session.add(current)
     set_state(session, _model(session, done.candidate), "retired", actor=actor, reason=reason)

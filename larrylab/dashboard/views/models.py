@@ -14,7 +14,6 @@ from larrylab.dashboard.models_data import (
     RegistryData,
     load_model,
     load_registry,
-    rollback_target,
     run_promote,
     run_rollback,
 )
@@ -153,7 +152,7 @@ def _rollback(url: str, reg: RegistryData) -> None:
     left, right = st.columns(2)
     route = left.selectbox("Route", routes, key="rollback_route")
     reason = right.text_input("Reason (kept in the audit log)", key="rollback_reason")
-    ok, what = rollback_target(reg, route)
+    ok, what = reg.rollback[route].ok, reg.rollback[route].reason
     st.caption(f"Rolling back {what}." if ok else what[0].upper() + what[1:] + ".")
     why_not = None if ok and reason.strip() else (what if not ok else "give a reason first")
     if st.button("Roll back…", key="rollback", disabled=why_not is not None, help=why_not):
