@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     config: Path | None = None
     api_keys: str = ""
     admin_key: str = ""
-    log_batch_size: int = Field(default=200, ge=1)
+    log_batch_size: int = Field(default=1000, ge=1)
     log_flush_interval_s: float = Field(default=0.2, gt=0)
     log_queue_size: int = Field(default=10_000, ge=1)
     routing_refresh_s: float = Field(default=2.0, gt=0)

@@ -20,7 +20,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine
 from larrylab.platform.models import RequestLog
 from larrylab.platform.rollup import Pair, add_requests
 from larrylab.platform.spill import SpillDir
-from larrylab.platform.transcripts import MessageRow, extend_chain
+from larrylab.platform.transcripts import ChainCache, MessageRow
 
 log = logging.getLogger(__name__)
 
@@ -92,35 +92,51 @@ class _Duplicates(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Statements:
-    """The writer's SQL in the driver's parameter style, and the store's time format."""
+    """The writer's SQL in the driver's parameter style, and the store's time format.
 
-    thread: str
-    message: str
-    request: str
+    (Sending a SQLite batch as one JSON array read by `json_each` was tried: one statement step
+    instead of one per row, but 1.8x the CPU per row, `bench/logwriter_cpu.py`.)
+    """
+
+    row: dict[str, str]  # table -> INSERT of one row of parameters, run with executemany
     to_db_time: Callable[[datetime], Any]
 
     @classmethod
     def for_engine(cls, engine: Engine) -> _Statements:
         """Statements for SQLite (`?`) or PostgreSQL via psycopg (`%s`)."""
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-
-        def insert(table: str, cols: Sequence[str], conflict: str) -> str:
-            marks = ", ".join([mark] * len(cols))
-            return (
-                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT {conflict}"
-            )
-
+        tables = {
+            "thread": (_THREAD_COLUMNS, "(id) DO UPDATE SET last_seen_at = excluded.last_seen_at"),
+            "message": (_MESSAGE_COLUMNS, "(id) DO NOTHING"),
+            "request": (_REQUEST_COLUMNS, "(id) DO NOTHING"),
+        }
+        row = {
+            table: f"INSERT INTO {table} ({', '.join(cols)}) "
+            f"VALUES ({', '.join([mark] * len(cols))}) ON CONFLICT {conflict}"
+            for table, (cols, conflict) in tables.items()
+        }
         # The same conversion SQLAlchemy applies to these columns (UTC; SQLite stores text).
         column_type = RequestLog.__table__.c.created_at.type  # type: ignore[attr-defined]
         process = column_type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
-        return cls(
-            thread=insert(
-                "thread", _THREAD_COLUMNS, "(id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
-            ),
-            message=insert("message", _MESSAGE_COLUMNS, "(id) DO NOTHING"),
-            request=insert("request", _REQUEST_COLUMNS, "(id) DO NOTHING"),
-            to_db_time=process or (lambda value: value),
-        )
+        if process is not None and engine.dialect.name == "sqlite":
+            process = _sqlite_time(process)
+        return cls(row=row, to_db_time=process or (lambda value: value))
+
+    def insert(self, conn: Connection, table: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert `rows` into `table`; returns how many were stored."""
+        return int(conn.exec_driver_sql(self.row[table], list(rows)).rowcount)
+
+
+def _sqlite_time(slow: Callable[[datetime], Any]) -> Callable[[datetime], Any]:
+    """SQLAlchemy's SQLite text for a datetime, straight from `isoformat` for UTC values (the
+    router's): 'YYYY-MM-DD HH:MM:SS.ffffff', the same string at a fifth of the cost."""
+
+    def to_db(value: datetime) -> Any:
+        if value.tzinfo is UTC:
+            return value.isoformat(" ", "microseconds")[:26]
+        return slow(value)
+
+    return to_db
 
 
 def record_from_dict(row: dict[str, Any]) -> RequestRecord:
@@ -138,7 +154,7 @@ class LogWriter:
         self,
         engine: Engine,
         *,
-        batch_size: int = 200,
+        batch_size: int = 1000,
         flush_interval_s: float = 0.2,
         queue_size: int = 10_000,
         spill_dir: Path = Path("larrylab-spill"),
@@ -153,6 +169,7 @@ class LogWriter:
         self._pending: dict[str, RequestRecord] = {}
         self._known: OrderedDict[str, None] = OrderedDict()
         self._counted: set[Pair] = set()  # (experiment, arm, thread) pairs stored in arm_thread
+        self._chains = ChainCache()
         self._sql = _Statements.for_engine(engine)
         self.spill = SpillDir(spill_dir)
         self._task: asyncio.Task[None] | None = None
@@ -238,23 +255,23 @@ class LogWriter:
             self._progress.notify_all()
 
     def _message_rows(
-        self, batch: Sequence[RequestRecord]
+        self, batch: Sequence[RequestRecord], proposed: dict[str, Any]
     ) -> tuple[list[MessageRow], dict[str, tuple[str | None, str | None]]]:
         """The batch's transcript rows not stored yet, and each request's (prompt, reply) ids."""
         rows: dict[str, MessageRow] = {}
         links: dict[str, tuple[str | None, str | None]] = {}
         for rec in batch:
-            tid = rec.thread_id
-            prompt_last = extend_chain(rows, self._known, tid, rec.prompt)
-            reply = None
-            if rec.reply:
-                reply = extend_chain(
-                    rows, self._known, tid, [rec.reply], prompt_last, len(rec.prompt)
-                )
-            links[rec.id] = (prompt_last, reply)
+            prompt = rec.prompt
+            messages = [*prompt, rec.reply] if rec.reply else prompt
+            ids = self._chains.chain(rows, self._known, rec.thread_id, messages, proposed)
+            prompt_last = ids[len(prompt) - 1] if prompt else None
+            links[rec.id] = (prompt_last, ids[-1] if rec.reply else None)
         return list(rows.values()), links
 
-    def _remember(self, rows: Sequence[MessageRow], pairs: set[Pair]) -> None:
+    def _remember(
+        self, rows: Sequence[MessageRow], pairs: set[Pair], chains: dict[str, Any]
+    ) -> None:
+        self._chains.commit(chains)
         for row in rows:
             self._known[row.id] = None
         while len(self._known) > _KNOWN_IDS_CAP:
@@ -272,7 +289,8 @@ class LogWriter:
     def _store(self, batch: Sequence[RequestRecord], *, exact: bool) -> None:
         """Write a batch in one transaction; rollups count only the request rows stored now
         (`exact` checks every row; otherwise a batch with a stored id raises `_Duplicates`)."""
-        messages, links = self._message_rows(batch)
+        chains: dict[str, Any] = {}
+        messages, links = self._message_rows(batch, chains)
         to_db = self._sql.to_db_time
         threads: dict[str, RequestRecord] = {}
         last_seen: dict[str, datetime] = {}
@@ -292,15 +310,15 @@ class LogWriter:
             for rec in batch
         ]
         with self._engine.begin() as conn:
-            conn.exec_driver_sql(self._sql.thread, thread_rows)
+            self._sql.insert(conn, "thread", thread_rows)
             if messages:
-                conn.exec_driver_sql(self._sql.message, [(*m, now) for m in messages])
+                self._sql.insert(conn, "message", [(*m, now) for m in messages])
             stored = self._insert_requests(conn, batch, request_rows, exact=exact)
             # Running per-arm totals, for rows stored now only (a replay never counts twice).
             rollup = attrgetter(*_ROLLUP_FIELDS)
             rows = [dict(zip(_ROLLUP_FIELDS, rollup(rec), strict=True)) for rec in stored]
             pairs = add_requests(conn, rows, counted=self._counted)
-        self._remember(messages, pairs)
+        self._remember(messages, pairs, chains)
 
     def _insert_requests(
         self,
@@ -312,9 +330,9 @@ class LogWriter:
     ) -> Sequence[RequestRecord]:
         """Insert request rows; returns the records whose rows were stored by this call."""
         if exact:
-            sql = self._sql.request
+            sql = self._sql.row["request"]
             return [r for r, row in zip(batch, rows, strict=True) if _changed(conn, sql, row)]
-        if conn.exec_driver_sql(self._sql.request, rows).rowcount != len(rows):
+        if self._sql.insert(conn, "request", rows) != len(rows):
             raise _Duplicates
         return batch
 

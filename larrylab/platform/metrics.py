@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -12,6 +14,9 @@ class RouterMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # (route, arm, status) -> its request counter, latency and TTFT histograms: `labels()`
+        # takes a lock and a lookup per call, and every request needs three of them.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
         labels = ("route", "arm")
         self.requests = Counter(
             "larrylab_requests",
@@ -60,10 +65,20 @@ class RouterMetrics:
         fallback: bool,
     ) -> None:
         """Record one finished request."""
-        self.requests.labels(route, arm, status).inc()
-        self.latency.labels(route, arm).observe(latency_s)
+        key = (route, arm, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, arm, status),
+                self.latency.labels(route, arm),
+                self.ttft.labels(route, arm),
+            )
+            self._children[key] = children
+        requests, latency, ttft = children
+        requests.inc()
+        latency.observe(latency_s)
         if ttft_s is not None:
-            self.ttft.labels(route, arm).observe(ttft_s)
+            ttft.observe(ttft_s)
         if fallback:
             self.fallbacks.labels(route, arm).inc()
 

@@ -7,6 +7,7 @@ conversation prefix always maps to the same rows (stored once) and a changed his
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Container, Sequence
 from typing import Any, NamedTuple
 
@@ -67,6 +68,76 @@ def extend_chain(
             rows[mid] = MessageRow(mid, thread_id, parent_id, depth + i, role, body.decode())
         parent_id = mid
     return parent_id
+
+
+class ChainCache:
+    """The last chain seen for each recent thread (its messages and their ids), so that a
+    follow-up request, whose prompt repeats the thread so far, hashes only what it adds.
+
+    Entries are proposed while a batch is prepared and kept only once the batch is stored
+    (`commit`), so a cached id always names a stored row. Bounded by the number of messages held;
+    a thread that fell out is hashed in full again, which gives the same ids.
+    """
+
+    def __init__(self, max_messages: int = 50_000) -> None:
+        self._chains: OrderedDict[str, tuple[Sequence[dict[str, Any]], list[str]]] = OrderedDict()
+        self._held = 0
+        self._max = max_messages
+
+    def chain(
+        self,
+        rows: dict[str, MessageRow],
+        known: Container[str],
+        thread_id: str,
+        messages: Sequence[dict[str, Any]],
+        proposed: dict[str, tuple[Sequence[dict[str, Any]], list[str]]],
+    ) -> list[str]:
+        """The ids of `messages` as one chain; like `extend_chain`, adds the rows not stored yet.
+        Proposes `messages` as the thread's new last chain (in `proposed`)."""
+        prev = proposed.get(thread_id) or self._chains.get(thread_id)
+        same = 0
+        ids: list[str] = []
+        if prev is not None:
+            prev_messages, prev_ids = prev
+            limit = min(len(prev_messages), len(messages))
+            # Equal dicts have equal canonical JSON except where Python equates values JSON
+            # tells apart (1 == 1.0 == True): the type check keeps those apart.
+            while same < limit and _same(messages[same], prev_messages[same]):
+                same += 1
+            ids = prev_ids[:same]
+        parent = ids[-1] if ids else None
+        for i in range(same, len(messages)):
+            parent = extend_chain(rows, known, thread_id, messages[i : i + 1], parent, i)
+            ids.append(parent)  # type: ignore[arg-type]
+        proposed[thread_id] = (messages, ids)
+        return ids
+
+    def commit(self, proposed: dict[str, tuple[Sequence[dict[str, Any]], list[str]]]) -> None:
+        """Keep the chains of a stored batch; forget the least recent threads over the bound."""
+        for thread_id, entry in proposed.items():
+            old = self._chains.pop(thread_id, None)
+            if old is not None:
+                self._held -= len(old[1])
+            self._chains[thread_id] = entry
+            self._held += len(entry[1])
+        while self._held > self._max and self._chains:
+            _, (_, ids) = self._chains.popitem(last=False)
+            self._held -= len(ids)
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two messages have the same canonical JSON (dict equality first: it is cheaper)."""
+    if a is b:
+        return True
+    if a != b:
+        return False
+    for key, value in a.items():
+        other = b[key]
+        if type(value) is not type(other):  # 1 == 1.0 == True in Python, not in JSON
+            return False
+        if isinstance(value, dict | list) and canonical({"v": value}) != canonical({"v": other}):
+            return False
+    return True
 
 
 def rebuild(conn: Connection, thread_id: str, last_id: str | None) -> list[dict[str, Any]]:

@@ -197,6 +197,35 @@ def test_sigterm_drains_streams_and_flushes_every_row(
     assert len(rows) == 5 and all(status == "ok" for status, _ in rows)
 
 
+def test_client_leaving_mid_stream_is_logged_as_cancelled(
+    tmp_path: Path, slow_sim: LocalProcess
+) -> None:
+    db = f"sqlite:///{tmp_path / 'gone.db'}"
+    router = start_router(
+        log_dir=tmp_path, database_url=db, config=_config(tmp_path / "c.yaml", {"m": slow_sim.url})
+    )
+    try:
+        body = {**CHAT, "stream": True, "user": "leaver"}
+        url = f"{router.url}/v1/chat/completions"
+        with httpx.Client(timeout=10) as http, http.stream("POST", url, json=body) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            lines = resp.iter_lines()
+            assert next(line for line in lines if line.startswith("data: "))
+        # leaving the block closed the connection with the stream half-way
+        assert _wait_for(lambda: _count(db, "request") == 1)
+        with make_engine(db).connect() as conn:
+            status, http_status = conn.execute(
+                text("SELECT status, http_status FROM request")
+            ).one()
+        assert (status, http_status) == ("cancelled", 200)
+        # the router goes on serving
+        ok = httpx.post(f"{router.url}/v1/chat/completions", json=CHAT, timeout=30)
+        assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"]
+    finally:
+        router.stop()
+
+
 @pytest.mark.postgres
 def test_two_workers_share_postgres(
     tmp_path: Path, fast_sim: LocalProcess, postgres_url: str

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlmodel import Session
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from larrylab import __version__
 from larrylab.config import Settings
@@ -99,6 +99,22 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+class RouterApp(FastAPI):
+    """FastAPI, with the hot path (`POST /v1/chat/completions`) served before its stack."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send chat completions straight to `chat.serve_chat`; everything else to FastAPI."""
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/v1/chat/completions"
+        ):
+            scope["app"] = self
+            await chat.serve_chat(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the router app; the store must be migrated (`larrylab.platform.service`)."""
     settings = settings or Settings()
@@ -140,7 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.dispose()
             log.info("router stopped; every request row written")
 
-    app = FastAPI(
+    app = RouterApp(
         title="larrylab router",
         version=__version__,
         description="OpenAI-compatible router splitting threads between models by experiment.",
@@ -149,8 +165,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(chat.router)
-    # The hot path, matched before FastAPI's documented route of the same path.
-    app.router.routes.insert(0, Route("/v1/chat/completions", chat.chat_endpoint, methods=["POST"]))
     app.include_router(feedback.router)
     app.include_router(admin.router)
     app.include_router(admin_registry.router)

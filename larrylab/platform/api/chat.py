@@ -13,11 +13,21 @@ import aiohttp
 import anyio
 import orjson
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from larrylab.platform.api.deps import RouterState, StateDep, require_client
-from larrylab.platform.api.errors import ApiError, error_body, error_response, error_responses
+from larrylab.platform.api.errors import (
+    ApiError,
+    api_error_response,
+    error_body,
+    error_response,
+    error_responses,
+    unexpected_error_response,
+)
+from larrylab.platform.api.relay import RelayResponse
 from larrylab.platform.api.schemas import parse_chat_body
+from larrylab.platform.ids import request_id
 from larrylab.platform.logwriter import RequestRecord
 from larrylab.platform.models import utcnow
 from larrylab.platform.routing import Resolution, Target
@@ -206,8 +216,12 @@ async def _fail(state: RouterState, att: Attempt, err: UpstreamError) -> Respons
     return error_response(err.status, err.message, code=err.error_class, headers=att.headers())
 
 
-@router.post("/v1/chat/completions", summary="Create a chat completion (OpenAI-compatible)")
-async def chat_completions(request: Request, state: StateDep) -> Response:
+@router.post(
+    "/v1/chat/completions",
+    summary="Create a chat completion (OpenAI-compatible)",
+    response_model=None,
+)
+async def chat_completions(request: Request, state: StateDep) -> Response | RelayResponse:
     """Route a chat completion to the model its route and thread select."""
     t0 = time.perf_counter()
     created = utcnow()
@@ -222,7 +236,7 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
             param="model",
             code="model_not_found",
         )
-    att = Attempt(f"chatcmpl-{uuid.uuid4().hex}", t0, created, body, unit, unit_source, res)
+    att = Attempt(request_id(), t0, created, body, unit, unit_source, res)
     if body.get("stream"):
         return await _stream(state, att)
     try:
@@ -258,15 +272,14 @@ def _reply_message(data: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-async def _stream(state: RouterState, att: Attempt) -> Response:
+async def _stream(state: RouterState, att: Attempt) -> Response | RelayResponse:
     try:
         stream: ChunkStream = await _with_fallback(state, att, open_stream)
     except UpstreamError as err:
         return await _fail(state, att, err)
     want_usage = bool((att.body.get("stream_options") or {}).get("include_usage"))
-    return StreamingResponse(
+    return RelayResponse(
         _relay(state, att, stream, want_usage),
-        media_type="text/event-stream",
         headers={**att.headers(), "cache-control": "no-cache"},
     )
 
@@ -326,15 +339,23 @@ async def _relay(
         await _log(state, att, rec, wait=False)
 
 
-async def chat_endpoint(request: Request) -> Response:
-    """The same handler as a plain Starlette endpoint, mounted ahead of the FastAPI route.
+async def serve_chat(scope: Scope, receive: Receive, send: Send) -> None:
+    """`POST /v1/chat/completions` as a bare ASGI call, ahead of FastAPI (see `RouterApp`).
 
-    FastAPI's per-request machinery (dependency solving, exit stacks) measured about a third of
-    the router's own CPU per request; the FastAPI route stays for the OpenAPI schema.
+    FastAPI's per-request machinery (its middleware stack, route matching, dependency solving)
+    measured about a third of the router's own CPU per request; errors get the same JSON
+    bodies its exception handlers give. The FastAPI route stays for the OpenAPI schema.
     """
-    await require_client(request)
-    state: RouterState = request.app.state.router
-    return await chat_completions(request, state)
+    request = Request(scope, receive)
+    try:
+        await require_client(request)
+        state: RouterState = request.app.state.router
+        response = await chat_completions(request, state)
+    except ApiError as exc:
+        response = api_error_response(exc)
+    except Exception as exc:
+        response = unexpected_error_response(request, exc)
+    await response(scope, receive, send)
 
 
 @router.get("/v1/models", summary="List the routes and models a client may call")

@@ -96,14 +96,25 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def api_error_response(exc: ApiError) -> Response:
+    """The response for an ApiError."""
+    return error_response(
+        exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers
+    )
+
+
+def unexpected_error_response(request: Request, exc: Exception) -> Response:
+    """Log an unexpected error with its traceback; the client gets a 500 without one."""
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to a clear JSON error; no tracebacks reach clients."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
-        return error_response(
-            exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers
-        )
+        return api_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
@@ -123,5 +134,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+        return unexpected_error_response(request, exc)
