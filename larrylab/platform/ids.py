@@ -2,9 +2,9 @@
 
 A random id (uuid4) lands every new request row on a random leaf page of the primary-key
 index, so each logged batch dirties one index page per row; with the millisecond clock first,
-new ids append at the index's right edge (measured: 25% less log-writer CPU per row on SQLite,
-`bench/logwriter_cpu.py`). The layout follows UUIDv7 (RFC 9562): 48 bits of Unix milliseconds,
-then 80 random bits, as 32 hex digits.
+new ids append at the index's right edge (measured with the log writer alone on SQLite:
+0.19 -> 0.14 ms CPU per row). The layout follows UUIDv7 (RFC 9562): 48 bits of Unix
+milliseconds, then 80 random bits, as 32 hex digits.
 """
 
 from __future__ import annotations
@@ -13,11 +13,7 @@ import os
 import time
 
 
-def time_ordered_hex() -> str:
-    """32 hex digits: the Unix time in milliseconds (12), then 80 random bits (20)."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
-
-
 def request_id() -> str:
-    """A new chat completion id, `chatcmpl-` and 32 time-ordered hex digits."""
-    return "chatcmpl-" + time_ordered_hex()
+    """A new chat completion id: `chatcmpl-`, the Unix time in milliseconds (12 hex digits),
+    then 80 random bits (20)."""
+    return f"chatcmpl-{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"

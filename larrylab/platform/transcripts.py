@@ -70,6 +70,10 @@ def extend_chain(
     return parent_id
 
 
+# thread id -> (its last chain of messages, their ids)
+Chains = dict[str, tuple[Sequence[dict[str, Any]], list[str]]]
+
+
 class ChainCache:
     """The last chain seen for each recent thread (its messages and their ids), so that a
     follow-up request, whose prompt repeats the thread so far, hashes only what it adds.
@@ -90,7 +94,7 @@ class ChainCache:
         known: Container[str],
         thread_id: str,
         messages: Sequence[dict[str, Any]],
-        proposed: dict[str, tuple[Sequence[dict[str, Any]], list[str]]],
+        proposed: Chains,
     ) -> list[str]:
         """The ids of `messages` as one chain; like `extend_chain`, adds the rows not stored yet.
         Proposes `messages` as the thread's new last chain (in `proposed`)."""
@@ -112,7 +116,7 @@ class ChainCache:
         proposed[thread_id] = (messages, ids)
         return ids
 
-    def commit(self, proposed: dict[str, tuple[Sequence[dict[str, Any]], list[str]]]) -> None:
+    def commit(self, proposed: Chains) -> None:
         """Keep the chains of a stored batch; forget the least recent threads over the bound."""
         for thread_id, entry in proposed.items():
             old = self._chains.pop(thread_id, None)

@@ -30,13 +30,14 @@ class RelayResponse:
         """Relay `body` until it ends or the client goes away (then the relay is cancelled)."""
         task = asyncio.current_task()
         assert task is not None
-        state = {"relaying": True, "cancelled": False}
+        relaying, cancelled = True, False
 
         async def watch() -> None:
+            nonlocal cancelled
             while (await receive())["type"] != "http.disconnect":
                 pass
-            if state["relaying"]:
-                state["cancelled"] = True
+            if relaying:
+                cancelled = True
                 task.cancel()
 
         watcher = asyncio.create_task(watch(), name="larrylab-relay-disconnect")
@@ -46,11 +47,11 @@ class RelayResponse:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not state["cancelled"]:
+            if not cancelled:
                 raise  # cancelled from outside (shutdown): not ours to swallow
             task.uncancel()
         finally:
-            state["relaying"] = False
+            relaying = False
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
