@@ -86,7 +86,7 @@ def record(i: int) -> RequestRecord:
 
 
 async def _write(writer: LogWriter, records: list[RequestRecord]) -> None:
-    writer.start()
+    await writer.start()
     for rec in records:
         writer.submit_nowait(rec)
     await writer.close()

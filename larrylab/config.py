@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     log_batch_size: int = Field(default=1000, ge=1)
     log_flush_interval_s: float = Field(default=0.2, gt=0)
     log_queue_size: int = Field(default=10_000, ge=1)
+    log_writer: Literal["process", "thread"] = "process"
     routing_refresh_s: float = Field(default=2.0, gt=0)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     spill_dir: str = "larrylab-spill"

@@ -100,7 +100,7 @@ def write_records(url: str, records: list[RequestRecord], *, batch_size: int = 7
 
     async def go() -> None:
         writer = LogWriter(make_engine(url), batch_size=batch_size, flush_interval_s=0.01)
-        writer.start()
+        await writer.start()
         for rec in records:
             await writer.submit(rec)
         await writer.close()

@@ -5,6 +5,7 @@ and the log matches what the client saw."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -119,8 +120,20 @@ def test_database_outage_spills_rows_and_replays_them(
         router.stop()
 
 
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("writer", "killed"),
+    [("process", "router"), ("process", "router and writer"), ("thread", "router")],
+)
 def test_sigkill_loses_at_most_the_last_batch_interval(
-    tmp_path: Path, fast_sim: LocalProcess
+    tmp_path: Path, fast_sim: LocalProcess, writer: str, killed: str
 ) -> None:
     db = f"sqlite:///{tmp_path / 'kill.db'}"
     interval = 0.5
@@ -129,7 +142,7 @@ def test_sigkill_loses_at_most_the_last_batch_interval(
         log_dir=tmp_path,
         database_url=db,
         config=config,
-        env={"LARRYLAB_LOG_FLUSH_INTERVAL_S": str(interval)},
+        env={"LARRYLAB_LOG_FLUSH_INTERVAL_S": str(interval), "LARRYLAB_LOG_WRITER": writer},
     )
     finished: list[float] = []
     with httpx.Client(base_url=router.url, timeout=30) as http:
@@ -138,15 +151,24 @@ def test_sigkill_loses_at_most_the_last_batch_interval(
             assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
             finished.append(time.monotonic())
     killed_at = time.monotonic()
-    router.stop(signal.SIGKILL)
+    pgid = router.proc.pid  # the router runs in its own session, its writer process with it
+    if killed == "router":
+        router.stop(signal.SIGKILL)
+    else:
+        os.killpg(pgid, signal.SIGKILL)
+        router.proc.wait(30)
+    assert _wait_for(lambda: _group_gone(pgid)), "a log writer process outlived its router"
     stored = _count(db, "request")
     lost = len(finished) - stored
     recent = sum(1 for t in finished if killed_at - t <= 2 * interval)
     print(
-        f"SIGKILL after {len(finished)} requests: {lost} rows lost; {recent} finished in the last "
-        f"2 x {interval}s batch interval"
+        f"SIGKILL of the {killed} ({writer} writer) after {len(finished)} requests: {lost} rows "
+        f"lost; {recent} finished in the last 2 x {interval}s batch interval"
     )
-    assert 0 <= lost <= recent
+    if writer == "process" and killed == "router":
+        assert lost == 0  # the writer process writes everything it was sent, then exits
+    else:
+        assert 0 <= lost <= recent
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.types import Receive, Scope, Send
 
@@ -23,6 +24,7 @@ from larrylab.platform.api.schemas import ChatCompletionRequest
 from larrylab.platform.breaker import CircuitBreakers
 from larrylab.platform.db import make_engine
 from larrylab.platform.feedback import replay_feedback
+from larrylab.platform.logproc import ProcessLogWriter
 from larrylab.platform.logwriter import LogWriter
 from larrylab.platform.metrics import RouterMetrics
 from larrylab.platform.promotion import advance_rollouts, policy_from_settings
@@ -115,6 +117,19 @@ class RouterApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def _writer(settings: Settings, engine: Engine) -> LogWriter | ProcessLogWriter:
+    """The log writer `settings.log_writer` names: a child process (default) or a thread."""
+    options: dict[str, Any] = {
+        "batch_size": settings.log_batch_size,
+        "flush_interval_s": settings.log_flush_interval_s,
+        "queue_size": settings.log_queue_size,
+        "spill_dir": Path(settings.spill_dir),
+    }
+    if settings.log_writer == "process":
+        return ProcessLogWriter(settings.database_url, **options)
+    return LogWriter(engine, **options)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the router app; the store must be migrated (`larrylab.platform.service`)."""
     settings = settings or Settings()
@@ -122,13 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=10)
-        writer = LogWriter(
-            engine,
-            batch_size=settings.log_batch_size,
-            flush_interval_s=settings.log_flush_interval_s,
-            queue_size=settings.log_queue_size,
-            spill_dir=Path(settings.spill_dir),
-        )
+        writer = _writer(settings, engine)
         routing = RoutingCache(engine, settings.routing_refresh_s)
         client = new_client()
         metrics = RouterMetrics()
@@ -138,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_change=metrics.breaker_changed,
         )
         app.state.router = RouterState(settings, engine, routing, writer, client, metrics, breakers)
-        writer.start()
+        await writer.start()
         refresher = asyncio.create_task(routing.run(), name="larrylab-routing-refresh")
         replayer = asyncio.create_task(_replay_loop(app.state.router), name="larrylab-spill-replay")
         tasks = [refresher, replayer]

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from larrylab.config import Settings
 from larrylab.platform.api.errors import ApiError
 from larrylab.platform.breaker import CircuitBreakers
+from larrylab.platform.logproc import ProcessLogWriter
 from larrylab.platform.logwriter import LogWriter
 from larrylab.platform.metrics import RouterMetrics
 from larrylab.platform.routing import RoutingCache
@@ -27,7 +28,7 @@ class RouterState:
     settings: Settings
     engine: Engine
     routing: RoutingCache
-    writer: LogWriter
+    writer: LogWriter | ProcessLogWriter
     client: aiohttp.ClientSession
     metrics: RouterMetrics
     breakers: CircuitBreakers

@@ -1,0 +1,129 @@
+"""The log writer process: every record stored once, even when the child is killed mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from sqlalchemy import text
+
+from larrylab.platform.db import make_engine
+from larrylab.platform.logproc import ProcessLogWriter
+from larrylab.platform.logstore import RequestRecord
+from larrylab.platform.rollup import read_rollup, rebuild_rollups
+from larrylab.platform.spill import SpillDir
+from tests.platform.test_rollup import _records
+
+
+def _stored(url: str) -> tuple[int, int]:
+    """(request rows, distinct request ids)."""
+    with make_engine(url).connect() as conn:
+        row = conn.execute(text("SELECT count(*), count(DISTINCT id) FROM request")).one()
+    return int(row[0]), int(row[1])
+
+
+def _rollup_matches_a_recount(url: str) -> None:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        incremental = read_rollup(conn, "exp")
+    rebuild_rollups(engine)
+    with engine.connect() as conn:
+        recount = read_rollup(conn, "exp")
+    for arm in recount:
+        assert incremental[arm]["requests"][0] == recount[arm]["requests"][0], arm
+
+
+def test_every_record_is_stored_once(migrated_url: str, tmp_path: Path) -> None:
+    records = _records(400, seed=3)
+
+    async def go() -> None:
+        writer = ProcessLogWriter(
+            migrated_url, batch_size=37, flush_interval_s=0.02, spill_dir=tmp_path
+        )
+        await writer.start()
+        for rec in records:
+            await writer.submit(rec)
+        await writer.flush()
+        assert writer.depth == 0 and not writer.is_pending(records[-1].id)
+        await writer.close()
+
+    asyncio.run(go())
+    assert _stored(migrated_url) == (400, 400)
+    _rollup_matches_a_recount(migrated_url)
+    assert not list(tmp_path.glob("*.jsonl*"))
+
+
+def test_a_killed_child_is_replaced_and_loses_nothing(migrated_url: str, tmp_path: Path) -> None:
+    records = _records(600, seed=4)
+    pids: list[int | None] = []
+
+    async def go() -> None:
+        writer = ProcessLogWriter(
+            migrated_url, batch_size=50, flush_interval_s=0.05, spill_dir=tmp_path
+        )
+        await writer.start()
+        for i, rec in enumerate(records):
+            writer.submit_nowait(rec)
+            if i in (150, 400):  # records in flight and unacknowledged at each kill
+                while writer.pid in pids:  # the first child's replacement is starting
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.3)
+                pids.append(writer.pid)
+                assert writer.pid is not None and writer.depth > 0
+                os.kill(writer.pid, signal.SIGKILL)
+            if i % 25 == 0:
+                await asyncio.sleep(0)
+        await writer.close()
+        pids.append(writer.pid)
+        assert writer.depth == 0
+
+    asyncio.run(go())
+    assert len(set(pids)) == 3, "each killed child was replaced by a new one"
+    assert _stored(migrated_url) == (600, 600)
+    _rollup_matches_a_recount(migrated_url)  # records sent twice are counted once
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_replay_goes_through_the_child(migrated_url: str, tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    spilled: list[RequestRecord] = _records(90, seed=5)
+    path = SpillDir(tmp_path).append("requests", (asdict(r) for r in spilled))
+    path.rename(tmp_path / f"requests-{_dead_pid()}.jsonl")  # left by a router that is gone
+
+    async def go() -> int:
+        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path)
+        await writer.start()
+        try:
+            return await writer.replay()
+        finally:
+            await writer.close()
+
+    assert asyncio.run(go()) == 90
+    assert _stored(migrated_url) == (90, 90)
+    assert not list(tmp_path.glob("*.jsonl*"))
+
+
+def test_closing_an_idle_writer_stops_its_child(migrated_url: str, tmp_path: Path) -> None:
+    async def go() -> int | None:
+        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path)
+        await writer.start()
+        await asyncio.wait_for(writer.close(), timeout=30)
+        return writer.pid
+
+    pid = asyncio.run(go())
+    assert pid is not None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pass
+    else:
+        raise AssertionError(f"log writer process {pid} still runs after close()")
