@@ -3,7 +3,8 @@
 One simulated upstream (`larrylab sim`, zero latency, instant replies) is called three ways in one
 run: directly; through `larrylab serve` (by model name, and by a route running a 2-arm experiment,
 each from its own router logging to SQLite; a third router with LARRYLAB_LOG_REQUESTS=false prices
-the logging); and through LiteLLM's proxy (one worker, own venv, made by `--setup-litellm`).
+the logging, and a fourth logs from a thread, LARRYLAB_LOG_WRITER=thread, instead of the default
+writer process); and through LiteLLM's proxy (one worker, own venv, made by `--setup-litellm`).
 Sequential requests are interleaved request by request across ways; concurrent windows are
 interleaved in rounds. Usage:
 
@@ -54,7 +55,10 @@ LARRYLAB_WAYS = (
     ("larrylab-model", "sim-a"),
     ("larrylab-route", "larry"),
     ("larrylab-nolog", "larry"),
+    ("larrylab-thread", "larry"),
 )
+# The route on a router whose log writer is a thread of its own process (not the child process).
+WRITER_ENV = {"larrylab-thread": {"LARRYLAB_LOG_WRITER": "thread"}}
 MODES = ("json", "stream")
 PCTS = (50, 95, 99)
 TURNS = (
@@ -381,6 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 dbs[name].parent.mkdir()
                 env = {"LARRYLAB_SPILL_DIR": str(dbs[name].parent / "spill")}
                 env |= {LOG_OFF_ENV: "false"} if name == "larrylab-nolog" else {}
+                env |= WRITER_ENV.get(name, {})
                 url = f"sqlite:///{dbs[name]}"
                 r = start_router(log_dir=dbs[name].parent, database_url=url, config=cfg, env=env)
                 procs.append(r)
@@ -440,9 +445,15 @@ def logging_cost(res: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
         f"NOT MEASURED: the router ignored {LOG_OFF_ENV}=false; logging-off needs that setting",
     }  # fmt: skip
     for mode in MODES:
-        on, off = (res["concurrent"][mode][w]["rps"] for w in ("larrylab-route", "larrylab-nolog"))
-        cost = round(100 * (1 - on / off), 1) if valid else None
-        out[mode] = {"rps_on": on, "rps_off": off, "throughput_cost_pct": cost}
+        rps = {w: res["concurrent"][mode][w]["rps"] for w, _ in LARRYLAB_WAYS}
+        on, off, thread = rps["larrylab-route"], rps["larrylab-nolog"], rps["larrylab-thread"]
+        out[mode] = {
+            "rps_on": on,
+            "rps_off": off,
+            "throughput_cost_pct": round(100 * (1 - on / off), 1) if valid else None,
+            "rps_on_thread_writer": thread,
+            "thread_writer_cost_pct": round(100 * (1 - thread / off), 1) if valid else None,
+        }
     return out
 
 
