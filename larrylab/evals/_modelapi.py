@@ -2,7 +2,7 @@
 
 `--model larrylab/<name>` resolves `<name>` in the model registry (through the routing table
 the router reads) and calls it with `larrylab.platform.upstream.complete`, the router's own
-provider layer: the direct aiohttp path for OpenAI-compatible upstreams, litellm otherwise.
+provider layer: the direct HTTP path for OpenAI-compatible upstreams, litellm otherwise.
 So what is evaluated is what is served.
 
 Model arguments (`-M` on the command line, `model_args` in Python):
@@ -125,7 +125,7 @@ class LarrylabModelAPI(ModelAPI):
         body = request_body(input, config)
         started = time.perf_counter()
         # One client per call: inspect runs each eval on its own event loop and does not
-        # close model APIs afterwards, so a shared aiohttp session would outlive its loop.
+        # close model APIs afterwards, so a shared HTTP client would outlive its loop.
         async with new_client(max_connections=_CLIENT_CONNECTIONS) as client:
             completion = await complete(client, self.target, body)  # raises UpstreamError
         call = ModelCall.create(body, completion.data, time=_since(started))

@@ -12,7 +12,7 @@ Losing nothing:
   the unacknowledged records again; request ids are primary keys and rollups count only rows
   stored now, so a record stored twice counts once.
 - When the router dies (SIGKILL), the child sees the pipe close, writes what it received and
-  exits; only the records of the router's last loop iteration, never sent, are lost.
+  exits; only the records of the router's last 10 ms, not yet sent, are lost.
 - The child ignores SIGINT and SIGTERM (they reach the whole process group from a terminal
   or a supervisor): it stops when the router closes the pipe, after the router has drained.
 

@@ -37,7 +37,8 @@ class Target:
 
     def api_key(self) -> str | None:
         """The credential from the provider's environment variable, if one is named."""
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        return key.strip() if key else None  # a key read from a file keeps its newline
 
     @classmethod
     def from_entry(cls, m: ModelEntry) -> Target:

@@ -1,10 +1,11 @@
 """Calling upstream models: the hot path for OpenAI-compatible APIs, litellm for the rest.
 
 Upstreams with `api: openai` (Ollama's and vLLM's `/v1`, Gemini's OpenAI-compatible endpoint)
-are called directly with one shared aiohttp client: litellm costs about ten times more CPU per
-call (DESIGN.md), and on this 2-core machine httpx's async client measured 1.9-2.0 ms of CPU per
-call at concurrency 20 against 0.11 ms for aiohttp (bench/results/router_overhead.md). Any other
-provider goes through litellm, imported only when first needed.
+are called directly with one shared keep-alive HTTP/1.1 client (`http1`): litellm costs about ten
+times more CPU per call (DESIGN.md); on this 2-core machine httpx's async client measured
+1.9-2.0 ms of CPU per call at concurrency 20 against 0.11 ms for aiohttp, and aiohttp's client
+was still the largest item of the router's loop profile (bench/results/router_overhead.md). Any
+other provider goes through litellm, imported only when first needed.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
+from larrylab.platform.http1 import ConnectError, Http1Client, HttpError, Response
 from larrylab.platform.routing import Target
 
 
@@ -39,6 +40,7 @@ class UpstreamError(Exception):
             "server_error",
             "rate_limited",
             "protocol",
+            "config",
         )
 
 
@@ -81,17 +83,6 @@ def _status_error(status: int, text: str) -> UpstreamError:
     return UpstreamError("client_error", message, status if status in (400, 404, 413, 422) else 400)
 
 
-def _timeout(target: Target, *, stream: bool) -> aiohttp.ClientTimeout:
-    # A whole (non-streaming) reply arrives at once, so only the total timeout bounds its read.
-    read = target.first_token_timeout_s if stream else target.total_timeout_s
-    return aiohttp.ClientTimeout(
-        total=None,
-        connect=target.connect_timeout_s,
-        sock_connect=target.connect_timeout_s,
-        sock_read=read,
-    )
-
-
 def _headers(target: Target) -> dict[str, str]:
     headers = {"content-type": "application/json"}
     key = target.api_key()
@@ -101,45 +92,40 @@ def _headers(target: Target) -> dict[str, str]:
 
 
 def _network_error(exc: BaseException, target: Target) -> UpstreamError:
-    if isinstance(exc, TimeoutError):  # asyncio and aiohttp timeouts are both TimeoutError
+    if isinstance(exc, TimeoutError):
         return UpstreamError("timeout", f"model {target.name!r} timed out", 504)
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ValueError):  # e.g. an API key with a line break in it
+        return UpstreamError("config", f"model {target.name!r} is misconfigured: {exc}", 502)
+    if isinstance(exc, ConnectError):
         return UpstreamError("connect", f"cannot connect to model {target.name!r}", 502)
-    return UpstreamError("protocol", f"model {target.name!r} failed: {type(exc).__name__}", 502)
+    return UpstreamError("protocol", f"model {target.name!r} failed: {exc}", 502)
 
 
-_NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError)
+_NETWORK_ERRORS = (HttpError, OSError, TimeoutError, ValueError)
 
 
-def new_client(*, max_connections: int = 1000) -> aiohttp.ClientSession:
+def new_client(*, max_connections: int = 1000) -> Http1Client:
     """The one HTTP client a router process shares for its upstream calls."""
-    connector = aiohttp.TCPConnector(
-        limit=max_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        trust_env=False,
-        auto_decompress=True,
-        skip_auto_headers=("User-Agent",),
-    )
+    return Http1Client(max_connections=max_connections)
 
 
-async def complete(
-    client: aiohttp.ClientSession, target: Target, body: dict[str, Any]
-) -> Completion:
+async def complete(client: Http1Client, target: Target, body: dict[str, Any]) -> Completion:
     """Call `target` for a whole reply; raise UpstreamError on any failure."""
     if target.api != "openai":
         return await _litellm_complete(target, body)
     payload = orjson.dumps({**body, "model": target.upstream_model, "stream": False})
     try:
         async with asyncio.timeout(target.total_timeout_s):
-            async with client.post(
+            resp = await client.post(
                 f"{target.base_url}/chat/completions",
-                data=payload,
-                headers=_headers(target),
-                timeout=_timeout(target, stream=False),
-            ) as resp:
+                payload,
+                _headers(target),
+                connect_timeout_s=target.connect_timeout_s,
+            )
+            try:
                 status, content = resp.status, await resp.read()
+            finally:
+                resp.release()
     except _NETWORK_ERRORS as exc:
         raise _network_error(exc, target) from exc
     if status >= 400:
@@ -166,14 +152,15 @@ def _event(payload: bytes, target: Target) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
-async def _sse_batches(
-    resp: aiohttp.ClientResponse, target: Target
-) -> AsyncIterator[list[dict[str, Any]]]:
-    """The stream's chunks, one list per network read (what arrived together goes on together)."""
+async def _sse_batches(resp: Response, target: Target) -> AsyncIterator[list[dict[str, Any]]]:
+    """The stream's chunks, one list per network read (what arrived together goes on together).
+
+    Each read waits at most the first-token timeout (a stalled stream), the whole stream at
+    most the total timeout."""
     deadline = time.perf_counter() + target.total_timeout_s
     tail = b""
     try:
-        async for data in resp.content.iter_any():
+        while (data := await resp.next_chunk(target.first_token_timeout_s)) is not None:
             if time.perf_counter() > deadline:
                 raise UpstreamError(
                     "timeout", f"model {target.name!r} exceeded its total timeout", 504
@@ -188,9 +175,9 @@ async def _sse_batches(
                 if payload == b"[DONE]":
                     if batch:
                         yield batch
-                    await (
-                        resp.content.read()
-                    )  # read to the end so the connection goes back to the pool
+                    # read to the end so the connection goes back to the pool
+                    while await resp.next_chunk(target.first_token_timeout_s) is not None:
+                        pass
                     return
                 event = _event(payload, target)
                 if event is not None:
@@ -202,9 +189,7 @@ async def _sse_batches(
     raise UpstreamError("protocol", f"model {target.name!r} ended the stream without [DONE]", 502)
 
 
-async def open_stream(
-    client: aiohttp.ClientSession, target: Target, body: dict[str, Any]
-) -> ChunkStream:
+async def open_stream(client: Http1Client, target: Target, body: dict[str, Any]) -> ChunkStream:
     """Start a streaming call and wait for its first chunk; raise UpstreamError before that."""
     if target.api != "openai":
         return await _litellm_stream(target, body)
@@ -214,14 +199,14 @@ async def open_stream(
         "stream": True,
         "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
     }
-    resp: aiohttp.ClientResponse | None = None
+    resp: Response | None = None
     try:
         async with asyncio.timeout(target.first_token_timeout_s + target.connect_timeout_s):
             resp = await client.post(
                 f"{target.base_url}/chat/completions",
-                data=orjson.dumps(upstream_body),
-                headers=_headers(target),
-                timeout=_timeout(target, stream=True),
+                orjson.dumps(upstream_body),
+                _headers(target),
+                connect_timeout_s=target.connect_timeout_s,
             )
             if resp.status >= 400:
                 text = (await resp.read()).decode("utf-8", "replace")
@@ -229,14 +214,17 @@ async def open_stream(
             events = _sse_batches(resp, target)
             first = await anext(events)
     except StopAsyncIteration as exc:
-        _close(resp)
+        _release(resp)
         raise UpstreamError("protocol", f"model {target.name!r} sent an empty stream", 502) from exc
     except UpstreamError:
-        _close(resp)
+        _release(resp)
         raise
     except _NETWORK_ERRORS as exc:
-        _close(resp)
+        _release(resp)
         raise _network_error(exc, target) from exc
+    except BaseException:
+        _release(resp)
+        raise
 
     async def closer() -> None:
         resp.release()  # back to the pool when fully read, closed otherwise
@@ -244,9 +232,9 @@ async def open_stream(
     return ChunkStream(first, events, time.perf_counter(), closer)
 
 
-def _close(resp: aiohttp.ClientResponse | None) -> None:
+def _release(resp: Response | None) -> None:
     if resp is not None:
-        resp.close()
+        resp.release()
 
 
 def _litellm_error(exc: Exception, target: Target) -> UpstreamError:

@@ -166,7 +166,11 @@ def test_sigkill_loses_at_most_the_last_batch_interval(
         f"lost; {recent} finished in the last 2 x {interval}s batch interval"
     )
     if writer == "process" and killed == "router":
-        assert lost == 0  # the writer process writes everything it was sent, then exits
+        # The writer process stores everything it was sent, then exits; the router sends every
+        # 10 ms, so only requests of the last moments before the kill may be missing.
+        last_moments = sum(1 for t in finished if killed_at - t <= 0.1)
+        print(f"{last_moments} finished in the last 0.1 s")
+        assert 0 <= lost <= last_moments
     else:
         assert 0 <= lost <= recent
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aiohttp
 import anyio
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -27,6 +26,7 @@ from larrylab.platform.api.errors import (
 )
 from larrylab.platform.api.relay import RelayResponse
 from larrylab.platform.api.schemas import parse_chat_body
+from larrylab.platform.http1 import Http1Client
 from larrylab.platform.ids import request_id
 from larrylab.platform.logwriter import RequestRecord
 from larrylab.platform.models import utcnow
@@ -40,7 +40,7 @@ router = APIRouter(
 )
 
 T = TypeVar("T")
-Call = Callable[[aiohttp.ClientSession, Target, dict[str, Any]], Awaitable[T]]
+Call = Callable[[Http1Client, Target, dict[str, Any]], Awaitable[T]]
 
 
 @dataclass(slots=True)

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-import aiohttp
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -15,6 +14,7 @@ from sqlmodel import Session
 from larrylab.config import Settings
 from larrylab.platform.api.errors import ApiError
 from larrylab.platform.breaker import CircuitBreakers
+from larrylab.platform.http1 import Http1Client
 from larrylab.platform.logproc import ProcessLogWriter
 from larrylab.platform.logwriter import LogWriter
 from larrylab.platform.metrics import RouterMetrics
@@ -29,7 +29,7 @@ class RouterState:
     engine: Engine
     routing: RoutingCache
     writer: LogWriter | ProcessLogWriter
-    client: aiohttp.ClientSession
+    client: Http1Client
     metrics: RouterMetrics
     breakers: CircuitBreakers
 
