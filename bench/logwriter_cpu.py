@@ -2,14 +2,17 @@
 
 Writes `--rows` records shaped like `bench/router_overhead.py`'s traffic (256 threads; a
 6-message prompt whose last turn is new each time and a reply; a 2-arm experiment) through
-`LogWriter` into a fresh SQLite store that already holds 2,000 rows, and reports the process CPU
-and the wall time per row, for each batch size. Run it on two checkouts to compare them:
+a log writer into a fresh SQLite store that already holds 2,000 rows, and reports the CPU and
+the wall time per row, for each writer and batch size: `thread` (`LogWriter`, in the router's
+process) and `process` (`ProcessLogWriter`, whose child process's CPU, read from /proc, is
+added; the CPU left in the router's own process is reported apart). Run it on two checkouts to
+compare them:
 
     python bench/logwriter_cpu.py [--rows 20000] [--batch-sizes 200,1000] [--repeats 3]
-        [--out bench/results/logwriter_cpu.json]
+        [--writers thread,process] [--out bench/results/logwriter_cpu.json]
 
-In the router, the SQLite part of this CPU runs with the GIL released; the rest holds the GIL
-the event loop needs.
+With the thread writer, the SQLite part of this CPU runs with the GIL released; the rest holds
+the GIL the router's event loop needs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -85,28 +89,57 @@ def record(i: int) -> RequestRecord:
     )
 
 
-async def _write(writer: LogWriter, records: list[RequestRecord]) -> None:
+def _cpu_of(pid: int | None) -> float:
+    """User+system CPU seconds of a live process (0 for None), from /proc."""
+    if pid is None:
+        return 0.0
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _write(writer: Any, warm: list[RequestRecord], records: list[RequestRecord]) -> Any:
+    """Write `warm`, then `records`; the CPU (own, writer process) and wall seconds of the
+    second part only (a writer process has started and warmed up by then)."""
     await writer.start()
+    for rec in warm:
+        writer.submit_nowait(rec)
+    await writer.flush()
+    child = getattr(writer, "pid", None)
+    c0, k0, t0 = time.process_time(), _cpu_of(child), time.perf_counter()
     for rec in records:
         writer.submit_nowait(rec)
+    await writer.flush()
+    own, kids, wall = time.process_time() - c0, _cpu_of(child) - k0, time.perf_counter() - t0
     await writer.close()
+    return own, kids, wall
 
 
-def measure(rows: int, batch_size: int) -> dict[str, float]:
-    """CPU and wall milliseconds per row for `rows` records after 2,000 warm-up rows."""
+def _writer(kind: str, url: str, engine: Any, batch_size: int, spill: Path) -> Any:
+    if kind == "process":
+        from larrylab.platform.logproc import ProcessLogWriter
+
+        return ProcessLogWriter(url, batch_size=batch_size, spill_dir=spill)
+    return LogWriter(engine, batch_size=batch_size, spill_dir=spill)
+
+
+def measure(rows: int, batch_size: int, kind: str = "thread") -> dict[str, float]:
+    """CPU and wall milliseconds per row for `rows` records after 2,000 warm-up rows: in the
+    router's process (`router_cpu_ms_per_row`) and in all (`cpu_ms_per_row`, which adds the
+    writer process when `kind` is "process")."""
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/store.db"
         upgrade(url)
         engine = make_engine(url)
         warm = [record(i) for i in range(2000)]
-        asyncio.run(_write(LogWriter(engine, batch_size=batch_size, spill_dir=Path(tmp)), warm))
         records = [record(i) for i in range(2000, 2000 + rows)]
-        writer = LogWriter(engine, batch_size=batch_size, spill_dir=Path(tmp))
-        c0, t0 = time.process_time(), time.perf_counter()
-        asyncio.run(_write(writer, records))
-        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        writer = _writer(kind, url, engine, batch_size, Path(tmp))
+        own, kids, wall = asyncio.run(_write(writer, warm, records))
         engine.dispose()
-    return {"cpu_ms_per_row": cpu / rows * 1000, "wall_ms_per_row": wall / rows * 1000}
+    return {
+        "cpu_ms_per_row": (own + kids) / rows * 1000,
+        "router_cpu_ms_per_row": own / rows * 1000,
+        "wall_ms_per_row": wall / rows * 1000,
+    }
 
 
 def main() -> None:
@@ -114,16 +147,23 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--batch-sizes", default="200,1000")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--writers", default="thread", help="thread and/or process, comma-separated")
     ap.add_argument("--out", type=Path, default=Path("bench/results/logwriter_cpu.json"))
     args = ap.parse_args()
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    runs: dict[str, list[dict[str, float]]] = {str(s): [] for s in sizes}
+    kinds = [k.strip() for k in args.writers.split(",")]
+    cells = [(k, s) for k in kinds for s in sizes]
+    name = {
+        cell: (str(cell[1]) if kinds == ["thread"] else f"{cell[0]}/{cell[1]}") for cell in cells
+    }
+    runs: dict[str, list[dict[str, float]]] = {name[c]: [] for c in cells}
     for rep in range(args.repeats):
-        for size in sizes:
-            runs[str(size)].append(measure(args.rows, size))
-            got = runs[str(size)][-1]
+        for cell in cells:
+            runs[name[cell]].append(measure(args.rows, cell[1], cell[0]))
+            got = runs[name[cell]][-1]
             print(
-                f"run {rep + 1}, batch {size}: {got['cpu_ms_per_row']:.4f} ms CPU, "
+                f"run {rep + 1}, {name[cell]}: {got['cpu_ms_per_row']:.4f} ms CPU "
+                f"({got['router_cpu_ms_per_row']:.4f} in the router's process), "
                 f"{got['wall_ms_per_row']:.4f} ms wall per row"
             )
     root = Path(larrylab.__file__).resolve().parent
@@ -137,6 +177,10 @@ def main() -> None:
         "rows": args.rows,
         "median_cpu_ms_per_row": {
             s: round(statistics.median(r["cpu_ms_per_row"] for r in v), 4) for s, v in runs.items()
+        },
+        "median_router_cpu_ms_per_row": {
+            s: round(statistics.median(r["router_cpu_ms_per_row"] for r in v), 4)
+            for s, v in runs.items()
         },
         "median_wall_ms_per_row": {
             s: round(statistics.median(r["wall_ms_per_row"] for r in v), 4) for s, v in runs.items()

@@ -298,7 +298,7 @@ def main() -> None:
     os.dup2(2, 1)  # stray prints must not corrupt the answers
     logging.basicConfig(
         stream=sys.stderr,
-        level=logging.INFO,
+        level=logging.WARNING,
         format="larrylab log writer [%(process)d] %(levelname)s: %(message)s",
     )
     frames = _Frames(sys.stdin.fileno())
