@@ -169,16 +169,14 @@ class ProcessLogWriter(WriterBase):
                     self._failures = 0
                     await self._done([self._unacked.popleft() for _ in range(count)])
                 elif kind == b"R":
-                    self._replays.popleft().set_result(count)
+                    _settle(self._replays.popleft(), count)
                 else:
-                    self._replays.popleft().set_exception(
-                        RuntimeError("the log writer process could not replay spilled rows")
-                    )
+                    _settle(self._replays.popleft(), RuntimeError("the replay failed"))
         except asyncio.IncompleteReadError:
             pass
         code = await proc.wait()
         for pending in self._replays:
-            pending.set_exception(RuntimeError("the log writer process exited during a replay"))
+            _settle(pending, RuntimeError("the log writer process exited during a replay"))
         self._replays.clear()
         if self._closing and not self._unacked:
             return
@@ -200,6 +198,16 @@ class ProcessLogWriter(WriterBase):
             except OSError as exc:  # rows stay queued here (back-pressure) until one starts
                 delay = min(_MAX_BACKOFF_S, delay * 2)
                 log.error("cannot start the log writer process (%s); retry in %.1f s", exc, delay)
+
+
+def _settle(future: asyncio.Future[int], outcome: int | Exception) -> None:
+    """Resolve a replay's future unless its caller stopped waiting (cancelled at shutdown)."""
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 # The child process.

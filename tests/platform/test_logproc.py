@@ -8,6 +8,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+import uvloop
 from sqlalchemy import text
 
 from larrylab.platform.db import make_engine
@@ -56,7 +58,10 @@ def test_every_record_is_stored_once(migrated_url: str, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.jsonl*"))
 
 
-def test_a_killed_child_is_replaced_and_loses_nothing(migrated_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])  # the router runs on uvloop
+def test_a_killed_child_is_replaced_and_loses_nothing(
+    migrated_url: str, tmp_path: Path, loop: str
+) -> None:
     records = _records(600, seed=4)
     pids: list[int | None] = []
 
@@ -80,7 +85,7 @@ def test_a_killed_child_is_replaced_and_loses_nothing(migrated_url: str, tmp_pat
         pids.append(writer.pid)
         assert writer.depth == 0
 
-    asyncio.run(go())
+    (uvloop.run if loop == "uvloop" else asyncio.run)(go())
     assert len(set(pids)) == 3, "each killed child was replaced by a new one"
     assert _stored(migrated_url) == (600, 600)
     _rollup_matches_a_recount(migrated_url)  # records sent twice are counted once
@@ -127,3 +132,22 @@ def test_closing_an_idle_writer_stops_its_child(migrated_url: str, tmp_path: Pat
         pass
     else:
         raise AssertionError(f"log writer process {pid} still runs after close()")
+
+
+def test_a_replay_abandoned_by_its_caller_leaves_the_writer_working(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    records = _records(60, seed=6)
+
+    async def go() -> None:
+        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path, flush_interval_s=0.02)
+        await writer.start()
+        replay = asyncio.create_task(writer.replay())
+        await asyncio.sleep(0)
+        replay.cancel()  # as at shutdown, while the child still owes the answer
+        for rec in records:
+            writer.submit_nowait(rec)
+        await asyncio.wait_for(writer.close(), timeout=30)
+
+    asyncio.run(go())
+    assert _stored(migrated_url) == (60, 60)
