@@ -74,9 +74,13 @@ class Response:
         self._error: HttpError | None = None
         self._received = False
         self._released = False
+        self._pausable = True
 
     async def read(self) -> bytes:
         """The whole body."""
+        self._pausable = False  # the body is wanted whole: never stop reading it
+        if self._buffered >= _PAUSE_AT:
+            self._conn.resume()
         while not self._complete:
             await self._wait()
         return self._take()
@@ -133,7 +137,7 @@ class Response:
     def _body(self, data: bytes) -> None:
         self._chunks.append(data)
         self._buffered += len(data)
-        if self._buffered >= _PAUSE_AT:
+        if self._buffered >= _PAUSE_AT and self._pausable:
             self._conn.pause()
         self._wake()
 

@@ -190,6 +190,25 @@ def test_a_large_body_is_read_completely_with_reading_paused_between() -> None:
     asyncio.run(_serve(big, use))
 
 
+def test_a_large_body_read_whole_is_not_paused() -> None:
+    size = 3 * (1 << 20)
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size)
+        await writer.drain()
+        await reader.read()
+
+    async def use(client: Http1Client, url: str) -> None:
+        resp = await client.post(url, b"{}", {}, connect_timeout_s=2)
+        await asyncio.sleep(0.2)  # past the pause mark before anyone reads
+        async with asyncio.timeout(10):
+            assert len(await resp.read()) == size
+        resp.release()
+
+    asyncio.run(_serve(big, use))
+
+
 def test_header_values_with_line_breaks_are_refused() -> None:
     async def never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
