@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -26,9 +27,11 @@ from larrylab.platform.spill import SpillDir
 __all__ = ["LogWriter", "RequestRecord", "WriterBase", "record_from_dict"]
 
 
-class WriterBase:
+class WriterBase(ABC):
     """What both writers share: the count of records submitted and written, back-pressure,
     `flush()`, and the records not yet written (feedback may wait for one of them)."""
+
+    spill: SpillDir  # where batches the store refused are kept (ratings spill here too)
 
     def __init__(self, *, batch_size: int, flush_interval_s: float, queue_size: int) -> None:
         self._batch_size = batch_size
@@ -60,8 +63,21 @@ class WriterBase:
         self._submitted += 1
         self._enqueue(record)
 
+    @abstractmethod
     def _enqueue(self, record: RequestRecord) -> None:
-        raise NotImplementedError
+        """Hand a submitted record to the writing side."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Start writing in the background."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Write everything submitted, then stop."""
+
+    @abstractmethod
+    async def replay(self) -> int:
+        """Write spilled rows back to the store; returns how many were written."""
 
     async def flush(self) -> None:
         """Wait until every record submitted before this call is written."""

@@ -25,7 +25,7 @@ from larrylab.platform.breaker import CircuitBreakers
 from larrylab.platform.db import make_engine
 from larrylab.platform.feedback import replay_feedback
 from larrylab.platform.logproc import ProcessLogWriter
-from larrylab.platform.logwriter import LogWriter
+from larrylab.platform.logwriter import LogWriter, WriterBase
 from larrylab.platform.metrics import RouterMetrics
 from larrylab.platform.promotion import advance_rollouts, policy_from_settings
 from larrylab.platform.routing import RoutingCache
@@ -117,7 +117,7 @@ class RouterApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def _writer(settings: Settings, engine: Engine) -> LogWriter | ProcessLogWriter:
+def _writer(settings: Settings, engine: Engine) -> WriterBase:
     """The log writer `settings.log_writer` names: a child process (default) or a thread."""
     options: dict[str, Any] = {
         "batch_size": settings.log_batch_size,

@@ -15,8 +15,7 @@ from larrylab.config import Settings
 from larrylab.platform.api.errors import ApiError
 from larrylab.platform.breaker import CircuitBreakers
 from larrylab.platform.http1 import Http1Client
-from larrylab.platform.logproc import ProcessLogWriter
-from larrylab.platform.logwriter import LogWriter
+from larrylab.platform.logwriter import WriterBase
 from larrylab.platform.metrics import RouterMetrics
 from larrylab.platform.routing import RoutingCache
 
@@ -28,7 +27,7 @@ class RouterState:
     settings: Settings
     engine: Engine
     routing: RoutingCache
-    writer: LogWriter | ProcessLogWriter
+    writer: WriterBase
     client: Http1Client
     metrics: RouterMetrics
     breakers: CircuitBreakers
