@@ -171,7 +171,7 @@ class ProcessLogWriter(WriterBase):
                 elif kind == b"R":
                     _settle(self._replays.popleft(), count)
                 else:
-                    _settle(self._replays.popleft(), RuntimeError("the replay failed"))
+                    _settle(self._replays.popleft(), RuntimeError("see the log writer's warning"))
         except asyncio.IncompleteReadError:
             pass
         code = await proc.wait()
@@ -263,8 +263,8 @@ class _Child:
             self.write_all()
             try:
                 self.answer(b"R", self.store.replay(self.batch_size))
-            except Exception:
-                log.exception("replaying spilled request rows failed; the router will retry")
+            except Exception as exc:  # the database is still down: the router asks again later
+                log.warning("replaying spilled request rows failed: %s", exc)
                 self.answer(b"E", 0)
 
     def write_all(self) -> None:
