@@ -66,13 +66,15 @@ def test_a_killed_child_is_replaced_and_loses_nothing(
     pids: list[int | None] = []
 
     async def go() -> None:
+        # A child holds what it received for 0.5 s (it starts in about as long), so each kill,
+        # 0.3 s after a child started, finds records it was sent and has not acknowledged.
         writer = ProcessLogWriter(
-            migrated_url, batch_size=50, flush_interval_s=0.05, spill_dir=tmp_path
+            migrated_url, batch_size=1000, flush_interval_s=0.5, spill_dir=tmp_path
         )
         await writer.start()
         for i, rec in enumerate(records):
             writer.submit_nowait(rec)
-            if i in (150, 400):  # records in flight and unacknowledged at each kill
+            if i in (150, 400):
                 while writer.pid in pids:  # the first child's replacement is starting
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(0.3)
@@ -81,7 +83,7 @@ def test_a_killed_child_is_replaced_and_loses_nothing(
                 os.kill(writer.pid, signal.SIGKILL)
             if i % 25 == 0:
                 await asyncio.sleep(0)
-        await writer.close()
+        await asyncio.wait_for(writer.close(), timeout=60)  # every record acknowledged
         pids.append(writer.pid)
         assert writer.depth == 0
 
