@@ -232,7 +232,7 @@ def test_max_connections_bounds_open_exchanges_and_cancelled_waiters_free_nothin
             body = await _read_request(reader)
             open_now += 1
             most = max(most, open_now)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # long beside the 0.01 s steps below
             open_now -= 1
             writer.write(_json_reply(body))
 
