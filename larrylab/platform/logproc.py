@@ -70,9 +70,11 @@ class ProcessLogWriter(WriterBase):
         spill_dir: Path = Path("larrylab-spill"),
     ) -> None:
         super().__init__(
-            batch_size=batch_size, flush_interval_s=flush_interval_s, queue_size=queue_size
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            queue_size=queue_size,
+            spill_dir=spill_dir,
         )
-        self.spill = SpillDir(spill_dir)
         self._config = {
             "database_url": database_url,
             "batch_size": batch_size,

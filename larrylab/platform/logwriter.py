@@ -31,9 +31,10 @@ class WriterBase(ABC):
     """What both writers share: the count of records submitted and written, back-pressure,
     `flush()`, and the records not yet written (feedback may wait for one of them)."""
 
-    spill: SpillDir  # where batches the store refused are kept (ratings spill here too)
-
-    def __init__(self, *, batch_size: int, flush_interval_s: float, queue_size: int) -> None:
+    def __init__(
+        self, *, batch_size: int, flush_interval_s: float, queue_size: int, spill_dir: Path
+    ) -> None:
+        self.spill = SpillDir(spill_dir)  # batches the store refused (ratings spill here too)
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._max_depth = queue_size
@@ -107,9 +108,11 @@ class LogWriter(WriterBase):
         spill_dir: Path = Path("larrylab-spill"),
     ) -> None:
         super().__init__(
-            batch_size=batch_size, flush_interval_s=flush_interval_s, queue_size=queue_size
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            queue_size=queue_size,
+            spill_dir=spill_dir,
         )
-        self.spill = SpillDir(spill_dir)
         self._store = BatchStore(engine, self.spill)
         self._queue: list[RequestRecord] = []
         self._arrived = asyncio.Event()  # the queue is not empty
