@@ -34,6 +34,7 @@ import struct
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,6 +56,10 @@ _SEND_EVERY_S = 0.01
 def _frame(message: tuple[Any, ...]) -> bytes:
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _LENGTH.pack(len(payload)) + payload
+
+
+def _rows_frame(records: Iterable[RequestRecord]) -> bytes:
+    return _frame(("rows", [record_values(r) for r in records]))
 
 
 class ProcessLogWriter(WriterBase):
@@ -112,7 +117,7 @@ class ProcessLogWriter(WriterBase):
         proc.stdin.write(_frame(("config", self._config)))
         self._outbox.clear()  # everything in it is in _unacked, sent now
         if self._unacked:
-            proc.stdin.write(_frame(("rows", [record_values(r) for r in self._unacked])))
+            proc.stdin.write(_rows_frame(self._unacked))
         if self._closing:
             proc.stdin.close()
         self._reader = asyncio.create_task(self._answers(proc), name="larrylab-log-acks")
@@ -130,7 +135,7 @@ class ProcessLogWriter(WriterBase):
         proc = self._proc
         if not self._outbox or proc is None or proc.stdin is None or proc.stdin.is_closing():
             return  # a restarting child is sent everything unacknowledged
-        proc.stdin.write(_frame(("rows", [record_values(r) for r in self._outbox])))
+        proc.stdin.write(_rows_frame(self._outbox))
         self._outbox.clear()
 
     async def replay(self) -> int:

@@ -38,7 +38,7 @@ class WriterBase(ABC):
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._max_depth = queue_size
-        self._pending: dict[str, RequestRecord] = {}
+        self._pending: set[str] = set()  # ids of the records not yet written
         self._submitted = 0
         self._written = 0
         self._progress = asyncio.Condition()
@@ -60,7 +60,7 @@ class WriterBase(ABC):
 
     def submit_nowait(self, record: RequestRecord) -> None:
         """Queue a record at once, even past the bound (for cleanup paths that cannot wait)."""
-        self._pending[record.id] = record
+        self._pending.add(record.id)
         self._submitted += 1
         self._enqueue(record)
 
@@ -89,7 +89,7 @@ class WriterBase(ABC):
     async def _done(self, records: list[RequestRecord]) -> None:
         """Mark records as written (stored or spilled)."""
         for record in records:
-            self._pending.pop(record.id, None)
+            self._pending.discard(record.id)
         async with self._progress:
             self._written += len(records)
             self._progress.notify_all()

@@ -216,9 +216,6 @@ async def open_stream(client: Http1Client, target: Target, body: dict[str, Any])
     except StopAsyncIteration as exc:
         _release(resp)
         raise UpstreamError("protocol", f"model {target.name!r} sent an empty stream", 502) from exc
-    except UpstreamError:
-        _release(resp)
-        raise
     except _NETWORK_ERRORS as exc:
         _release(resp)
         raise _network_error(exc, target) from exc
