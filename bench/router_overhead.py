@@ -3,8 +3,11 @@
 One simulated upstream (`larrylab sim`, zero latency, instant replies) is called three ways in one
 run: directly; through `larrylab serve` (by model name, and by a route running a 2-arm experiment,
 each from its own router logging to SQLite; a third router with LARRYLAB_LOG_REQUESTS=false prices
-the logging, and a fourth logs from a thread, LARRYLAB_LOG_WRITER=thread, instead of the default
-writer process); and through LiteLLM's proxy (one worker, own venv, made by `--setup-litellm`).
+the logging, a fourth logs from a thread, LARRYLAB_LOG_WRITER=thread, instead of the default
+journal and indexer process, and a fifth lets at most 1000 rows wait for its indexer, which gives
+the sustained throughput with logging); and through LiteLLM's proxy (one worker, own venv, made by
+`--setup-litellm`). Before each concurrent window every router has stored all it logged; after
+it, the rows still waiting and the time and CPU to store them are recorded.
 Sequential requests are interleaved request by request across ways; concurrent windows are
 interleaved in rounds. Usage:
 
@@ -56,9 +59,16 @@ LARRYLAB_WAYS = (
     ("larrylab-route", "larry"),
     ("larrylab-nolog", "larry"),
     ("larrylab-thread", "larry"),
+    ("larrylab-bounded", "larry"),
 )
-# The route on a router whose log writer is a thread of its own process (not the child process).
-WRITER_ENV = {"larrylab-thread": {"LARRYLAB_LOG_WRITER": "thread"}}
+# `larrylab-thread`: the route on a router whose log writer is a thread of its own process.
+# `larrylab-bounded`: the default writer, but at most 1000 rows may wait for the indexer, so
+# past the first ~1000 requests of a window the router serves only as fast as the store takes
+# rows: the sustained throughput with logging, no work deferred past the window.
+WRITER_ENV = {
+    "larrylab-thread": {"LARRYLAB_LOG_WRITER": "thread"},
+    "larrylab-bounded": {"LARRYLAB_LOG_JOURNAL_MAX_ROWS": "1000"},
+}
 MODES = ("json", "stream")
 PCTS = (50, 95, 99)
 TURNS = (
@@ -80,6 +90,7 @@ class Way:
     model: str
     pid: int
     through: bool = True
+    logs: bool = False  # a larrylab router that logs requests (its log queue is watched)
 
 
 @dataclass
@@ -91,6 +102,10 @@ class Cell:
     elapsed: float = 0.0
     rounds: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
+    router_cpu_s: float = 0.0  # the router's own process, without its log writer process
+    backlog: list[float] = field(default_factory=list)  # rows not stored when a window ended
+    drain_s: list[float] = field(default_factory=list)  # seconds until they were
+    drain_cpu_s: float = 0.0  # server CPU while they were stored
 
     def add(self, dt: float | None) -> None:
         """Count one request: its latency, or an error when None."""
@@ -120,6 +135,15 @@ def cpu_seconds(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User+system CPU of one process alone (Linux /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_s() -> float:
@@ -180,7 +204,7 @@ async def window(
     """`conc` workers back to back for `seconds`; latencies, errors, elapsed, server CPU."""
     cell = Cell()
     counter = iter(range(base, base + 10**9))
-    cpu0, t0 = cpu_seconds(way.pid), time.perf_counter()
+    cpu0, own0, t0 = cpu_seconds(way.pid), process_cpu_seconds(way.pid), time.perf_counter()
     deadline = t0 + seconds
 
     async def worker() -> None:
@@ -189,27 +213,59 @@ async def window(
 
     await asyncio.gather(*(worker() for _ in range(conc)))
     cell.elapsed, cell.cpu_s = time.perf_counter() - t0, cpu_seconds(way.pid) - cpu0
+    cell.router_cpu_s = process_cpu_seconds(way.pid) - own0
     return cell
+
+
+def queue_depth(way: Way) -> float:
+    """Rows a router logged but has not stored yet (its `larrylab_log_queue_depth`)."""
+    text = httpx.get(way.base.removesuffix("/v1") + "/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith("larrylab_log_queue_depth "):
+            return float(line.split()[1])
+    raise RuntimeError(f"{way.name}: no larrylab_log_queue_depth in /metrics")
+
+
+async def drained(ways: Sequence[Way]) -> None:
+    """Wait until every logging router stored what it logged (so that no router's deferred
+    store work runs during another way's window)."""
+    for w in ways:
+        while w.logs and await asyncio.to_thread(queue_depth, w) > 0:
+            await asyncio.sleep(0.05)
 
 
 async def concurrent(
     session: aiohttp.ClientSession, ways: Sequence[Way], conc: int, seconds: float, rounds: int
 ) -> dict[str, dict[str, Cell]]:
     """Rounds of fixed windows per way and mode, the order of ways rotated each round; the
-    first round only warms up (the machine got faster over the first ~10 s in trial runs)."""
+    first round only warms up (the machine got faster over the first ~10 s in trial runs).
+    After each window of a logging router: the rows it had not stored yet, and the time and
+    server CPU it took to store them."""
     cells = {m: {w.name: Cell() for w in ways} for m in MODES}
     for r in range(-1, rounds):
         order = list(ways[r % len(ways) :]) + list(ways[: r % len(ways)])
         for mode in MODES:
             for w in order:
-                await asyncio.sleep(0.5)  # let the previous router's log writer settle
+                await drained(ways)
+                await asyncio.sleep(0.5)  # let the previous router settle
                 got = await window(session, w, mode == "stream", conc, seconds, (r + 2) * 10**6)
+                backlog, drain_s, drain_cpu = 0.0, 0.0, 0.0
+                if w.logs:
+                    t0, cpu0 = time.perf_counter(), cpu_seconds(w.pid)
+                    backlog = await asyncio.to_thread(queue_depth, w)
+                    await drained([w])
+                    drain_s, drain_cpu = time.perf_counter() - t0, cpu_seconds(w.pid) - cpu0
                 if r < 0:
                     continue
                 cell = cells[mode][w.name]
                 cell.lat, cell.errors = cell.lat + got.lat, cell.errors + got.errors
                 cell.elapsed, cell.cpu_s = cell.elapsed + got.elapsed, cell.cpu_s + got.cpu_s
+                cell.router_cpu_s += got.router_cpu_s
                 cell.rounds.append(round(len(got.lat) / got.elapsed, 1))
+                if w.logs:
+                    cell.backlog.append(backlog)
+                    cell.drain_s.append(round(drain_s, 2))
+                    cell.drain_cpu_s += drain_cpu
     return cells
 
 
@@ -292,7 +348,21 @@ def summarize(
                 "rps": round(len(c.lat) / c.elapsed, 1) if c.elapsed else None,
                 "rps_per_round": c.rounds,
                 "server_cpu_ms_per_req": round(1000 * c.cpu_s / max(len(c.lat), 1), 3),
+                "router_process_cpu_ms_per_req": round(
+                    1000 * c.router_cpu_s / max(len(c.lat), 1), 3
+                ),
                 **pct(c.lat),
+                **(
+                    {
+                        "rows_waiting_at_window_end": c.backlog,
+                        "seconds_to_store_them": c.drain_s,
+                        "server_cpu_ms_per_req_incl_storing_them": round(
+                            1000 * (c.cpu_s + c.drain_cpu_s) / max(len(c.lat), 1), 3
+                        ),
+                    }
+                    if c.backlog
+                    else {}
+                ),
             }
             for w, c in conc[mode].items()
         }
@@ -389,7 +459,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 url = f"sqlite:///{dbs[name]}"
                 r = start_router(log_dir=dbs[name].parent, database_url=url, config=cfg, env=env)
                 procs.append(r)
-                ways.append(Way(name, f"{r.url}/v1", model, r.proc.pid))
+                logs = name != "larrylab-nolog"
+                ways.append(Way(name, f"{r.url}/v1", model, r.proc.pid, logs=logs))
             if proxy:
                 procs.append(start_litellm(LITELLM_VENV, sim.url, tmp))
                 ways.append(
@@ -446,13 +517,16 @@ def logging_cost(res: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
     }  # fmt: skip
     for mode in MODES:
         rps = {w: res["concurrent"][mode][w]["rps"] for w, _ in LARRYLAB_WAYS}
-        on, off, thread = rps["larrylab-route"], rps["larrylab-nolog"], rps["larrylab-thread"]
+        on, off = rps["larrylab-route"], rps["larrylab-nolog"]
+        thread, bounded = rps["larrylab-thread"], rps["larrylab-bounded"]
         out[mode] = {
             "rps_on": on,
             "rps_off": off,
             "throughput_cost_pct": round(100 * (1 - on / off), 1) if valid else None,
             "rps_on_thread_writer": thread,
             "thread_writer_cost_pct": round(100 * (1 - thread / off), 1) if valid else None,
+            "rps_on_sustained": bounded,
+            "sustained_cost_pct": round(100 * (1 - bounded / off), 1) if valid else None,
         }
     return out
 

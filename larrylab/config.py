@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     log_flush_interval_s: float = Field(default=0.2, gt=0)
     log_queue_size: int = Field(default=10_000, ge=1)
     log_writer: Literal["process", "thread"] = "process"
+    log_journal_max_rows: int = Field(default=200_000, ge=1)
+    log_indexer_nice: int = Field(default=10, ge=0, le=19)
     routing_refresh_s: float = Field(default=2.0, gt=0)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     spill_dir: str = "larrylab-spill"

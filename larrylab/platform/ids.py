@@ -17,3 +17,15 @@ def request_id() -> str:
     """A new chat completion id: `chatcmpl-`, the Unix time in milliseconds (12 hex digits),
     then 80 random bits (20)."""
     return f"chatcmpl-{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def request_age_s(request_id: str) -> float | None:
+    """Seconds since a request id of `request_id()`'s form was made (None for other ids)."""
+    stamp = request_id.removeprefix("chatcmpl-")[:12]
+    if stamp == request_id[:12] or len(stamp) != 12:
+        return None
+    try:
+        millis = int(stamp, 16)
+    except ValueError:
+        return None
+    return time.time() - millis / 1000

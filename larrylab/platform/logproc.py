@@ -1,24 +1,33 @@
-"""The log writer process: the router's request rows written by a child process.
+"""The router's default log writer: a local journal, stored in the database by a child process
+of lower CPU priority (the indexer).
 
-Writing a batch is Python work (transcript hashing, building rows, the driver's executemany).
-In a thread of the router's process it competes with the event loop for the GIL: at
-concurrency 20 the router spent 0.27 ms more CPU per request with logging on, against 0.15 ms
-for the writer measured alone (`bench/results/router_overhead.md`). Here the router only
-pickles finished records down a pipe; the child batches and stores them (`BatchStore`).
+Storing a request costs several times the router's own work on it (transcript hashing, the
+request row, messages, thread and rollups; `bench/results/router_overhead.md`). In the
+router's process that work competed with the event loop; in a child of equal priority it
+still took its share of a saturated CPU. So the router only appends finished requests to its
+journal folder (`journal`), one write per 10 ms; the indexer, `python -m
+larrylab.platform.logproc` started at `nice` 10 by default, stores the journal in batches
+when the CPU allows. Under saturation the store lags; once `queue_size` rows wait, the
+router's `submit()` waits for the indexer (back-pressure).
 
 Losing nothing:
-- The router keeps every record it sent until the child acknowledges it as durable (stored,
-  or appended to the spill file). When the child dies, the router starts another and sends
-  the unacknowledged records again; request ids are primary keys and rollups count only rows
-  stored now, so a record stored twice counts once.
-- When the router dies (SIGKILL), the child sees the pipe close, writes what it received and
-  exits; only the records of the router's last 10 ms, not yet sent, are lost.
-- The child ignores SIGINT and SIGTERM (they reach the whole process group from a terminal
-  or a supervisor): it stops when the router closes the pipe, after the router has drained.
+- A record is durable once appended (a process crash keeps it; like SQLite's WAL mode with
+  `synchronous=NORMAL`, a power cut may not). A SIGKILL of the router, or of the router and
+  its indexer, loses only the records of its last 10 ms, not yet appended.
+- The indexer records how far it stored in the folder's checkpoint after each batch. One that
+  dies is replaced and goes on from the checkpoint; a batch stored again counts once (request
+  ids are primary keys, rollups count only rows stored now).
+- When the router exits or dies, its indexer stores the rest and removes the folder. A folder
+  whose router and indexer are both gone is adopted by the next indexer for the same database.
+- While the database is down the journal simply grows (no spill file): the indexer retries.
+- The indexer ignores SIGINT and SIGTERM (they reach the whole process group): it stops when
+  the router closes the pipe.
 
-Wire format: the router sends frames of a 4-byte little-endian length and a pickle of
-`("config", dict)`, `("rows", [values, ...])` or `("replay",)`; the child answers with 9-byte
-frames, a kind byte (`A` records durable, `R` rows replayed, `E` replay failed) and a count.
+Pipe: the router sends frames of a 4-byte little-endian length and a pickle of
+`("config", dict)`, `("store",)` (store now: a flush or a backlog near its bound waits) or
+`("replay",)` (legacy spill files of the thread writer); the indexer
+answers with 9-byte frames: a kind byte (`A` rows of the router's folder stored so far, `R`
+rows replayed, `E` replay failed) and a count.
 """
 
 from __future__ import annotations
@@ -34,11 +43,12 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from larrylab.platform.logstore import BatchStore, RequestRecord, record_values
+from larrylab.platform import journal
+from larrylab.platform.journal import Checkpoint, JournalWriter, SegmentReader
+from larrylab.platform.logstore import BatchStore, RequestRecord
 from larrylab.platform.logwriter import WriterBase
 from larrylab.platform.spill import SpillDir
 
@@ -47,10 +57,10 @@ log = logging.getLogger(__name__)
 _LENGTH = struct.Struct("<I")
 _ANSWER = struct.Struct("<cQ")
 _MAX_BACKOFF_S = 5.0
-# Records go to the child in one frame per interval: a frame per event-loop iteration woke the
-# child hundreds of times a second and cost more CPU than the rows. (A SIGKILL of the router
-# alone loses at most this interval's records.)
-_SEND_EVERY_S = 0.01
+# Records are appended in one write per interval: a SIGKILL of the router loses at most this
+# interval's records.
+_APPEND_EVERY_S = 0.01
+_ADOPT_EVERY_S = 5.0
 
 
 def _frame(message: tuple[Any, ...]) -> bytes:
@@ -58,12 +68,8 @@ def _frame(message: tuple[Any, ...]) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
 
-def _rows_frame(records: Iterable[RequestRecord]) -> bytes:
-    return _frame(("rows", [record_values(r) for r in records]))
-
-
 class ProcessLogWriter(WriterBase):
-    """Writes request records from a child process (`python -m larrylab.platform.logproc`)."""
+    """Appends request records to a journal folder and has a child process store them."""
 
     def __init__(
         self,
@@ -71,8 +77,11 @@ class ProcessLogWriter(WriterBase):
         *,
         batch_size: int = 1000,
         flush_interval_s: float = 0.2,
-        queue_size: int = 10_000,
+        queue_size: int = 200_000,
         spill_dir: Path = Path("larrylab-spill"),
+        journal_dir: Path | None = None,
+        nice: int = 10,
+        segment_bytes: int = 64 << 20,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -80,28 +89,45 @@ class ProcessLogWriter(WriterBase):
             queue_size=queue_size,
             spill_dir=spill_dir,
         )
-        self._config = {
+        self._database_url = database_url
+        self._journal_root = journal_dir or spill_dir / "journal"
+        self._segment_bytes = segment_bytes
+        self._config: dict[str, Any] = {
             "database_url": database_url,
             "batch_size": batch_size,
             "flush_interval_s": flush_interval_s,
             "spill_dir": str(spill_dir),
+            "journal_root": str(self._journal_root),
+            "nice": nice,
         }
-        self._unacked: deque[RequestRecord] = deque()  # sent or to send, not yet durable
-        self._outbox: list[RequestRecord] = []  # not yet sent
-        self._send_timer: asyncio.TimerHandle | None = None
+        self._journal: JournalWriter | None = None
+        self._order: deque[str] = deque()  # ids of the records not yet stored, oldest first
+        self._outbox: list[RequestRecord] = []  # not yet appended
+        self._append_timer: asyncio.TimerHandle | None = None
+        self._append_failed = False
         self._replays: deque[asyncio.Future[int]] = deque()
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
-        self._failures = 0  # child exits in a row with nothing acknowledged
+        self._failures = 0  # indexer exits in a row with no progress
+        self._nudged = False  # asked the indexer to store now; cleared by its next progress
 
     @property
     def pid(self) -> int | None:
-        """The child's process id (None before `start()`)."""
+        """The indexer's process id (None before `start()`)."""
         return self._proc.pid if self._proc else None
 
+    @property
+    def journal_folder(self) -> Path | None:
+        """This router's journal folder (None before `start()`)."""
+        return self._journal.directory if self._journal else None
+
     async def start(self) -> None:
-        """Start the child process."""
+        """Create this router's journal folder and start the indexer."""
+        self._journal = JournalWriter(
+            self._journal_root, self._database_url, segment_bytes=self._segment_bytes
+        )
+        self._config["journal_dir"] = str(self._journal.directory)
         await self._spawn()
 
     async def _spawn(self) -> None:
@@ -115,66 +141,115 @@ class ProcessLogWriter(WriterBase):
         assert proc.stdin is not None
         self._proc = proc
         proc.stdin.write(_frame(("config", self._config)))
-        self._outbox.clear()  # everything in it is in _unacked, sent now
-        if self._unacked:
-            proc.stdin.write(_rows_frame(self._unacked))
         if self._closing:
             proc.stdin.close()
         self._reader = asyncio.create_task(self._answers(proc), name="larrylab-log-acks")
 
-    def _enqueue(self, record: RequestRecord) -> None:
-        self._unacked.append(record)
-        self._outbox.append(record)
-        if self._send_timer is None:
-            self._send_timer = asyncio.get_running_loop().call_later(_SEND_EVERY_S, self._send)
-
-    def _send(self) -> None:
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
+    def _nudge(self) -> None:
+        """Append what is waiting and ask the indexer to store it now rather than at its next
+        interval (once until it reports progress)."""
+        self._append()
         proc = self._proc
-        if not self._outbox or proc is None or proc.stdin is None or proc.stdin.is_closing():
-            return  # a restarting child is sent everything unacknowledged
-        proc.stdin.write(_rows_frame(self._outbox))
+        if self._nudged or proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        self._nudged = True
+        proc.stdin.write(_frame(("store",)))
+
+    async def flush(self) -> None:
+        """Wait until every record submitted before this call is stored."""
+        target = self._submitted
+        while self._written < target:
+            seen = self._written
+            self._nudge()
+            async with self._progress:
+                await self._progress.wait_for(lambda: self._written > seen)  # noqa: B023
+
+    def _enqueue(self, record: RequestRecord) -> None:
+        if self.depth >= self._max_depth // 2:
+            self._nudge()  # the backlog nears its bound: store without waiting for the interval
+        self._order.append(record.id)
+        self._outbox.append(record)
+        if self._append_timer is None:
+            self._append_timer = asyncio.get_running_loop().call_later(
+                _APPEND_EVERY_S, self._append
+            )
+
+    def _append(self) -> None:
+        """Append the records finished since the last append (kept for the next try if the
+        disk refuses them)."""
+        if self._append_timer is not None:
+            self._append_timer.cancel()  # called before it fired: one append does
+            self._append_timer = None
+        if not self._outbox or self._journal is None:
+            return
+        try:
+            self._journal.append(self._outbox)
+        except OSError as exc:
+            if not self._append_failed:
+                log.error("cannot append to the request journal (%s); retrying", exc)
+            self._append_failed = True
+            if not self._closing:
+                loop = asyncio.get_running_loop()
+                self._append_timer = loop.call_later(0.5, self._append)
+            return
+        if self._append_failed:
+            log.warning("the request journal takes rows again")
+            self._append_failed = False
         self._outbox.clear()
 
     async def replay(self) -> int:
-        """Have the child write spilled rows back to the store; returns how many it wrote."""
+        """Have the indexer write spilled request rows back to the store; returns how many."""
         proc = self._proc
         if proc is None or proc.stdin is None or proc.stdin.is_closing():
             return 0
-        self._send()  # keep order: rows finished before this call go first
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._replays.append(done)
         proc.stdin.write(_frame(("replay",)))
         return await done
 
     async def close(self) -> None:
-        """Send what is left, let the child write everything, then wait for it to exit."""
+        """Append what is left, let the indexer store the journal, and wait for it to exit.
+        (If the database is down it exits anyway; the next router's indexer stores the rest.)"""
         if self._proc is None or self._closing:
             return
         self._closing = True
-        self._send()
+        self._append()
+        assert self._journal is not None
+        self._journal.close()
         if self._proc.stdin is not None:
             self._proc.stdin.close()
-        await self.flush()
-        while True:  # a child that died while closing was replaced: wait for the last one
+        while True:  # an indexer that died while closing was replaced: wait for the last one
             reader = self._reader
             if reader is None:
                 break
             await reader
             if reader is self._reader:
                 break
+        self._journal.release()
+        if self.depth:
+            log.warning(
+                "%d request rows are in the journal %s, not in the database yet: the next "
+                "router for this database stores them",
+                self.depth,
+                self._journal.directory,
+            )
+
+    async def _stored(self, rows: int) -> None:
+        """The indexer stored `rows` of this router's records in all."""
+        new = rows - self._written
+        if new > 0:
+            self._failures = 0
+            self._nudged = False
+            await self._done(self._order.popleft() for _ in range(new))
 
     async def _answers(self, proc: asyncio.subprocess.Process) -> None:
-        """Read the child's answers until it exits; start another if records are unwritten."""
+        """Read the indexer's answers until it exits; start another unless closing."""
         assert proc.stdout is not None
         try:
             while True:
                 kind, count = _ANSWER.unpack(await proc.stdout.readexactly(_ANSWER.size))
                 if kind == b"A":
-                    self._failures = 0
-                    await self._done([self._unacked.popleft() for _ in range(count)])
+                    await self._stored(count)
                 elif kind == b"R":
                     _settle(self._replays.popleft(), count)
                 else:
@@ -183,28 +258,28 @@ class ProcessLogWriter(WriterBase):
             pass
         code = await proc.wait()
         for pending in self._replays:
-            _settle(pending, RuntimeError("the log writer process exited during a replay"))
+            _settle(pending, RuntimeError("the log indexer process exited during a replay"))
         self._replays.clear()
-        if self._closing and not self._unacked:
+        if self._closing and code == 0:
             return
         self._failures += 1
         delay = min(_MAX_BACKOFF_S, 0.1 * 2 ** (self._failures - 1))
         log.error(
-            "log writer process %d exited with %s; starting another in %.1f s and sending it "
-            "the %d rows not yet written",
+            "log indexer process %d exited with %s; starting another in %.1f s (%d rows wait "
+            "in the journal)",
             proc.pid,
             code,
             delay,
-            len(self._unacked),
+            self.depth,
         )
         while True:
             await asyncio.sleep(delay)
             try:
                 await self._spawn()
                 return
-            except OSError as exc:  # rows stay queued here (back-pressure) until one starts
+            except OSError as exc:  # rows wait in the journal (back-pressure) until one starts
                 delay = min(_MAX_BACKOFF_S, delay * 2)
-                log.error("cannot start the log writer process (%s); retry in %.1f s", exc, delay)
+                log.error("cannot start the log indexer process (%s); retry in %.1f s", exc, delay)
 
 
 def _settle(future: asyncio.Future[int], outcome: int | Exception) -> None:
@@ -229,7 +304,7 @@ class _Frames:
 
     def read(self, timeout: float | None) -> list[tuple[Any, ...]] | None:
         """The messages complete within `timeout` seconds (None: wait for data); None once the
-        router closed the pipe (a frame it was cut off in the middle of is dropped)."""
+        router closed the pipe."""
         ready, _, _ = select.select([self.fd], [], [], timeout)
         if not ready:
             return []
@@ -249,64 +324,161 @@ class _Frames:
         return messages
 
 
-class _Child:
-    """The child's loop: gather records into batches, store them, acknowledge them."""
+class _Folder:
+    """One journal folder being stored: its checkpoint and the reader of its current segment."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.checkpoint = Checkpoint.load(directory)
+        self.reader: SegmentReader | None = None
+
+    def next_batch(self, batch_size: int) -> tuple[list[RequestRecord], int] | None:
+        """The next records to store and the offset after them; moves past finished segments.
+        None when nothing more is there now."""
+        cp = self.checkpoint
+        while True:
+            # List before reading: a later segment seen now means this one was complete.
+            later = [seq for seq, _ in journal.segments(self.directory) if seq > cp.segment]
+            path = self.directory / f"{cp.segment:08d}.jsonl"
+            if self.reader is None or self.reader.path != path:
+                self.reader = SegmentReader(path)
+            try:
+                records, offset = self.reader.read(cp.offset, batch_size)
+            except FileNotFoundError:
+                records, offset = [], cp.offset
+            if records:
+                return records, offset
+            if not later:
+                return None
+            path.unlink(missing_ok=True)
+            cp.segment, cp.offset = later[0], 0
+            cp.save(self.directory)
+
+    def torn_tail(self) -> int:
+        """Bytes of a last line cut short (only meaningful once the writer is gone)."""
+        if self.reader is None or not self.reader.path.exists():
+            return 0
+        return self.reader.tail_bytes(self.checkpoint.offset)
+
+
+class _Indexer:
+    """The child's work: store the router's journal folder, and orphaned ones."""
 
     def __init__(self, store: BatchStore, answers: IO[bytes], config: dict[str, Any]) -> None:
         self.store = store
         self.answers = answers
         self.batch_size: int = config["batch_size"]
         self.interval: float = config["flush_interval_s"]
-        self.records: list[RequestRecord] = []
+        self.database_url: str = config["database_url"]
+        self.root = Path(config["journal_root"])
+        self.own = _Folder(Path(config["journal_dir"]))
+        self.reported = False  # whether the router heard of the rows a checkpoint holds
 
     def answer(self, kind: bytes, count: int) -> None:
-        with contextlib.suppress(BrokenPipeError):  # router gone: still write what came
+        with contextlib.suppress(BrokenPipeError):  # router gone: go on storing
             self.answers.write(_ANSWER.pack(kind, count))
 
-    def take(self, message: tuple[Any, ...]) -> None:
-        if message[0] == "rows":
-            self.records.extend(RequestRecord(*values) for values in message[1])
-        elif message[0] == "replay":
-            self.write_all()
+    def store_folder(self, folder: _Folder, *, own: bool) -> None:
+        """Store everything the folder holds now, a batch at a time (raises if the database
+        refuses; the checkpoint keeps what was stored)."""
+        if own and not self.reported:  # a replacement indexer reports what was stored
+            self.answer(b"A", folder.checkpoint.rows)
+            self.reported = True
+        while (batch := folder.next_batch(self.batch_size)) is not None:
+            records, offset = batch
+            self.store.write(records)
+            cp = folder.checkpoint
+            cp.offset, cp.rows = offset, cp.rows + len(records)
+            cp.save(folder.directory)
+            if own:
+                self.answer(b"A", cp.rows)
+
+    def finish(self, folder: _Folder) -> None:
+        """Store the rest of a folder whose writer is gone, then remove it."""
+        self.store_folder(folder, own=folder is self.own)
+        if torn := folder.torn_tail():
+            log.warning(
+                "%s: dropped %d bytes of a journal line cut short by a crash",
+                folder.directory.name,
+                torn,
+            )
+        journal.remove(folder.directory)
+
+    def adopt(self) -> None:
+        """Store and remove the folders of routers and indexers that are gone."""
+        with journal.adopted(self.root, self.database_url, self.own.directory) as folders:
+            for directory in folders:
+                folder = _Folder(directory)
+                log.warning("storing the journal left by %s", directory.name)
+                self.finish(folder)
+
+    def replay(self) -> None:
+        try:
+            self.answer(b"R", self.store.replay(self.batch_size))
+        except Exception as exc:  # the database is still down: the router asks again later
+            log.warning("replaying spilled request rows failed: %s", exc)
+            self.answer(b"E", 0)
+
+    def run(self, frames: _Frames, messages: list[tuple[Any, ...]]) -> None:
+        """Store the journal every interval until the router closes the pipe, then the rest."""
+        wait = 0.0
+        next_adopt = 0.0
+        failing = False
+        while True:
+            for message in messages:
+                if message[0] == "replay":
+                    self.replay()
             try:
-                self.answer(b"R", self.store.replay(self.batch_size))
-            except Exception as exc:  # the database is still down: the router asks again later
-                log.warning("replaying spilled request rows failed: %s", exc)
-                self.answer(b"E", 0)
+                self.store_folder(self.own, own=True)
+                if time.monotonic() >= next_adopt:
+                    self.adopt()
+                    next_adopt = time.monotonic() + _ADOPT_EVERY_S
+            except Exception as exc:  # the database is down: the journal keeps the rows
+                if not failing:
+                    log.warning("storing the request journal failed, will retry: %s", exc)
+                failing = True
+                wait = min(_MAX_BACKOFF_S, max(wait * 2, self.interval))
+            else:
+                if failing:
+                    log.warning("storing the request journal works again")
+                failing = False
+                wait = self.interval
+            received = frames.read(wait)
+            if received is None:
+                break
+            messages = received
+        try:
+            self.finish(self.own)
+        except Exception as exc:
+            log.warning(
+                "the database refused the last request rows (%s); they stay in %s for the next "
+                "router for this database",
+                exc,
+                self.own.directory,
+            )
 
-    def write_all(self) -> None:
-        while self.records:
-            batch = self.records[: self.batch_size]
-            del self.records[: self.batch_size]
-            self.store.write_or_spill(batch)
-            self.answer(b"A", len(batch))
 
-    def run(self, frames: _Frames) -> None:
-        """Cut a batch when it is full or one interval after its first record arrived."""
-        reading = True
-        while reading:
-            if not self.records:
-                if (messages := frames.read(None)) is None:
-                    break
-                for message in messages:
-                    self.take(message)
-                continue
-            deadline = time.monotonic() + self.interval
-            while len(self.records) < self.batch_size:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    break
-                if (messages := frames.read(wait)) is None:
-                    reading = False
-                    break
-                for message in messages:
-                    self.take(message)
-            self.write_all()
-        self.write_all()
+def _lower_priority(nice: int) -> None:
+    """Run at `nice` relative to the router. Linux schedules each session as one group
+    ("autogroup") when the process is in the root cgroup, and `nice` only orders processes
+    within a group: in the router's session the indexer would take whatever CPU the router's
+    group is entitled to and the router leaves unused. So the indexer starts a session of its
+    own and lowers that group's priority too (`/proc/self/autogroup`). (Under systemd or in a
+    container, cgroups replace autogroups and plain `nice` applies within the service.)"""
+    if nice <= 0:
+        return
+    try:
+        os.nice(nice)
+    except OSError as exc:
+        log.warning("cannot lower the log indexer's priority: %s", exc)
+        return
+    with contextlib.suppress(OSError):
+        os.setsid()
+        Path("/proc/self/autogroup").write_text(f"{nice}\n")
 
 
 def main() -> None:
-    """Run as the router's log writer: frames on stdin, answers on stdout."""
+    """Run as the router's log indexer: frames on stdin, answers on stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     answers = os.fdopen(os.dup(1), "wb", buffering=0)
@@ -314,25 +486,26 @@ def main() -> None:
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.WARNING,
-        format="larrylab log writer [%(process)d] %(levelname)s: %(message)s",
+        format="larrylab log indexer [%(process)d] %(levelname)s: %(message)s",
     )
     frames = _Frames(sys.stdin.fileno())
     first: list[tuple[Any, ...]] | None = []
     while first == []:
         first = frames.read(None)
     if not first or first[0][0] != "config":
-        sys.exit("larrylab log writer: expected a config frame from the router on stdin")
+        sys.exit("larrylab log indexer: expected a config frame from the router on stdin")
     config: dict[str, Any] = first[0][1]
+    if journal.lock_for_indexing(Path(config["journal_dir"])) is None:
+        sys.exit(f"larrylab log indexer: another indexer stores {config['journal_dir']}")
+    _lower_priority(int(config.get("nice", 0)))
 
     from larrylab.platform.db import make_engine
 
     engine = make_engine(config["database_url"], pool_size=1)
     store = BatchStore(engine, SpillDir(Path(config["spill_dir"])))
-    child = _Child(store, answers, config)
-    for message in first[1:]:
-        child.take(message)
+    indexer = _Indexer(store, answers, config)
     try:
-        child.run(frames)
+        indexer.run(frames, first[1:])
     finally:
         engine.dispose()
 

@@ -1,15 +1,19 @@
 """The request log writer: off the hot path, bounded, batched, and losing nothing.
 
-Handlers `submit()` finished requests and go on; the rows are written in batches (a batch is
-cut when it is full or one flush interval after its first record arrived) by a `BatchStore`
-(`logstore`). A full queue makes `submit()` wait (back-pressure) instead of dropping rows; a
-batch the database refuses is retried and then appended to a spill file; `close()` flushes
-everything.
+Handlers `submit()` finished requests and go on. Two writers share this interface:
 
-Two writers share this interface. `ProcessLogWriter` (`logproc`, the router's default) writes
-from a child process, so the router's event loop keeps its GIL. `LogWriter`, here, writes
-from a thread of the router's own process: nothing to start, but the writer's Python then
-competes with the event loop for the GIL (`bench/results/router_overhead.md`).
+- `ProcessLogWriter` (`logproc`, the router's default) appends each request to a local journal
+  (`journal`) within 10 ms, and a child process of lower CPU priority stores the journal in the
+  database in batches. Serving comes first when the CPU is saturated; the store catches up after.
+- `LogWriter`, here, stores batches from a thread of the router's own process (a batch is cut
+  when it is full or one flush interval after its first record arrived): nothing to start, but
+  the writer's Python competes with the event loop for the GIL
+  (`bench/results/router_overhead.md`). A batch the database refuses is retried and then
+  appended to a spill file.
+
+Either way a bounded number of records may wait (`submit()` then waits: back-pressure, never a
+dropped row), `flush()` waits until the database holds every record submitted before it, and
+`close()` stores everything.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -26,10 +31,13 @@ from larrylab.platform.spill import SpillDir
 
 __all__ = ["LogWriter", "RequestRecord", "WriterBase", "record_from_dict"]
 
+# What feedback needs to know of a request not stored yet: (thread id, experiment, arm).
+Attribution = tuple[str, str | None, str | None]
+
 
 class WriterBase(ABC):
     """What both writers share: the count of records submitted and written, back-pressure,
-    `flush()`, and the records not yet written (feedback may wait for one of them)."""
+    `flush()`, and the attribution of the records not yet written (for their feedback)."""
 
     def __init__(
         self, *, batch_size: int, flush_interval_s: float, queue_size: int, spill_dir: Path
@@ -38,7 +46,7 @@ class WriterBase(ABC):
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._max_depth = queue_size
-        self._pending: set[str] = set()  # ids of the records not yet written
+        self._pending: dict[str, Attribution] = {}  # the records not yet written, by id
         self._submitted = 0
         self._written = 0
         self._progress = asyncio.Condition()
@@ -52,6 +60,10 @@ class WriterBase(ABC):
         """Whether a request was submitted here and is not written yet."""
         return request_id in self._pending
 
+    def pending(self, request_id: str) -> Attribution | None:
+        """(thread id, experiment, arm) of a request submitted here and not written yet."""
+        return self._pending.get(request_id)
+
     async def submit(self, record: RequestRecord) -> None:
         """Queue a record, first waiting while the queue is full (back-pressure, never drop)."""
         while self.depth >= self._max_depth:
@@ -60,7 +72,7 @@ class WriterBase(ABC):
 
     def submit_nowait(self, record: RequestRecord) -> None:
         """Queue a record at once, even past the bound (for cleanup paths that cannot wait)."""
-        self._pending.add(record.id)
+        self._pending[record.id] = (record.thread_id, record.experiment, record.arm)
         self._submitted += 1
         self._enqueue(record)
 
@@ -86,12 +98,14 @@ class WriterBase(ABC):
         async with self._progress:
             await self._progress.wait_for(lambda: self._written >= target)
 
-    async def _done(self, records: list[RequestRecord]) -> None:
-        """Mark records as written (stored or spilled)."""
-        for record in records:
-            self._pending.discard(record.id)
+    async def _done(self, ids: Iterable[str]) -> None:
+        """Mark records as written (stored, or spilled by the thread writer)."""
+        count = 0
+        for request_id in ids:
+            self._pending.pop(request_id, None)
+            count += 1
         async with self._progress:
-            self._written += len(records)
+            self._written += count
             self._progress.notify_all()
 
 
@@ -157,4 +171,4 @@ class LogWriter(WriterBase):
             batch = self._queue[: self._batch_size]
             del self._queue[: self._batch_size]
             await asyncio.to_thread(self._store.write_or_spill, batch)
-            await self._done(batch)
+            await self._done(rec.id for rec in batch)

@@ -75,19 +75,30 @@ def proxied_postgres(postgres_url: str) -> Iterator[tuple[str, TcpProxy]]:
     proxy.cut()
 
 
+def _queue_depth(http: httpx.Client) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("larrylab_log_queue_depth "):
+            return float(line.split()[1])
+    raise AssertionError("no larrylab_log_queue_depth in /metrics")
+
+
 @pytest.mark.postgres
-def test_database_outage_spills_rows_and_replays_them(
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_database_outage_keeps_rows_locally_and_stores_them_later(
     tmp_path: Path,
     fast_sim: LocalProcess,
     proxied_postgres: tuple[str, TcpProxy],
     postgres_url: str,
+    writer: str,
 ) -> None:
     url, proxy = proxied_postgres
     config = _config(tmp_path / "c.yaml", {"gemini-flash": fast_sim.url})
+    spill = tmp_path / "spill"
     env = {
         "LARRYLAB_REPLAY_INTERVAL_S": "0.5",
         "LARRYLAB_LOG_FLUSH_INTERVAL_S": "0.05",
-        "LARRYLAB_SPILL_DIR": str(tmp_path / "spill"),
+        "LARRYLAB_SPILL_DIR": str(spill),
+        "LARRYLAB_LOG_WRITER": writer,
     }
     router = start_router(log_dir=tmp_path, database_url=url, config=config, env=env)
     http = httpx.Client(base_url=router.url, timeout=30)
@@ -108,17 +119,38 @@ def test_database_outage_spills_rows_and_replays_them(
         )
         assert rated.status_code == 202 and rated.json()["spilled"] is True
         assert http.get("/healthz").status_code == 503
-        # spilled, and perhaps already claimed by a replay that waits for the database
-        assert _wait_for(lambda: any((tmp_path / "spill").glob("requests-*.jsonl*")), timeout=20)
+        if writer == "process":
+            # The rows wait in the router's journal; the indexer retries.
+            assert _queue_depth(http) == 10
+            assert any(spill.glob("journal/*/*.jsonl"))
+        else:
+            # spilled, and perhaps already claimed by a replay that waits for the database
+            assert _wait_for(lambda: any(spill.glob("requests-*.jsonl*")), timeout=20)
         proxy.start()  # the database is back
         assert _wait_for(
             lambda: _count(postgres_url, "request") == 15 and _count(postgres_url, "feedback") == 1
         )
-        assert not list((tmp_path / "spill").glob("*.jsonl*"))
+        assert not list(spill.glob("*.jsonl*"))
         assert http.get("/healthz").status_code == 200
+        assert _wait_for(lambda: _queue_depth(http) == 0)
     finally:
         http.close()
         router.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
 
 
 def _group_gone(pgid: int) -> bool:
@@ -131,7 +163,7 @@ def _group_gone(pgid: int) -> bool:
 
 @pytest.mark.parametrize(
     ("writer", "killed"),
-    [("process", "router"), ("process", "router and writer"), ("thread", "router")],
+    [("process", "router"), ("process", "router and indexer"), ("thread", "router")],
 )
 def test_sigkill_loses_at_most_the_last_batch_interval(
     tmp_path: Path, fast_sim: LocalProcess, writer: str, killed: str
@@ -139,12 +171,12 @@ def test_sigkill_loses_at_most_the_last_batch_interval(
     db = f"sqlite:///{tmp_path / 'kill.db'}"
     interval = 0.5
     config = _config(tmp_path / "c.yaml", {"gemini-flash": fast_sim.url})
-    router = start_router(
-        log_dir=tmp_path,
-        database_url=db,
-        config=config,
-        env={"LARRYLAB_LOG_FLUSH_INTERVAL_S": str(interval), "LARRYLAB_LOG_WRITER": writer},
-    )
+    env = {
+        "LARRYLAB_LOG_FLUSH_INTERVAL_S": str(interval),
+        "LARRYLAB_LOG_WRITER": writer,
+        "LARRYLAB_SPILL_DIR": str(tmp_path / "spill"),
+    }
+    router = start_router(log_dir=tmp_path, database_url=db, config=config, env=env)
     finished: list[float] = []
     with httpx.Client(base_url=router.url, timeout=30) as http:
         deadline = time.monotonic() + 3.0
@@ -152,25 +184,41 @@ def test_sigkill_loses_at_most_the_last_batch_interval(
             assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
             finished.append(time.monotonic())
     killed_at = time.monotonic()
-    pgid = router.proc.pid  # the router runs in its own session, its writer process with it
+    pgid = router.proc.pid  # the router runs in its own session (its indexer in another)
+    children = _children(router.proc.pid)
     if killed == "router":
         router.stop(signal.SIGKILL)
     else:
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
         os.killpg(pgid, signal.SIGKILL)
         router.proc.wait(30)
-    assert _wait_for(lambda: _group_gone(pgid)), "a log writer process outlived its router"
+    assert _wait_for(lambda: _group_gone(pgid)), "a process of the router's group outlived it"
+    assert _wait_for(lambda: not any(_alive(p) for p in children)), "the indexer outlived it"
+    if killed == "router and indexer":
+        # The journal outlives both: the next router's indexer adopts and stores it.
+        rows_after_kill = _count(db, "request")
+        (left,) = (tmp_path / "spill" / "journal").iterdir()
+        later = start_router(log_dir=tmp_path / "later", database_url=db, config=config, env=env)
+        try:
+            assert _wait_for(lambda: not left.exists())
+        finally:
+            later.stop()
+        print(
+            f"{rows_after_kill} rows were stored before the kill; the next router adopted the rest"
+        )
     stored = _count(db, "request")
     lost = len(finished) - stored
     recent = sum(1 for t in finished if killed_at - t <= 2 * interval)
+    last_moments = sum(1 for t in finished if killed_at - t <= 0.1)
     print(
         f"SIGKILL of the {killed} ({writer} writer) after {len(finished)} requests: {lost} rows "
-        f"lost; {recent} finished in the last 2 x {interval}s batch interval"
+        f"lost; {recent} finished in the last 2 x {interval}s batch interval, {last_moments} in "
+        "the last 0.1 s"
     )
-    if writer == "process" and killed == "router":
-        # The writer process stores everything it was sent, then exits; the router sends every
-        # 10 ms, so only requests of the last moments before the kill may be missing.
-        last_moments = sum(1 for t in finished if killed_at - t <= 0.1)
-        print(f"{last_moments} finished in the last 0.1 s")
+    if writer == "process":
+        # Each request is in the journal 10 ms after it finished: only those of the last
+        # moments before the kill may be missing.
         assert 0 <= lost <= last_moments
     else:
         assert 0 <= lost <= recent

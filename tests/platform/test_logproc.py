@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,131 @@ def test_a_replay_abandoned_by_its_caller_leaves_the_writer_working(
 
     asyncio.run(go())
     assert _stored(migrated_url) == (60, 60)
+
+
+def test_pending_records_carry_their_attribution(migrated_url: str, tmp_path: Path) -> None:
+    records = _records(30, seed=7)
+
+    async def go() -> None:
+        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path, flush_interval_s=0.05)
+        await writer.start()
+        for rec in records:
+            writer.submit_nowait(rec)
+        first = records[0]
+        assert writer.pending(first.id) == (first.thread_id, first.experiment, first.arm)
+        await writer.flush()
+        assert writer.pending(first.id) is None
+        await writer.close()
+
+    asyncio.run(go())
+
+
+def _nice(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
+def test_segments_rotate_and_the_indexer_runs_at_lower_priority(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    records = _records(300, seed=8)
+
+    async def go() -> tuple[int, int]:
+        writer = ProcessLogWriter(
+            migrated_url, spill_dir=tmp_path, flush_interval_s=0.02, nice=7, segment_bytes=4000
+        )
+        await writer.start()
+        assert writer.pid is not None and writer.journal_folder is not None
+        for i, rec in enumerate(records):
+            await writer.submit(rec)
+            if i % 10 == 0:
+                await asyncio.sleep(0.011)  # one append per 10 ms
+        await writer.flush()
+        niceness = _nice(writer.pid)
+        segments_left = len(list(writer.journal_folder.glob("*.jsonl")))
+        await writer.close()
+        assert not writer.journal_folder.exists()
+        return niceness, segments_left
+
+    niceness, segments_left = asyncio.run(go())
+    assert niceness == os.nice(0) + 7
+    assert segments_left <= 2  # stored segments are deleted (300 records made about 30)
+    assert _stored(migrated_url) == (300, 300)
+    _rollup_matches_a_recount(migrated_url)
+
+
+def test_the_journal_of_a_dead_router_is_adopted(migrated_url: str, tmp_path: Path) -> None:
+    from larrylab.platform.journal import JournalWriter
+
+    orphan = _records(120, seed=9)
+    other = _records(5, seed=10)
+    root = tmp_path / "journal"
+    dead = JournalWriter(root, migrated_url)  # a router SIGKILLed with its indexer
+    dead.append(orphan[:100])
+    dead.append(orphan[100:])
+    with (sorted(dead.directory.glob("*.jsonl"))[-1]).open("ab") as fh:
+        fh.write(b'["chatcmpl-cut-short", "t1"')  # a line cut short by the crash
+    dead.release()
+    foreign = JournalWriter(root, "sqlite:///another-database.db")
+    foreign.append(other)
+    foreign.release()
+
+    async def go() -> None:
+        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path, flush_interval_s=0.02)
+        await writer.start()
+        for _ in range(300):
+            if not dead.directory.exists():
+                break
+            await asyncio.sleep(0.05)
+        await writer.close()
+
+    asyncio.run(go())
+    assert not dead.directory.exists()
+    assert foreign.directory.exists(), "another database's journal is left alone"
+    assert _stored(migrated_url) == (120, 120)
+    _rollup_matches_a_recount(migrated_url)
+
+
+def test_rows_wait_in_the_journal_while_the_database_is_away(tmp_path: Path) -> None:
+    from larrylab.platform.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'late.db'}"  # not migrated yet: every write fails
+    records = _records(80, seed=11)
+
+    async def go() -> None:
+        writer = ProcessLogWriter(url, spill_dir=tmp_path / "spill", flush_interval_s=0.02)
+        await writer.start()
+        for rec in records:
+            writer.submit_nowait(rec)
+        await asyncio.sleep(1.0)
+        assert writer.depth == 80  # nothing stored, nothing lost
+        await asyncio.to_thread(upgrade, url)
+        await asyncio.wait_for(writer.flush(), timeout=30)
+        await writer.close()
+
+    asyncio.run(go())
+    assert _stored(url) == (80, 80)
+    assert not list((tmp_path / "spill").glob("*.jsonl"))  # no spill file: the journal held them
+
+
+def test_a_flush_or_a_nearly_full_backlog_does_not_wait_for_the_interval(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    records = _records(300, seed=12)
+
+    async def go() -> float:
+        # The indexer's interval is a minute; at most 40 rows may wait.
+        writer = ProcessLogWriter(
+            migrated_url, spill_dir=tmp_path, flush_interval_s=60, queue_size=40
+        )
+        await writer.start()
+        t0 = time.monotonic()
+        for rec in records:
+            await writer.submit(rec)
+        await writer.flush()
+        elapsed = time.monotonic() - t0
+        await writer.close()
+        return elapsed
+
+    assert asyncio.run(go()) < 30
+    assert _stored(migrated_url) == (300, 300)

@@ -118,16 +118,21 @@ class RouterApp(FastAPI):
 
 
 def _writer(settings: Settings, engine: Engine) -> WriterBase:
-    """The log writer `settings.log_writer` names: a child process (default) or a thread."""
+    """The log writer `settings.log_writer` names: a journal stored by a child process of lower
+    priority (default), or a thread of the router's process."""
     options: dict[str, Any] = {
         "batch_size": settings.log_batch_size,
         "flush_interval_s": settings.log_flush_interval_s,
-        "queue_size": settings.log_queue_size,
         "spill_dir": Path(settings.spill_dir),
     }
     if settings.log_writer == "process":
-        return ProcessLogWriter(settings.database_url, **options)
-    return LogWriter(engine, **options)
+        return ProcessLogWriter(
+            settings.database_url,
+            queue_size=settings.log_journal_max_rows,
+            nice=settings.log_indexer_nice,
+            **options,
+        )
+    return LogWriter(engine, queue_size=settings.log_queue_size, **options)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
@@ -19,7 +20,12 @@ from larrylab.platform.feedback import (
     attribute_thread,
     upsert_feedback,
 )
+from larrylab.platform.ids import request_age_s
 from larrylab.platform.models import utcnow
+
+# A rating for a request id of the last minute that is not stored yet waits this long for it.
+_RECENT_S = 60.0
+_WAIT_FOR_OTHERS_S = 3.0
 
 router = APIRouter(
     dependencies=[Depends(require_client)],
@@ -29,12 +35,18 @@ router = APIRouter(
 
 
 async def _find_request(state: RouterState, request_id: str) -> Attribution | None:
-    if state.writer.is_pending(request_id):
-        await state.writer.flush()
+    if (pending := state.writer.pending(request_id)) is not None:
+        return Attribution(*pending)  # served here, not stored yet: no need to wait for it
     found = await asyncio.to_thread(attribute_request, state.engine, request_id)
-    if found is None and request_id.startswith("chatcmpl-"):
-        # Another worker may still hold the row in its batch: give it one flush interval more.
-        await asyncio.sleep(state.settings.log_flush_interval_s * 2)
+    age = request_age_s(request_id)
+    if found is not None or age is None or not 0 <= age < _RECENT_S:
+        return found
+    # Served by another worker a moment ago: its row may still wait in that worker's journal.
+    deadline = time.monotonic() + _WAIT_FOR_OTHERS_S
+    delay = state.settings.log_flush_interval_s
+    while found is None and time.monotonic() < deadline:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
         found = await asyncio.to_thread(attribute_request, state.engine, request_id)
     return found
 

@@ -1,0 +1,283 @@
+"""The request journal: finished requests appended to local files first, stored in the database
+after, by a process of lower CPU priority (`logproc`).
+
+Storing a request (its row, the new transcript messages, the thread, the rollups) costs several
+times the router's own work per request (`bench/results/router_overhead.md`). Appending it to a
+file costs about a microsecond. So the router appends, and an indexer process stores what the
+journal holds when the CPU allows; under saturation serving comes first and the store lags, up
+to a bound (`log_journal_max_rows`) past which the router waits for the indexer.
+
+Layout: one folder per router process under the journal root, named
+`<database key>-<host>-<pid>-<random>`, holding
+- `writer.lock`: locked (`flock`) by the router for its whole life;
+- `indexer.lock`: locked by the indexer that stores this folder;
+- segments `00000001.jsonl`, ...: a header line (`{"larrylab_journal": 1, "fields": [...]}`),
+  then one JSON array of field values per request;
+- `checkpoint.json`: the segment and byte offset stored so far, and the rows stored in all.
+
+A folder neither lock holds belongs to a router and indexer that are gone (a SIGKILL): any
+indexer for the same database adopts it, stores what it holds and deletes it. A line cut short
+by a crash is skipped. The database key keeps routers of different databases that share a
+journal root apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy.engine import make_url
+
+from larrylab.platform.logstore import RECORD_FIELDS, RequestRecord, record_values
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+_WRITER_LOCK = "writer.lock"
+_INDEXER_LOCK = "indexer.lock"
+_CHECKPOINT = "checkpoint.json"
+_SUFFIX = ".jsonl"
+_TIME_FIELDS = frozenset({"created_at", "finished_at"})
+
+
+def database_key(database_url: str) -> str:
+    """A short key naming one database (its URL without the password; SQLite paths resolved)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        url = url.set(database=str(Path(url.database).resolve()))
+    text = url.render_as_string(hide_password=True)
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open, exclusively locked descriptor on `path`, or None if another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _segment_name(seq: int) -> str:
+    return f"{seq:08d}{_SUFFIX}"
+
+
+def segments(directory: Path) -> list[tuple[int, Path]]:
+    """The folder's segments, oldest first."""
+    out = []
+    for path in directory.glob(f"*{_SUFFIX}"):
+        if path.stem.isdigit():
+            out.append((int(path.stem), path))
+    return sorted(out)
+
+
+def encode(records: Sequence[RequestRecord]) -> bytes:
+    """Journal lines for `records`."""
+    return b"".join([orjson.dumps(record_values(r)) + b"\n" for r in records])
+
+
+class JournalWriter:
+    """The router's side: appends records to its own folder, in segments of about
+    `segment_bytes`. Not thread-safe (the router appends from its event loop)."""
+
+    def __init__(self, root: Path, database_url: str, *, segment_bytes: int = 64 << 20) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"{database_key(database_url)}-{socket.gethostname()}-{os.getpid()}"
+        self.directory = root / f"{name}-{secrets.token_hex(3)}"
+        self.directory.mkdir()
+        lock = _try_lock(self.directory / _WRITER_LOCK)
+        assert lock is not None, "a new journal folder is locked by no one else"
+        self._lock: int | None = lock
+        self._segment_bytes = segment_bytes
+        self._seq = 0
+        self._fd = -1
+        self._size = 0
+        self.rows = 0  # appended in all
+        self._open_next()
+
+    def _open_next(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._seq += 1
+        path = self.directory / _segment_name(self._seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        header = orjson.dumps({"larrylab_journal": VERSION, "fields": RECORD_FIELDS}) + b"\n"
+        self._size = 0
+        self._write(header)
+
+    def _write(self, data: bytes) -> None:
+        """Write all of `data` or nothing (a failed write is cut off again, so that no torn
+        line is left between whole ones)."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+
+    def append(self, records: Sequence[RequestRecord]) -> None:
+        """Append records (raises OSError, with nothing appended, if the disk refuses)."""
+        self._write(encode(records))
+        self.rows += len(records)
+        if self._size >= self._segment_bytes:
+            self._open_next()
+
+    def close(self) -> None:
+        """Close the current segment; the folder stays locked until `release()`."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def release(self) -> None:
+        """Unlock the folder (after its indexer has stored and removed it, or exited)."""
+        self.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """How far a folder was stored: the segment, the byte offset in it, the rows in all."""
+
+    segment: int = 1
+    offset: int = 0
+    rows: int = 0
+
+    @classmethod
+    def load(cls, directory: Path) -> Checkpoint:
+        """The folder's checkpoint (the start if it has none)."""
+        try:
+            data = orjson.loads((directory / _CHECKPOINT).read_bytes())
+        except FileNotFoundError:
+            return cls()
+        return cls(int(data["segment"]), int(data["offset"]), int(data["rows"]))
+
+    def save(self, directory: Path) -> None:
+        """Replace the folder's checkpoint atomically."""
+        tmp = directory / f"{_CHECKPOINT}.tmp"
+        data = {"segment": self.segment, "offset": self.offset, "rows": self.rows}
+        tmp.write_bytes(orjson.dumps(data))
+        os.replace(tmp, directory / _CHECKPOINT)
+
+
+def _record(fields: Sequence[str], values: list[Any]) -> RequestRecord:
+    row = dict(zip(fields, values, strict=True))
+    for key in _TIME_FIELDS:
+        if isinstance(row.get(key), str):
+            row[key] = datetime.fromisoformat(row[key])
+    known = {k: v for k, v in row.items() if k in RECORD_FIELDS}
+    return RequestRecord(**known)
+
+
+class SegmentReader:
+    """Reads the whole lines of one segment from an offset on; a line still being written (or
+    cut short by a crash) is left for later."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fields: tuple[str, ...] | None = None
+        self._header_bytes = 0
+        self.skipped = 0  # lines that did not parse
+
+    def read(self, offset: int, max_rows: int) -> tuple[list[RequestRecord], int]:
+        """Up to `max_rows` records from `offset`, and the offset after them."""
+        with self.path.open("rb") as fh:
+            if self.fields is None:
+                header = fh.readline()
+                if not header.endswith(b"\n"):
+                    return [], offset
+                self.fields = tuple(orjson.loads(header)["fields"])
+                self._header_bytes = len(header)
+            offset = max(offset, self._header_bytes)
+            fh.seek(offset)
+            records: list[RequestRecord] = []
+            while len(records) < max_rows:
+                line = fh.readline()
+                if not line.endswith(b"\n"):
+                    break
+                offset += len(line)
+                try:
+                    records.append(_record(self.fields, orjson.loads(line)))
+                except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                    self.skipped += 1
+                    log.error("skipping an unreadable journal line in %s: %s", self.path, exc)
+        return records, offset
+
+    def tail_bytes(self, offset: int) -> int:
+        """Bytes after `offset` (a torn last line, once the writer is gone)."""
+        return max(0, self.path.stat().st_size - offset)
+
+
+@contextlib.contextmanager
+def adopted(root: Path, database_url: str, skip: Path) -> Iterator[list[Path]]:
+    """Folders under `root` for the same database whose router and indexer are gone, locked
+    for the caller while it stores them (`skip`: the caller's own folder)."""
+    prefix = database_key(database_url) + "-"
+    held: list[tuple[Path, int]] = []
+    try:
+        if root.is_dir():
+            for directory in sorted(root.iterdir()):
+                if directory == skip or not directory.name.startswith(prefix):
+                    continue
+                try:
+                    writer = _try_lock(directory / _WRITER_LOCK)
+                except OSError:  # removed meanwhile, or not a folder
+                    continue
+                if writer is None:
+                    continue
+                os.close(writer)  # the writer is gone for good; the indexer lock decides
+                try:
+                    fd = _try_lock(directory / _INDEXER_LOCK)
+                except OSError:
+                    continue
+                if fd is None:
+                    continue
+                if not directory.is_dir():  # deleted by its indexer just before
+                    os.close(fd)
+                    continue
+                held.append((directory, fd))
+        yield [d for d, _ in held]
+    finally:
+        for _, fd in held:
+            os.close(fd)
+
+
+def lock_for_indexing(directory: Path) -> int | None:
+    """Lock a folder as its indexer (None if another indexer holds it)."""
+    return _try_lock(directory / _INDEXER_LOCK)
+
+
+def remove(directory: Path) -> None:
+    """Delete a folder that was stored entirely."""
+    for path in directory.iterdir():
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
+def writer_alive(directory: Path) -> bool:
+    """Whether the router that writes a folder still runs (holds its lock)."""
+    try:
+        fd = _try_lock(directory / _WRITER_LOCK)
+    except FileNotFoundError:
+        return False
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
