@@ -105,7 +105,6 @@ class JournalWriter:
         self._seq = 0
         self._fd = -1
         self._size = 0
-        self.rows = 0  # appended in all
         self._open_next()
 
     def _open_next(self) -> None:
@@ -133,7 +132,6 @@ class JournalWriter:
     def append(self, records: Sequence[RequestRecord]) -> None:
         """Append records (raises OSError, with nothing appended, if the disk refuses)."""
         self._write(encode(records))
-        self.rows += len(records)
         if self._size >= self._segment_bytes:
             self._open_next()
 
@@ -269,15 +267,3 @@ def remove(directory: Path) -> None:
         path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         directory.rmdir()
-
-
-def writer_alive(directory: Path) -> bool:
-    """Whether the router that writes a folder still runs (holds its lock)."""
-    try:
-        fd = _try_lock(directory / _WRITER_LOCK)
-    except FileNotFoundError:
-        return False
-    if fd is None:
-        return True
-    os.close(fd)
-    return False

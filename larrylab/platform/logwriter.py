@@ -56,10 +56,6 @@ class WriterBase(ABC):
         """Records submitted but not yet written."""
         return self._submitted - self._written
 
-    def is_pending(self, request_id: str) -> bool:
-        """Whether a request was submitted here and is not written yet."""
-        return request_id in self._pending
-
     def pending(self, request_id: str) -> Attribution | None:
         """(thread id, experiment, arm) of a request submitted here and not written yet."""
         return self._pending.get(request_id)

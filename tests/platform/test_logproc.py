@@ -50,7 +50,7 @@ def test_every_record_is_stored_once(migrated_url: str, tmp_path: Path) -> None:
         for rec in records:
             await writer.submit(rec)
         await writer.flush()
-        assert writer.depth == 0 and not writer.is_pending(records[-1].id)
+        assert writer.depth == 0 and writer.pending(records[-1].id) is None
         await writer.close()
 
     asyncio.run(go())
