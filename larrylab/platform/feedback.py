@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, select, text
 
@@ -23,9 +22,9 @@ class NotFoundError(LookupError):
     """The request or thread a rating names does not exist."""
 
 
-@dataclass(frozen=True, slots=True)
-class Attribution:
-    """Where a rating belongs: its thread and the experiment arm that served it."""
+class Attribution(NamedTuple):
+    """Where a rating belongs: its thread and the experiment arm that served it (a tuple: the
+    log writers keep one per request not stored yet)."""
 
     thread_id: str
     experiment: str | None

@@ -21,8 +21,10 @@ def request_id() -> str:
 
 def request_age_s(request_id: str) -> float | None:
     """Seconds since a request id of `request_id()`'s form was made (None for other ids)."""
+    if not request_id.startswith("chatcmpl-"):
+        return None
     stamp = request_id.removeprefix("chatcmpl-")[:12]
-    if stamp == request_id[:12] or len(stamp) != 12:
+    if len(stamp) != 12:
         return None
     try:
         millis = int(stamp, 16)

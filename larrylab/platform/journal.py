@@ -174,13 +174,22 @@ class Checkpoint:
         os.replace(tmp, directory / _CHECKPOINT)
 
 
-def _record(fields: Sequence[str], values: list[Any]) -> RequestRecord:
+_TIME_INDEXES = tuple(i for i, name in enumerate(RECORD_FIELDS) if name in _TIME_FIELDS)
+_KNOWN_FIELDS = frozenset(RECORD_FIELDS)
+
+
+def _record(fields: Sequence[str] | None, values: list[Any]) -> RequestRecord:
+    """A record from one journal line; `fields` None: the line has this version's fields."""
+    if fields is None:
+        for i in _TIME_INDEXES:
+            if isinstance(values[i], str):
+                values[i] = datetime.fromisoformat(values[i])
+        return RequestRecord(*values)
     row = dict(zip(fields, values, strict=True))
     for key in _TIME_FIELDS:
         if isinstance(row.get(key), str):
             row[key] = datetime.fromisoformat(row[key])
-    known = {k: v for k, v in row.items() if k in RECORD_FIELDS}
-    return RequestRecord(**known)
+    return RequestRecord(**{k: v for k, v in row.items() if k in _KNOWN_FIELDS})
 
 
 class SegmentReader:
@@ -189,18 +198,19 @@ class SegmentReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fields: tuple[str, ...] | None = None
-        self._header_bytes = 0
+        self._header_bytes = 0  # 0 until the header line was read
+        self._fields: tuple[str, ...] | None = None  # None: this version's fields
         self.skipped = 0  # lines that did not parse
 
     def read(self, offset: int, max_rows: int) -> tuple[list[RequestRecord], int]:
         """Up to `max_rows` records from `offset`, and the offset after them."""
         with self.path.open("rb") as fh:
-            if self.fields is None:
+            if not self._header_bytes:
                 header = fh.readline()
                 if not header.endswith(b"\n"):
                     return [], offset
-                self.fields = tuple(orjson.loads(header)["fields"])
+                fields = tuple(orjson.loads(header)["fields"])
+                self._fields = None if fields == RECORD_FIELDS else fields
                 self._header_bytes = len(header)
             offset = max(offset, self._header_bytes)
             fh.seek(offset)
@@ -211,7 +221,7 @@ class SegmentReader:
                     break
                 offset += len(line)
                 try:
-                    records.append(_record(self.fields, orjson.loads(line)))
+                    records.append(_record(self._fields, orjson.loads(line)))
                 except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
                     self.skipped += 1
                     log.error("skipping an unreadable journal line in %s: %s", self.path, exc)

@@ -26,13 +26,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from larrylab.platform.feedback import Attribution
 from larrylab.platform.logstore import BatchStore, RequestRecord, record_from_dict
 from larrylab.platform.spill import SpillDir
 
 __all__ = ["LogWriter", "RequestRecord", "WriterBase", "record_from_dict"]
-
-# What feedback needs to know of a request not stored yet: (thread id, experiment, arm).
-Attribution = tuple[str, str | None, str | None]
 
 
 class WriterBase(ABC):
@@ -57,7 +55,7 @@ class WriterBase(ABC):
         return self._submitted - self._written
 
     def pending(self, request_id: str) -> Attribution | None:
-        """(thread id, experiment, arm) of a request submitted here and not written yet."""
+        """The attribution of a request submitted here and not written yet."""
         return self._pending.get(request_id)
 
     async def submit(self, record: RequestRecord) -> None:
@@ -68,7 +66,7 @@ class WriterBase(ABC):
 
     def submit_nowait(self, record: RequestRecord) -> None:
         """Queue a record at once, even past the bound (for cleanup paths that cannot wait)."""
-        self._pending[record.id] = (record.thread_id, record.experiment, record.arm)
+        self._pending[record.id] = Attribution(record.thread_id, record.experiment, record.arm)
         self._submitted += 1
         self._enqueue(record)
 

@@ -7,6 +7,7 @@ import errno
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from larrylab.platform import journal
@@ -107,3 +108,15 @@ def test_a_reader_read_again_from_the_start_skips_the_header(tmp_path: Path) -> 
     again, _ = reader.read(0, 100)  # the store refused the batch: it is read again
     assert first == again == records
     assert reader.skipped == 0
+
+
+def test_a_segment_with_other_fields_reads_by_name(tmp_path: Path) -> None:
+    """A journal written by another version: fields in another order, one this one lacks."""
+    rec = _records(3, seed=5)[0]
+    fields = [*reversed(journal.RECORD_FIELDS), "added_later"]
+    values = [*reversed(journal.record_values(rec)), "ignored"]
+    path = tmp_path / "00000001.jsonl"
+    header = {"larrylab_journal": 1, "fields": fields}
+    path.write_bytes(orjson.dumps(header) + b"\n" + orjson.dumps(values) + b"\n")
+    records, _ = SegmentReader(path).read(0, 10)
+    assert records == [rec]

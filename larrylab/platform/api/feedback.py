@@ -36,7 +36,7 @@ router = APIRouter(
 
 async def _find_request(state: RouterState, request_id: str) -> Attribution | None:
     if (pending := state.writer.pending(request_id)) is not None:
-        return Attribution(*pending)  # served here, not stored yet: no need to wait for it
+        return pending  # served here, not stored yet: no need to wait for it
     found = await asyncio.to_thread(attribute_request, state.engine, request_id)
     age = request_age_s(request_id)
     if found is not None or age is None or not 0 <= age < _RECENT_S:
