@@ -40,8 +40,6 @@ from larrylab.platform.summary import ArmSummary
 T = TypeVar("T")
 TTL_S = 10.0
 HISTOGRAM_BINS = 40
-SAMPLE_ABOVE = 200_000
-SAMPLE_ROWS = 100_000
 
 
 def database_url() -> str:
@@ -140,7 +138,6 @@ class ExperimentData:
     analysis: ExperimentAnalysis | None
     latency_bins: list[insights.HistogramBin]
     histogram_upper: float
-    histogram_sample_percent: float | None
     ratings: list[insights.RatingCount]
     series: list[insights.SeriesPoint]
     bucket_s: int
@@ -154,25 +151,19 @@ def round_up(value: float) -> float:
     return float(next(m * scale for m in (1, 2, 5, 10) if m * scale >= value))
 
 
-def histogram_range(eng: Engine, experiment: str) -> tuple[float, float | None]:
-    """Latency histogram range and sampling, from the running totals (no row is read).
-
-    The range is a round number above every arm's mean + 3 standard deviations. Above
-    `SAMPLE_ABOVE` successful requests the histogram counts a block sample of about
-    `SAMPLE_ROWS` of them (its percentage is returned; None: count every row).
-    """
+def histogram_range(eng: Engine, experiment: str) -> float:
+    """The latency histogram's upper bound, from the running totals (no row is read): a round
+    number above every arm's mean + 3 standard deviations."""
     with eng.connect() as conn:
         totals = read_rollup(conn, experiment)
-    bounds, rows = [0.0], 0
+    bounds = [0.0]
     for metrics in totals.values():
         stats = SampleStats(*metrics.get(LATENCY, (0, 0.0, 0.0)))
-        rows += stats.n
         if stats.n >= 2:
             bounds.append(stats.mean + 3 * stats.std)
         elif stats.n == 1:
             bounds.append(stats.mean * 2)
-    upper = round_up(max(bounds)) if max(bounds) > 0 else 1000.0
-    return upper, (100.0 * SAMPLE_ROWS / rows if rows > SAMPLE_ABOVE else None)
+    return round_up(max(bounds)) if max(bounds) > 0 else 1000.0
 
 
 def _in_session(eng: Engine, fn: Callable[..., T]) -> T:
@@ -201,7 +192,7 @@ def load_experiment(url: str, name: str, window_days: int | None = 7) -> Experim
     arms = arms_of(exp)
     start, end = series_span(exp, utcnow(), window_days)
     bucket_s = insights.bucket_seconds(start, end)
-    upper, sample_percent = histogram_range(eng, name)
+    upper = histogram_range(eng, name)
     with ThreadPoolExecutor(max_workers=4) as pool:
         summaries = pool.submit(
             _in_session, eng, partial(insights.arm_summaries, experiment=name, arms=arms)
@@ -214,7 +205,6 @@ def load_experiment(url: str, name: str, window_days: int | None = 7) -> Experim
                 experiment=name,
                 upper=upper,
                 bins=HISTOGRAM_BINS,
-                sample_percent=sample_percent,
             ),
         )
         series = pool.submit(
@@ -232,7 +222,6 @@ def load_experiment(url: str, name: str, window_days: int | None = 7) -> Experim
             analysis,
             bins.result(),
             upper,
-            sample_percent if eng.dialect.name == "postgresql" else None,
             ratings.result(),
             series.result(),
             bucket_s,

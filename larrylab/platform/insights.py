@@ -2,13 +2,11 @@
 
 Each function reads one aggregate with one or a few grouped queries and returns small typed
 rows; none loads request rows into Python. Time buckets and histogram bins are computed by the
-database; exact percentiles walk the covering index (experiment, arm, status, column) from its
-nearer end instead of sorting each arm (PostgreSQL's `percentile_cont` sorts).
+database; per-arm counts, percentiles and latency histograms come from the rollups (`rollup`).
 """
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -21,28 +19,17 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    literal,
     select,
-    tablesample,
 )
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
+from larrylab.platform import sketch
 from larrylab.platform.analysis import ExperimentAnalysis, analyze
 from larrylab.platform.experiments import list_experiments
 from larrylab.platform.models import AuditEvent, Feedback, RequestLog, utcnow
-from larrylab.platform.rollup import (
-    ERRORS,
-    FALLBACKS,
-    HIGH,
-    LATENCY,
-    REQUESTS,
-    SCORE,
-    THREADS,
-    TTFT,
-    read_rollup,
-)
-from larrylab.platform.summary import PERCENTILES, ArmSummary, Percentiles
+from larrylab.platform.rollup import read_buckets
+from larrylab.platform.summary import ArmSummary, summarize_on
 
 # The error class the router logs on a request rerouted because its model's breaker was open.
 CIRCUIT_OPEN = "circuit_open"
@@ -206,42 +193,30 @@ def latency_histogram(
     upper: float,
     bins: int = 40,
     column: Literal["latency_ms", "ttft_ms"] = "latency_ms",
-    sample_percent: float | None = None,
 ) -> list[HistogramBin]:
-    """Successful requests per arm in `bins` equal bins over [0, upper) plus one overflow bin.
-
-    With `sample_percent`, PostgreSQL counts a repeatable block sample of the table
-    (`TABLESAMPLE SYSTEM`): the shape of a large distribution for a tenth of the reads. SQLite
-    always counts every row.
-    """
+    """Successful requests per arm in `bins` equal bins over [0, upper) plus one overflow bin
+    (empty bins left out), from the latency buckets: a value lands in the bin of its bucket's
+    value, within 1% of its own (`platform.sketch`)."""
     if upper <= 0 or bins < 1:
         raise ValueError("a histogram needs a positive upper bound and at least one bin")
-    conn = _conn(session)
-    table = RequestLog.__table__  # type: ignore[attr-defined]
-    if sample_percent is not None and conn.dialect.name == "postgresql":
-        percent = min(100.0, max(0.01, sample_percent))
-        table = tablesample(table, func.system(percent), seed=literal(1))
-    c = table.c
-    col = c[column]
     width = upper / bins
-    # Bin index in SQL: floor(value / width), capped at `bins` (the overflow bin).
-    raw = _floor(conn, col / width)
-    idx = case((raw >= bins, bins), (raw < 0, 0), else_=raw).label("bin")
-    rows = conn.execute(
-        select(c.arm, idx, func.count())
-        .where(c.experiment == experiment, c.status == "ok", col.is_not(None))
-        .group_by(c.arm, "bin")
-        .order_by(c.arm, "bin")
-    )
-    return [
-        HistogramBin(
-            arm=arm,
-            lower=int(i) * width,
-            upper=None if int(i) >= bins else (int(i) + 1) * width,
-            count=n,
+    out: list[HistogramBin] = []
+    for arm, counts in sorted(read_buckets(_conn(session), experiment, column).items()):
+        per_bin: dict[int, int] = {}
+        for b, n in counts:
+            i = min(bins, int(sketch.bucket_value(b) / width))
+            per_bin[i] = per_bin.get(i, 0) + n
+        out.extend(
+            HistogramBin(
+                arm=arm,
+                lower=i * width,
+                upper=None if i >= bins else (i + 1) * width,
+                count=n,
+            )
+            for i, n in sorted(per_bin.items())
+            if n
         )
-        for arm, i, n in rows
-    ]
+    return out
 
 
 class RatingCount(BaseModel):
@@ -264,106 +239,9 @@ def rating_histogram(*, session: Session, experiment: str) -> list[RatingCount]:
     return [RatingCount(arm=a, score=s, count=n) for a, s, n in rows]
 
 
-def _order_statistics(
-    conn: Connection, where: list[ColumnElement[bool]], col: Any, n: int, k: int
-) -> tuple[float, float | None] | None:
-    """The k-th and (k+1)-th smallest of n values (0-based), walking from the nearer end.
-
-    None when there are fewer values than `n` says.
-    """
-    base = select(col).where(*where, col.is_not(None))
-    if k < n / 2:
-        values = conn.execute(base.order_by(col.asc()).limit(2).offset(k)).scalars().all()
-        if not values:
-            return None
-        return float(values[0]), float(values[1]) if len(values) > 1 else None
-    # From the top: the (k+1)-th smallest is the (n-2-k)-th largest.
-    offset = n - 2 - k
-    limit = 1 if offset < 0 else 2
-    values = (
-        conn.execute(base.order_by(col.desc()).limit(limit).offset(max(offset, 0))).scalars().all()
-    )
-    if len(values) < limit:
-        return None
-    return (float(values[0]), None) if limit == 1 else (float(values[1]), float(values[0]))
-
-
-def _walk(
-    conn: Connection, where: list[ColumnElement[bool]], col: Any, n: int
-) -> Percentiles | None:
-    values = []
-    for p in PERCENTILES:
-        pos = p * (n - 1)
-        lo = math.floor(pos)
-        found = _order_statistics(conn, where, col, n, lo)
-        if found is None:
-            return None
-        low, high = found
-        values.append(low if high is None or pos == lo else low + (high - low) * (pos - lo))
-    return Percentiles(p50=values[0], p95=values[1], p99=values[2])
-
-
-def arm_percentiles(
-    *,
-    session: Session,
-    experiment: str,
-    column: Literal["latency_ms", "ttft_ms"],
-    counts: dict[str, int] | None = None,
-) -> dict[str, Percentiles]:
-    """Exact p50/p95/p99 of `column` per arm over successful requests (as `percentile_cont`).
-
-    `counts` (values per arm, e.g. from the running totals) saves counting the rows; an arm
-    whose count turns out too high is counted again.
-    """
-    conn = _conn(session)
-    c = _req()
-    col = c[column]
-    where = [c.experiment == experiment, c.status == "ok"]
-
-    def count_rows() -> dict[str, int]:
-        q = select(c.arm, func.count(col)).where(*where, col.is_not(None)).group_by(c.arm)
-        return {arm: n for arm, n in conn.execute(q) if arm is not None}
-
-    known = counts if counts is not None else count_rows()
-    out: dict[str, Percentiles] = {}
-    for arm, n in known.items():
-        pct = _walk(conn, [*where, c.arm == arm], col, n) if n else None
-        if pct is None and counts is not None:
-            recount = count_rows().get(arm, 0)
-            pct = _walk(conn, [*where, c.arm == arm], col, recount) if recount else None
-        if pct is not None:
-            out[arm] = pct
-    return out
-
-
 def arm_summaries(*, session: Session, experiment: str, arms: Arms) -> list[ArmSummary]:
-    """The same per-arm summary as `summary.summarize`, with percentiles by index walks."""
-    out = {name: ArmSummary(arm=name, control=ctl, weight=w) for name, ctl, w in arms}
-    empty = (0, 0.0, 0.0)
-    rollup = read_rollup(_conn(session), experiment)
-    for arm, totals in rollup.items():
-        s = out.setdefault(arm, ArmSummary(arm=arm, control=False, weight=0.0))
-        s.requests = totals.get(REQUESTS, empty)[0]
-        s.threads = totals.get(THREADS, empty)[0]
-        s.errors = round(totals.get(ERRORS, empty)[1])
-        s.fallbacks = round(totals.get(FALLBACKS, empty)[1])
-        n, total, _ = totals.get(SCORE, empty)
-        s.feedback_count = n
-        if n:
-            s.mean_score = total / n
-            s.high_rating_share = totals.get(HIGH, empty)[1] / n
-    columns: tuple[tuple[Literal["latency_ms", "ttft_ms"], str], ...] = (
-        ("latency_ms", LATENCY),
-        ("ttft_ms", TTFT),
-    )
-    for column, metric in columns:
-        # The running totals count these values in the transaction that stores the rows.
-        counts = {arm: totals[metric][0] for arm, totals in rollup.items() if metric in totals}
-        pcts = arm_percentiles(session=session, experiment=experiment, column=column, counts=counts)
-        for arm, pct in pcts.items():
-            if arm in out:
-                setattr(out[arm], column, pct)
-    return list(out.values())
+    """The per-arm summary of `summary.summarize`, on the session's connection."""
+    return summarize_on(_conn(session), experiment, arms)
 
 
 class BreakerSignal(BaseModel):

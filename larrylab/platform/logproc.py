@@ -501,7 +501,7 @@ def main() -> None:
 
     from larrylab.platform.db import make_engine
 
-    engine = make_engine(config["database_url"], pool_size=1)
+    engine = make_engine(config["database_url"], pool_size=1, bulk_writer=True)
     store = BatchStore(engine, SpillDir(Path(config["spill_dir"])))
     indexer = _Indexer(store, answers, config)
     try:

@@ -120,7 +120,7 @@ class _Statements:
             thread=insert(
                 "thread", _THREAD_COLUMNS, "(id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
             ),
-            message=insert("message", _MESSAGE_COLUMNS, "(id) DO NOTHING"),
+            message=insert("message", _MESSAGE_COLUMNS, "(thread_id, id) DO NOTHING"),
             request=insert("request", _REQUEST_COLUMNS, "(id) DO NOTHING"),
             to_db_time=process or (lambda value: value),
         )

@@ -5,18 +5,21 @@ thousand requests and at a million.
 each batch's request metrics in the same transaction as the rows (counting only rows actually
 inserted, so replays never count twice); a rating adds or adjusts the rating metrics in the
 transaction that stores it. `arm_thread` records each (experiment, arm, thread) once, which
-gives distinct threads per arm. `rebuild_rollups` recomputes everything from the raw rows.
+gives distinct threads per arm. `arm_latency` counts successful requests per latency bucket
+(`sketch`), for percentiles and histograms. `rebuild_rollups` recomputes everything from the
+raw rows.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, select
 
-from larrylab.platform.models import ArmStat, ArmThread, Feedback, RequestLog
+from larrylab.platform import sketch
+from larrylab.platform.models import ArmLatency, ArmStat, ArmThread, Feedback, RequestLog
 from larrylab.platform.sqlutil import insert_for
 
 # Metric names in arm_stat.
@@ -31,6 +34,7 @@ SCORE, HIGH, RATED, THREADS = "mean_score", "high_rating_share", "rated_requests
 
 Totals = dict[tuple[str, str, str], list[float]]
 Pair = tuple[str, str, str]  # (experiment, arm, thread id)
+Buckets = Counter[tuple[str, str, str, int]]  # (experiment, arm, metric, bucket) -> count
 
 
 def _table(model: Any) -> Any:
@@ -59,6 +63,49 @@ def request_totals(rows: Iterable[dict[str, Any]]) -> Totals:
             if r.get("ttft_ms") is not None:
                 _add(totals, (exp, arm, TTFT), 1, float(r["ttft_ms"]))
     return totals
+
+
+def latency_buckets(rows: Iterable[Mapping[Any, Any]]) -> Buckets:
+    """Latency and time-to-first-token bucket counts of newly stored successful requests."""
+    counts: Buckets = Counter()
+    for r in rows:
+        exp, arm = r.get("experiment"), r.get("arm")
+        if exp is None or arm is None or r["status"] != "ok":
+            continue
+        counts[(exp, arm, LATENCY, sketch.bucket(float(r["latency_ms"])))] += 1
+        if r.get("ttft_ms") is not None:
+            counts[(exp, arm, TTFT, sketch.bucket(float(r["ttft_ms"])))] += 1
+    return counts
+
+
+def apply_buckets(conn: Connection, counts: Buckets) -> None:
+    """Add bucket counts to arm_latency (atomic increments: safe with several writers)."""
+    if not counts:
+        return
+    table = _table(ArmLatency)
+    stmt = insert_for(conn.engine)(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["experiment", "arm", "metric", "bucket"],
+        set_={"n": table.c.n + stmt.excluded.n},
+    )
+    rows = [
+        {"experiment": e, "arm": a, "metric": m, "bucket": b, "n": n}
+        for (e, a, m, b), n in sorted(counts.items())
+    ]
+    conn.execute(stmt, rows)
+
+
+def read_buckets(conn: Connection, experiment: str, metric: str) -> dict[str, sketch.Counts]:
+    """arm -> (bucket, count) pairs in bucket order, for one experiment and metric."""
+    c = _table(ArmLatency).c
+    out: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for arm, b, n in conn.execute(
+        select(c.arm, c.bucket, c.n)
+        .where(c.experiment == experiment, c.metric == metric)
+        .order_by(c.arm, c.bucket)
+    ):
+        out[arm].append((int(b), int(n)))
+    return dict(out)
 
 
 def apply_totals(conn: Connection, totals: Totals) -> None:
@@ -109,6 +156,7 @@ def add_requests(
         for exp, arm in conn.execute(stmt, rows).all():
             _add(totals, (exp, arm, THREADS), 1, 0.0)
     apply_totals(conn, totals)
+    apply_buckets(conn, latency_buckets(inserted))
     return pairs
 
 
@@ -159,13 +207,14 @@ def _moments(arm_col: Any, exp_col: Any, metric: str, value: Any, where: Any) ->
 
 
 def rebuild_rollups(engine: Engine) -> None:
-    """Recompute arm_stat and arm_thread from the request and feedback rows."""
+    """Recompute arm_stat, arm_thread and arm_latency from the request and feedback rows."""
     with engine.begin() as conn:
         rebuild_rollups_on(conn)
 
 
-def rebuild_rollups_on(conn: Connection) -> None:
-    """`rebuild_rollups` inside the caller's transaction (used by the migration too)."""
+def rebuild_rollups_on(conn: Connection, *, buckets: bool = True) -> None:
+    """`rebuild_rollups` inside the caller's transaction (used by the migrations too: the one
+    that made arm_stat and arm_thread ran before arm_latency existed, so `buckets=False`)."""
     r, f = _table(RequestLog).c, _table(Feedback).c
     ok = r.status == "ok"
     request_metrics = [
@@ -180,6 +229,8 @@ def rebuild_rollups_on(conn: Connection) -> None:
     stat = _table(ArmStat)
     conn.execute(delete(stat))
     conn.execute(delete(_table(ArmThread)))
+    if buckets:
+        rebuild_buckets_on(conn)
     for name, value, where in request_metrics:
         conn.execute(
             insert(stat).from_select(cols, _moments(r.arm, r.experiment, name, value, where))
@@ -218,3 +269,17 @@ def rebuild_rollups_on(conn: Connection) -> None:
         literal(0.0),
     ).group_by(_table(ArmThread).c.experiment, _table(ArmThread).c.arm)
     conn.execute(insert(stat).from_select(cols, threads))
+
+
+def rebuild_buckets_on(conn: Connection) -> None:
+    """Recount arm_latency from the successful request rows, streamed in chunks."""
+    r = _table(RequestLog).c
+    conn.execute(delete(_table(ArmLatency)))
+    query = select(r.experiment, r.arm, r.status, r.latency_ms, r.ttft_ms).where(
+        r.status == "ok", r.experiment.is_not(None), r.arm.is_not(None)
+    )
+    rows = conn.execute(query.execution_options(yield_per=10_000))
+    counts: Buckets = Counter()
+    for chunk in rows.mappings().partitions():
+        counts.update(latency_buckets(chunk))
+    apply_buckets(conn, counts)

@@ -80,11 +80,9 @@ def _distributions(data: ExperimentData) -> None:
             st.info("No ratings yet.")
         else:
             st.altair_chart(ratings, width="stretch")
-    if data.histogram_sample_percent is not None:
-        st.caption(
-            f"Latency distribution drawn from a {data.histogram_sample_percent:.2g}% block "
-            "sample of the requests; the percentiles in the table use every request."
-        )
+    st.caption(
+        "Latencies are counted in buckets 2% wide (percentiles within 1% of the exact values)."
+    )
     st.segmented_control("Time series over", list(WINDOWS), default=DEFAULT_WINDOW, key="window")
     series = charts.time_series(data.series, bucket_s=data.bucket_s)
     if series is None:

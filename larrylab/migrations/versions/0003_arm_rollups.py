@@ -36,7 +36,7 @@ def upgrade() -> None:
     )
     from larrylab.platform.rollup import rebuild_rollups_on
 
-    rebuild_rollups_on(op.get_bind())
+    rebuild_rollups_on(op.get_bind(), buckets=False)
 
 
 def downgrade() -> None:

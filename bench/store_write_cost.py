@@ -1,0 +1,107 @@
+"""What storing one logged request costs the indexer as the store grows, and why.
+
+Writes `--rows` records shaped like `bench/router_overhead.py`'s traffic (`logwriter_cpu.record`:
+256 threads, a new user turn and a reply per request, a 2-arm experiment) straight through
+`BatchStore` in batches of `--batch-sizes`, into a fresh SQLite store, and reports per fifth of
+the rows: CPU and wall milliseconds per row, and the bytes the process wrote and read per row
+(/proc/self/io: WAL appends, checkpoints, pages read back). Engines: `plain` (`make_engine`, as
+the router and the thread writer use it) and `bulk` (`make_engine(bulk_writer=True)`, the
+indexer's: a larger page cache, rarer checkpoints). Run it on two checkouts to compare them:
+
+    python bench/store_write_cost.py [--rows 150000] [--batch-sizes 1000,5000]
+        [--engines plain,bulk] [--out bench/results/store_write_cost.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from logwriter_cpu import record
+
+import larrylab
+from larrylab.platform.db import make_engine, upgrade
+from larrylab.platform.logstore import BatchStore
+from larrylab.platform.spill import SpillDir
+
+
+def _io() -> dict[str, int]:
+    lines = Path("/proc/self/io").read_text().splitlines()
+    return {k: int(v) for k, v in (line.split(": ") for line in lines)}
+
+
+def measure(rows: int, batch_size: int, bulk: bool) -> list[dict[str, float]]:
+    """Per fifth of `rows`: the rows stored before it, and its cost per row."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/store.db"
+        upgrade(url)
+        engine = make_engine(url, bulk_writer=True) if bulk else make_engine(url)
+        store = BatchStore(engine, SpillDir(Path(tmp) / "spill"))
+        chunk = rows // 5
+        for start in range(0, chunk * 5, chunk):
+            cpu, wall, io, made = time.process_time(), time.perf_counter(), _io(), 0.0
+            for b in range(start, start + chunk, batch_size):
+                t = time.process_time()
+                batch = [record(i) for i in range(b, min(b + batch_size, start + chunk))]
+                made += time.process_time() - t  # making the records is not the store's cost
+                store.write(batch)
+            after = _io()
+            out.append(
+                {
+                    "rows_before": start,
+                    "cpu_ms_per_row": (time.process_time() - cpu - made) / chunk * 1000,
+                    "wall_ms_per_row": (time.perf_counter() - wall - made) / chunk * 1000,
+                    "kib_written_per_row": (after["wchar"] - io["wchar"]) / chunk / 1024,
+                    "kib_read_per_row": (after["rchar"] - io["rchar"]) / chunk / 1024,
+                }
+            )
+            print(f"  rows {start}-{start + chunk}: " + json.dumps(out[-1]), flush=True)
+        out.append({"database_mb": Path(f"{tmp}/store.db").stat().st_size / 1e6})
+        engine.dispose()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=150_000)
+    ap.add_argument("--batch-sizes", default="1000,5000")
+    ap.add_argument("--engines", default="plain,bulk")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/store_write_cost.json"))
+    args = ap.parse_args()
+    runs: dict[str, Any] = {}
+    for engine in args.engines.split(","):
+        for size in (int(s) for s in args.batch_sizes.split(",")):
+            name = f"{engine}/{size}"
+            print(name, flush=True)
+            runs[name] = measure(args.rows, size, engine == "bulk")
+    root = Path(larrylab.__file__).resolve().parent
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root
+    ).stdout.strip()
+    summary = {
+        "commit": commit,
+        "checkout": str(root.parent),
+        "python": platform.python_version(),
+        "rows": args.rows,
+        "last_fifth_cpu_ms_per_row": {
+            name: round(fifths[-2]["cpu_ms_per_row"], 4) for name, fifths in runs.items()
+        },
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary["last_fifth_cpu_ms_per_row"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
