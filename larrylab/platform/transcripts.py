@@ -24,6 +24,12 @@ def canonical(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
 
 
+def _canonical_all(messages: Sequence[dict[str, Any]]) -> list[bytes]:
+    """`canonical` of each message (inlined for the common message without null fields)."""
+    dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS
+    return [canonical(msg) if None in msg.values() else dumps(msg, option=sort) for msg in messages]
+
+
 def message_id(thread_id: str, parent_id: str | None, body: bytes) -> str:
     """The chain hash of one message."""
     key = b"\x00".join((thread_id.encode("utf-8"), (parent_id or "").encode("ascii"), body))
@@ -60,23 +66,45 @@ def extend_chain(
 ) -> str | None:
     """Chain `messages` after `parent_id`, adding to `rows` those whose id is in neither `rows`
     nor `known`; returns the id that ends the chain (`parent_id` if there are no messages)."""
-    for i, msg in enumerate(messages):
-        body = canonical(msg)
+    bodies = _canonical_all(messages)
+    ids = _extend(rows, known, thread_id, messages, bodies, 0, parent_id, depth)
+    return ids[-1] if ids else parent_id
+
+
+def _extend(
+    rows: dict[str, MessageRow],
+    known: Container[str],
+    thread_id: str,
+    messages: Sequence[dict[str, Any]],
+    bodies: Sequence[bytes],
+    start: int,
+    parent_id: str | None,
+    depth: int = 0,
+) -> list[str]:
+    """The ids of `messages[start:]` (canonical JSON `bodies[start:]`) chained after
+    `parent_id`, `messages[0]` being at `depth`; rows for those in neither `rows` nor `known`
+    are added to `rows`."""
+    ids = []
+    for i in range(start, len(bodies)):
+        body = bodies[i]
         mid = message_id(thread_id, parent_id, body)
         if mid not in rows and mid not in known:
-            role = str(msg.get("role", ""))
+            role = str(messages[i].get("role", ""))
             rows[mid] = MessageRow(mid, thread_id, parent_id, depth + i, role, body.decode())
+        ids.append(mid)
         parent_id = mid
-    return parent_id
+    return ids
 
 
-# thread id -> (its last chain of messages, their ids)
-Chains = dict[str, tuple[Sequence[dict[str, Any]], list[str]]]
+# thread id -> (the canonical JSON of its last chain of messages, their ids)
+Chains = dict[str, tuple[list[bytes], list[str]]]
 
 
 class ChainCache:
-    """The last chain seen for each recent thread (its messages and their ids), so that a
-    follow-up request, whose prompt repeats the thread so far, hashes only what it adds.
+    """The last chain seen for each recent thread (its messages' canonical JSON and their ids),
+    so that a follow-up request, whose prompt repeats the thread so far, hashes only what it
+    adds. A message id depends only on its thread, its parent's id and its canonical JSON, so
+    equal JSON in the same place means the same id.
 
     Entries are proposed while a batch is prepared and kept only once the batch is stored
     (`commit`), so a cached id always names a stored row. Bounded by the number of messages held;
@@ -84,7 +112,7 @@ class ChainCache:
     """
 
     def __init__(self, max_messages: int = 50_000) -> None:
-        self._chains: OrderedDict[str, tuple[Sequence[dict[str, Any]], list[str]]] = OrderedDict()
+        self._chains: OrderedDict[str, tuple[list[bytes], list[str]]] = OrderedDict()
         self._held = 0
         self._max = max_messages
 
@@ -98,22 +126,19 @@ class ChainCache:
     ) -> list[str]:
         """The ids of `messages` as one chain; like `extend_chain`, adds the rows not stored yet.
         Proposes `messages` as the thread's new last chain (in `proposed`)."""
+        bodies = _canonical_all(messages)
         prev = proposed.get(thread_id) or self._chains.get(thread_id)
         same = 0
         ids: list[str] = []
         if prev is not None:
-            prev_messages, prev_ids = prev
-            limit = min(len(prev_messages), len(messages))
-            # Equal dicts have equal canonical JSON except where Python equates values JSON
-            # tells apart (1 == 1.0 == True): the type check keeps those apart.
-            while same < limit and _same(messages[same], prev_messages[same]):
+            prev_bodies, prev_ids = prev
+            limit = min(len(prev_bodies), len(bodies))
+            while same < limit and bodies[same] == prev_bodies[same]:
                 same += 1
             ids = prev_ids[:same]
         parent = ids[-1] if ids else None
-        for i in range(same, len(messages)):
-            parent = extend_chain(rows, known, thread_id, messages[i : i + 1], parent, i)
-            ids.append(parent)  # type: ignore[arg-type]
-        proposed[thread_id] = (messages, ids)
+        ids.extend(_extend(rows, known, thread_id, messages, bodies, same, parent))
+        proposed[thread_id] = (bodies, ids)
         return ids
 
     def commit(self, proposed: Chains) -> None:
@@ -127,21 +152,6 @@ class ChainCache:
         while self._held > self._max and self._chains:
             _, (_, ids) = self._chains.popitem(last=False)
             self._held -= len(ids)
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two messages have the same canonical JSON (dict equality first: it is cheaper)."""
-    if a is b:
-        return True
-    if a != b:
-        return False
-    for key, value in a.items():
-        other = b[key]
-        if type(value) is not type(other):  # 1 == 1.0 == True in Python, not in JSON
-            return False
-        if isinstance(value, dict | list) and canonical({"v": value}) != canonical({"v": other}):
-            return False
-    return True
 
 
 def rebuild(conn: Connection, thread_id: str, last_id: str | None) -> list[dict[str, Any]]:
