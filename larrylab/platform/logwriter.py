@@ -110,8 +110,8 @@ class LogWriter(WriterBase):
         self,
         engine: Engine,
         *,
-        batch_size: int = 1000,
-        flush_interval_s: float = 0.2,
+        batch_size: int = 5000,
+        flush_interval_s: float = 0.5,
         queue_size: int = 10_000,
         spill_dir: Path = Path("larrylab-spill"),
     ) -> None:
