@@ -4,8 +4,9 @@ Fills a fresh database with realistic rows (`request_rows.py`: COPY, then the ru
 rebuilt and VACUUM ANALYZE) and records a pipeline run with 2,600 filtered items, then runs
 every page through Streamlit's AppTest: a cold render (caches cleared, so every aggregate is
 queried) and a warm one (within the cache's TTL), several times each. Also times the per-arm
-summary both ways (`summary.summarize`, whose PostgreSQL percentiles sort every arm, and
-`insights.arm_summaries`, which walks the covering index).
+summary both ways (`summary.summarize` and `insights.arm_summaries`; since migration 0005 both
+read the rollups, percentiles from the latency buckets; the recorded run predates it, when
+PostgreSQL's percentiles sorted every arm and the dashboard walked a covering index).
 Usage:
 
     python bench/dashboard_render.py --postgres postgresql://postgres@127.0.0.1:5432/postgres

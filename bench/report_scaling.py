@@ -1,7 +1,8 @@
 """How long `larrylab report` (summary + analysis) takes over 1k, 100k and 1M request rows.
 
 The analysis reads per-arm running totals (arm_stat), so it costs the same at any size; the
-summary's counts come from the same totals and its exact percentiles walk an index per arm.
+summary's counts come from the same totals and, since migration 0005, its percentiles from the
+per-arm latency buckets (arm_latency; before, exact percentiles walked an index per arm).
 Rows are bulk-inserted behind the log writer, so the totals are rebuilt once (timed apart). Usage:
 
     python bench/report_scaling.py [--postgres URL] [--sizes 1000,100000,1000000]
