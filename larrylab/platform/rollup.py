@@ -80,19 +80,11 @@ def latency_buckets(rows: Iterable[Mapping[Any, Any]]) -> Buckets:
 
 def apply_buckets(conn: Connection, counts: Buckets) -> None:
     """Add bucket counts to arm_latency (atomic increments: safe with several writers)."""
-    if not counts:
-        return
-    table = _table(ArmLatency)
-    stmt = insert_for(conn.engine)(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["experiment", "arm", "metric", "bucket"],
-        set_={"n": table.c.n + stmt.excluded.n},
-    )
     rows = [
         {"experiment": e, "arm": a, "metric": m, "bucket": b, "n": n}
         for (e, a, m, b), n in sorted(counts.items())
     ]
-    conn.execute(stmt, rows)
+    _increment(conn, _table(ArmLatency), ["n"], rows)
 
 
 def read_buckets(conn: Connection, experiment: str, metric: str) -> dict[str, sketch.Counts]:
@@ -110,22 +102,25 @@ def read_buckets(conn: Connection, experiment: str, metric: str) -> dict[str, sk
 
 def apply_totals(conn: Connection, totals: Totals) -> None:
     """Add `totals` to arm_stat (atomic increments: safe with several writers)."""
-    if not totals:
-        return
-    table = _table(ArmStat)
-    stmt = insert_for(conn.engine)(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["experiment", "arm", "metric"],
-        set_={
-            "n": table.c.n + stmt.excluded.n,
-            "sum": table.c.sum + stmt.excluded.sum,
-            "sum_squares": table.c.sum_squares + stmt.excluded.sum_squares,
-        },
-    )
     rows = [
         {"experiment": e, "arm": a, "metric": m, "n": int(t[0]), "sum": t[1], "sum_squares": t[2]}
         for (e, a, m), t in sorted(totals.items())
     ]
+    _increment(conn, _table(ArmStat), ["n", "sum", "sum_squares"], rows)
+
+
+def _increment(
+    conn: Connection, table: Any, counters: list[str], rows: list[dict[str, Any]]
+) -> None:
+    """Insert `rows` into a rollup table, adding their `counters` to those of rows already
+    there under the same primary key (one executemany; rows sorted by key avoid deadlocks)."""
+    if not rows:
+        return
+    stmt = insert_for(conn.engine)(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key.columns],
+        set_={name: table.c[name] + stmt.excluded[name] for name in counters},
+    )
     conn.execute(stmt, rows)
 
 
