@@ -12,7 +12,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from larrylab.config import Settings
-from larrylab.platform.db import make_engine
+from larrylab.platform.db import make_engine, sqlite_file
 from larrylab.platform.experiments import NotFoundError
 from larrylab.platform.routing import RoutingTable, Target, load_routing_table
 
@@ -20,8 +20,18 @@ _SPEC_FIELDS = tuple(f.name for f in fields(Target) if f.name != "name")
 
 
 def routing_table(database_url: str | None = None) -> RoutingTable:
-    """A fresh routing table from `database_url` (default: `LARRYLAB_DATABASE_URL`)."""
-    engine = make_engine(database_url or Settings().database_url)
+    """A fresh routing table from `database_url` (default: `LARRYLAB_DATABASE_URL`).
+
+    NotFoundError for a SQLite file that does not exist: resolving names never creates a store
+    (inspect-ai instantiates `larrylab/<name>` models with no arguments to look up their info).
+    """
+    url = database_url or Settings().database_url
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise NotFoundError(
+            f"no larrylab database at {path}: set LARRYLAB_DATABASE_URL or pass database_url"
+        )
+    engine = make_engine(url)
     try:
         return load_routing_table(engine)
     finally:

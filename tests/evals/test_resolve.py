@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from larrylab.evals._resolve import control_model, model_target
+from larrylab.evals._resolve import control_model, model_target, routing_table
 from larrylab.evals.gate import route_model
 from larrylab.platform.assignment import ArmRanges
 from larrylab.platform.experiments import NotFoundError
@@ -45,3 +47,15 @@ def test_several_routes_need_a_choice_and_unknown_names_are_not_found() -> None:
         control_model(table, "nope")
     with pytest.raises(NotFoundError, match="unknown model 'gpt' \\(registered: gemini-flash"):
         model_target(table, "gpt")
+
+
+def test_resolving_against_a_missing_sqlite_file_creates_no_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LARRYLAB_DATABASE_URL", raising=False)
+    with pytest.raises(NotFoundError, match=r"no larrylab database at larrylab\.db"):
+        routing_table()  # the default URL: ./larrylab.db
+    with pytest.raises(NotFoundError, match="no larrylab database"):
+        routing_table(f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert list(tmp_path.iterdir()) == []
