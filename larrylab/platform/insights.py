@@ -1,8 +1,9 @@
 """Aggregates for the dashboard, computed in SQL on SQLite and PostgreSQL alike.
 
 Each function reads one aggregate with one or a few grouped queries and returns small typed
-rows; none loads request rows into Python. Time buckets and histogram bins are computed by the
-database; per-arm counts, percentiles and latency histograms come from the rollups (`rollup`).
+rows; none loads request rows into Python. Time buckets are computed by the database; per-arm
+counts, percentiles and latency histograms come from the rollups (`rollup`), histogram bins
+from the latency buckets.
 """
 
 from __future__ import annotations
