@@ -175,21 +175,38 @@ class Checkpoint:
 
 
 _TIME_INDEXES = tuple(i for i, name in enumerate(RECORD_FIELDS) if name in _TIME_FIELDS)
-_KNOWN_FIELDS = frozenset(RECORD_FIELDS)
+_N_FIELDS = len(RECORD_FIELDS)
+_CREATED, _FINISHED = (RECORD_FIELDS.index(name) for name in ("created_at", "finished_at"))
+# Fields a line of another version may lack.
+_OPTIONAL: dict[str, Any] = {"prompt": [], "reply": None}
 
 
-def _record(fields: Sequence[str] | None, values: list[Any]) -> RequestRecord:
-    """A record from one journal line; `fields` None: the line has this version's fields."""
+def _row(fields: Sequence[str] | None, values: Any) -> list[Any]:
+    """A record's values in `RECORD_FIELDS` order from one journal line (times as the line's
+    ISO 8601 text); `fields` None: the line has this version's fields. Raises ValueError for a
+    line that is not a record."""
     if fields is None:
-        for i in _TIME_INDEXES:
-            if isinstance(values[i], str):
-                values[i] = datetime.fromisoformat(values[i])
-        return RequestRecord(*values)
-    row = dict(zip(fields, values, strict=True))
-    for key in _TIME_FIELDS:
-        if isinstance(row.get(key), str):
-            row[key] = datetime.fromisoformat(row[key])
-    return RequestRecord(**{k: v for k, v in row.items() if k in _KNOWN_FIELDS})
+        if type(values) is not list or len(values) != _N_FIELDS:
+            raise ValueError(f"expected a list of {_N_FIELDS} values")
+        row = values
+    else:
+        if type(values) is not list or len(values) != len(fields):
+            raise ValueError(f"expected a list of {len(fields)} values")
+        named = dict(zip(fields, values, strict=True))
+        if missing := [n for n in RECORD_FIELDS if n not in named and n not in _OPTIONAL]:
+            raise ValueError(f"missing fields {missing}")
+        row = [named[n] if n in named else _OPTIONAL[n] for n in RECORD_FIELDS]
+    if type(row[_CREATED]) is not str or type(row[_FINISHED]) is not str:
+        raise ValueError("a time is not ISO 8601 text")
+    return row
+
+
+def to_record(row: Sequence[Any]) -> RequestRecord:
+    """The record of a row `SegmentReader.read_rows` gave."""
+    values = list(row)
+    for i in _TIME_INDEXES:
+        values[i] = datetime.fromisoformat(values[i])
+    return RequestRecord(*values)
 
 
 class SegmentReader:
@@ -204,6 +221,12 @@ class SegmentReader:
 
     def read(self, offset: int, max_rows: int) -> tuple[list[RequestRecord], int]:
         """Up to `max_rows` records from `offset`, and the offset after them."""
+        rows, offset = self.read_rows(offset, max_rows)
+        return [to_record(row) for row in rows], offset
+
+    def read_rows(self, offset: int, max_rows: int) -> tuple[list[list[Any]], int]:
+        """`read`, each record as its values in `RECORD_FIELDS` order, times as ISO 8601 text
+        (what `BatchStore.write_rows` takes, with no record objects made in between)."""
         with self.path.open("rb") as fh:
             if not self._header_bytes:
                 header = fh.readline()
@@ -214,18 +237,19 @@ class SegmentReader:
                 self._header_bytes = len(header)
             offset = max(offset, self._header_bytes)
             fh.seek(offset)
-            records: list[RequestRecord] = []
-            while len(records) < max_rows:
+            rows: list[list[Any]] = []
+            loads, layout = orjson.loads, self._fields
+            while len(rows) < max_rows:
                 line = fh.readline()
                 if not line.endswith(b"\n"):
                     break
                 offset += len(line)
                 try:
-                    records.append(_record(self._fields, orjson.loads(line)))
-                except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                    rows.append(_row(layout, loads(line)))
+                except (orjson.JSONDecodeError, ValueError) as exc:
                     self.skipped += 1
                     log.error("skipping an unreadable journal line in %s: %s", self.path, exc)
-        return records, offset
+        return rows, offset
 
     def tail_bytes(self, offset: int) -> int:
         """Bytes after `offset` (a torn last line, once the writer is gone)."""

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -66,21 +66,23 @@ RECORD_FIELDS = tuple(f.name for f in fields(RequestRecord))
 record_values = attrgetter(*RECORD_FIELDS)
 """A record's field values as a tuple, in `RECORD_FIELDS` order (`RequestRecord(*values)`)."""
 
+Row = Sequence[Any]
+"""A record's values in `RECORD_FIELDS` order, as `record_values` gives them or as a journal
+line holds them (times then are ISO 8601 text)."""
+
 _TIMES = ("created_at", "finished_at")
-# Request columns: the record's plain fields, its two times, then the transcript links.
-_PLAIN_FIELDS = tuple(name for name in RECORD_FIELDS if name not in ("prompt", "reply", *_TIMES))
-_REQUEST_COLUMNS = (*_PLAIN_FIELDS, *_TIMES, "prompt_message_id", "reply_message_id")
+# Request columns: the record's plain fields (those before its times), its two times, then the
+# transcript links.
+_N_PLAIN = RECORD_FIELDS.index("created_at")
+assert RECORD_FIELDS[_N_PLAIN:] == (*_TIMES, "prompt", "reply"), "logstore's row layout"
+_REQUEST_COLUMNS = (*RECORD_FIELDS[:_N_PLAIN], *_TIMES, "prompt_message_id", "reply_message_id")
 _THREAD_COLUMNS = ("id", "unit_source", "route", "created_at", "last_seen_at")
-_MESSAGE_COLUMNS = (*MessageRow._fields, "created_at")
-_ROLLUP_FIELDS = (
-    "experiment",
-    "arm",
-    "thread_id",
-    "status",
-    "latency_ms",
-    "ttft_ms",
-    "fallback_from",
-)
+_MESSAGE_COLUMNS = MessageRow._fields
+_THREAD, _UNIT_SOURCE, _ROUTE = map(RECORD_FIELDS.index, ("thread_id", "unit_source", "route"))
+_CREATED, _FINISHED, _PROMPT, _REPLY = range(_N_PLAIN, _N_PLAIN + 4)
+_FACTS = ("experiment", "arm", "thread_id", "status", "latency_ms", "ttft_ms", "fallback_from")
+_facts = itemgetter(*map(RECORD_FIELDS.index, _FACTS))
+"""What the rollups read of a stored request's row (`rollup.RequestFacts`)."""
 
 
 class _Duplicates(Exception):
@@ -98,7 +100,7 @@ class _Statements:
     thread: str
     message: str
     request: str
-    to_db_time: Callable[[datetime], Any]
+    to_db_time: Callable[[datetime | str], Any]
 
     @classmethod
     def for_engine(cls, engine: Engine) -> _Statements:
@@ -115,27 +117,43 @@ class _Statements:
         column_type = RequestLog.__table__.c.created_at.type  # type: ignore[attr-defined]
         process = column_type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
         if process is not None and engine.dialect.name == "sqlite":
-            process = _sqlite_time(process)
+            to_db = _sqlite_time(process)
+        elif process is not None:
+            bind = process
+            to_db = lambda value: bind(_parsed_time(value))  # noqa: E731
+        else:
+            to_db = _parsed_time
         return cls(
             thread=insert(
                 "thread", _THREAD_COLUMNS, "(id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
             ),
             message=insert("message", _MESSAGE_COLUMNS, "(thread_id, id) DO NOTHING"),
             request=insert("request", _REQUEST_COLUMNS, "(id) DO NOTHING"),
-            to_db_time=process or (lambda value: value),
+            to_db_time=to_db,
         )
 
 
-def _sqlite_time(slow: Callable[[datetime], Any]) -> Callable[[datetime], Any]:
-    """SQLAlchemy's SQLite text for a datetime, straight from `isoformat` for UTC values (the
-    router's): 'YYYY-MM-DD HH:MM:SS.ffffff', the same string at about a third of the cost."""
+def _sqlite_time(slow: Callable[[datetime], Any]) -> Callable[[datetime | str], Any]:
+    """SQLAlchemy's SQLite text for a datetime, 'YYYY-MM-DD HH:MM:SS.ffffff', made by slicing
+    for the router's times (UTC; a journal holds them as ISO 8601 text): the same string at a
+    fraction of the cost."""
 
-    def to_db(value: datetime) -> Any:
+    def to_db(value: datetime | str) -> Any:
+        if type(value) is str:
+            if len(value) == 32 and value.endswith("+00:00"):  # 'YYYY-MM-DDTHH:MM:SS.ffffff+00:00'
+                return f"{value[:10]} {value[11:26]}"
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
         if value.tzinfo is UTC:
             return value.isoformat(" ", "microseconds")[:26]
         return slow(value)
 
     return to_db
+
+
+def _parsed_time(value: datetime | str) -> datetime:
+    """A datetime, from a journal's ISO 8601 text if need be (for drivers that take datetimes)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def record_from_dict(row: dict[str, Any]) -> RequestRecord:
@@ -178,11 +196,15 @@ class BatchStore:
 
     def write(self, batch: Sequence[RequestRecord]) -> None:
         """Write a batch in one transaction (a replayed batch counts only its new rows)."""
+        self.write_rows([record_values(rec) for rec in batch])
+
+    def write_rows(self, rows: Sequence[Row]) -> None:
+        """`write` for records given as their values (the journal's lines, read as they are)."""
         with self._lock:
             try:
-                self._store(batch, exact=False)
+                self._store(rows, exact=False)
             except _Duplicates:
-                self._store(batch, exact=True)
+                self._store(rows, exact=True)
 
     def replay(self, batch_size: int) -> int:
         """Write spilled request rows back to the store; returns how many were written."""
@@ -197,18 +219,19 @@ class BatchStore:
         return written
 
     def _message_rows(
-        self, batch: Sequence[RequestRecord], proposed: Chains
-    ) -> tuple[list[MessageRow], dict[str, tuple[str | None, str | None]]]:
-        """The batch's transcript rows not stored yet, and each request's (prompt, reply) ids."""
-        rows: dict[str, MessageRow] = {}
-        links: dict[str, tuple[str | None, str | None]] = {}
-        for rec in batch:
-            prompt = rec.prompt
-            messages = [*prompt, rec.reply] if rec.reply else prompt
-            ids = self._chains.chain(rows, self._known, rec.thread_id, messages, proposed)
-            prompt_last = ids[len(prompt) - 1] if prompt else None
-            links[rec.id] = (prompt_last, ids[-1] if rec.reply else None)
-        return list(rows.values()), links
+        self, rows: Sequence[Row], proposed: Chains, stamp: Any
+    ) -> tuple[list[MessageRow], list[tuple[str | None, str | None]]]:
+        """The batch's transcript rows not stored yet (created at `stamp`), and each request's
+        (prompt, reply) ids."""
+        messages: dict[str, MessageRow] = {}
+        links: list[tuple[str | None, str | None]] = []
+        chain, known = self._chains.chain, self._known
+        for row in rows:
+            prompt, reply = row[_PROMPT], row[_REPLY]
+            convo = [*prompt, reply] if reply else prompt
+            ids = chain(messages, known, row[_THREAD], convo, proposed, stamp)
+            links.append((ids[len(prompt) - 1] if prompt else None, ids[-1] if reply else None))
+        return list(messages.values()), links
 
     def _remember(self, rows: Sequence[MessageRow], pairs: set[Pair], chains: Chains) -> None:
         self._chains.commit(chains)
@@ -220,48 +243,41 @@ class BatchStore:
         if len(self._counted) > _KNOWN_IDS_CAP:
             self._counted.clear()  # only an optimisation: unknown pairs are inserted again
 
-    def _store(self, batch: Sequence[RequestRecord], *, exact: bool) -> None:
+    def _store(self, rows: Sequence[Row], *, exact: bool) -> None:
         """Write a batch in one transaction; rollups count only the request rows stored now
         (`exact` checks every row; otherwise a batch with a stored id raises `_Duplicates`)."""
-        chains: Chains = {}
-        messages, links = self._message_rows(batch, chains)
         to_db = self._sql.to_db_time
-        threads: dict[str, RequestRecord] = {}
-        last_seen: dict[str, datetime] = {}
-        for rec in batch:
-            threads.setdefault(rec.thread_id, rec)
-            seen = last_seen.get(rec.thread_id)
-            if seen is None or rec.finished_at > seen:
-                last_seen[rec.thread_id] = rec.finished_at
-        thread_rows = [
-            (tid, t.unit_source, t.route, to_db(t.created_at), to_db(last_seen[tid]))
-            for tid, t in threads.items()
-        ]
-        now = to_db(batch[0].finished_at)
-        plain = attrgetter(*_PLAIN_FIELDS)
-        request_rows = [
-            (*plain(rec), to_db(rec.created_at), to_db(rec.finished_at), *links[rec.id])
-            for rec in batch
-        ]
+        chains: Chains = {}
+        # messages are stamped with the first row's finish
+        messages, links = self._message_rows(rows, chains, to_db(rows[0][_FINISHED]))
+        request_rows = []
+        threads: dict[str, list[Any]] = {}  # id -> its thread row, last seen at the latest
+        for row, link in zip(rows, links, strict=True):
+            created, finished = to_db(row[_CREATED]), to_db(row[_FINISHED])
+            request_rows.append((*row[:_N_PLAIN], created, finished, *link))
+            tid = row[_THREAD]
+            thread = threads.get(tid)
+            if thread is None:
+                threads[tid] = [tid, row[_UNIT_SOURCE], row[_ROUTE], created, finished]
+            elif finished > thread[4]:
+                thread[4] = finished
         with self._engine.begin() as conn:
-            conn.exec_driver_sql(self._sql.thread, thread_rows)
+            conn.exec_driver_sql(self._sql.thread, [tuple(t) for t in threads.values()])
             if messages:
-                conn.exec_driver_sql(self._sql.message, [(*m, now) for m in messages])
-            stored = self._insert_requests(conn, batch, request_rows, exact=exact)
+                conn.exec_driver_sql(self._sql.message, messages)
+            stored = self._insert_requests(conn, rows, request_rows, exact=exact)
             # Running per-arm totals, for rows stored now only (a replay never counts twice).
-            rollup = attrgetter(*_ROLLUP_FIELDS)
-            rows = [dict(zip(_ROLLUP_FIELDS, rollup(rec), strict=True)) for rec in stored]
-            pairs = add_requests(conn, rows, counted=self._counted)
+            pairs = add_requests(conn, [_facts(row) for row in stored], counted=self._counted)
         self._remember(messages, pairs, chains)
 
     def _insert_requests(
         self,
         conn: Connection,
-        batch: Sequence[RequestRecord],
+        batch: Sequence[Row],
         rows: list[tuple[Any, ...]],
         *,
         exact: bool,
-    ) -> Sequence[RequestRecord]:
+    ) -> Sequence[Row]:
         """Insert request rows; returns the records whose rows were stored by this call."""
         if exact:
             sql = self._sql.request

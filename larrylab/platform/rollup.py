@@ -13,10 +13,10 @@ raw rows.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, select
+from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, null, select
 
 from larrylab.platform import sketch
 from larrylab.platform.models import ArmLatency, ArmStat, ArmThread, Feedback, RequestLog
@@ -48,34 +48,46 @@ def _add(totals: Totals, key: tuple[str, str, str], n: float, value: float) -> N
     t[2] += value * value
 
 
-def request_totals(rows: Iterable[dict[str, Any]]) -> Totals:
-    """Request metric deltas of newly stored request rows, per (experiment, arm, metric)."""
-    totals: Totals = {}
-    for r in rows:
-        exp, arm = r.get("experiment"), r.get("arm")
+RequestFacts = tuple[str | None, str | None, str, str, float, float | None, str | None]
+"""What the rollups read of one stored request: (experiment, arm, thread id, status, latency ms,
+time to first token ms, fallback_from)."""
+
+
+def count_requests(facts: Iterable[RequestFacts]) -> tuple[Totals, Buckets]:
+    """The metric deltas (per experiment, arm and metric) and the latency and time-to-first-token
+    bucket counts of newly stored requests, in one pass."""
+    # per (experiment, arm): requests, errors, fallbacks, then the successful ones' latencies
+    # and times to first token
+    arms: dict[tuple[str, str], tuple[list[int], list[float], list[float]]] = {}
+    for exp, arm, _thread, status, latency, ttft, fallback in facts:
         if exp is None or arm is None:
             continue
-        _add(totals, (exp, arm, REQUESTS), 1, 0.0)
-        _add(totals, (exp, arm, ERRORS), 1, 1.0 if r["status"] == "error" else 0.0)
-        _add(totals, (exp, arm, FALLBACKS), 1, 1.0 if r.get("fallback_from") else 0.0)
-        if r["status"] == "ok":
-            _add(totals, (exp, arm, LATENCY), 1, float(r["latency_ms"]))
-            if r.get("ttft_ms") is not None:
-                _add(totals, (exp, arm, TTFT), 1, float(r["ttft_ms"]))
-    return totals
-
-
-def latency_buckets(rows: Iterable[Mapping[Any, Any]]) -> Buckets:
-    """Latency and time-to-first-token bucket counts of newly stored successful requests."""
-    counts: Buckets = Counter()
-    for r in rows:
-        exp, arm = r.get("experiment"), r.get("arm")
-        if exp is None or arm is None or r["status"] != "ok":
-            continue
-        counts[(exp, arm, LATENCY, sketch.bucket(float(r["latency_ms"])))] += 1
-        if r.get("ttft_ms") is not None:
-            counts[(exp, arm, TTFT, sketch.bucket(float(r["ttft_ms"])))] += 1
-    return counts
+        acc = arms.get((exp, arm))
+        if acc is None:
+            acc = arms[(exp, arm)] = ([0, 0, 0], [], [])
+        counts = acc[0]
+        counts[0] += 1
+        if status == "ok":
+            acc[1].append(float(latency))
+            if ttft is not None:
+                acc[2].append(float(ttft))
+        elif status == "error":
+            counts[1] += 1
+        if fallback:
+            counts[2] += 1
+    totals: Totals = {}
+    buckets: Buckets = Counter()
+    for (exp, arm), (counts, latencies, ttfts) in arms.items():
+        n, errors, fallbacks = counts
+        totals[(exp, arm, REQUESTS)] = [n, 0.0, 0.0]
+        totals[(exp, arm, ERRORS)] = [n, errors, errors]  # values are 0 or 1: squares as sums
+        totals[(exp, arm, FALLBACKS)] = [n, fallbacks, fallbacks]
+        for metric, values in ((LATENCY, latencies), (TTFT, ttfts)):
+            if values:
+                totals[(exp, arm, metric)] = [len(values), sum(values), sum(v * v for v in values)]
+                for b, k in Counter(map(sketch.bucket, values)).items():
+                    buckets[(exp, arm, metric, b)] += k
+    return totals, buckets
 
 
 def apply_buckets(conn: Connection, counts: Buckets) -> None:
@@ -125,19 +137,16 @@ def _increment(
 
 
 def add_requests(
-    conn: Connection, inserted: Sequence[dict[str, Any]], *, counted: Collection[Pair] = ()
+    conn: Connection, inserted: Sequence[RequestFacts], *, counted: Collection[Pair] = ()
 ) -> set[Pair]:
-    """Count newly inserted request rows: their metrics and any thread new to its arm.
+    """Count newly inserted requests: their metrics, their latency buckets and any thread new
+    to its arm.
 
     Pairs in `counted` are known to be in arm_thread already (rows there are only ever added,
     or rebuilt from the request rows), so they are not sent again. Returns the batch's pairs.
     """
-    totals = request_totals(inserted)
-    pairs = {
-        (r["experiment"], r["arm"], r["thread_id"])
-        for r in inserted
-        if r.get("experiment") and r.get("arm")
-    }
+    totals, buckets = count_requests(inserted)
+    pairs = {(exp, arm, thread) for exp, arm, thread, *_ in inserted if exp and arm}
     new = pairs.difference(counted)
     if new:
         table = _table(ArmThread)
@@ -151,7 +160,7 @@ def add_requests(
         for exp, arm in conn.execute(stmt, rows).all():
             _add(totals, (exp, arm, THREADS), 1, 0.0)
     apply_totals(conn, totals)
-    apply_buckets(conn, latency_buckets(inserted))
+    apply_buckets(conn, buckets)
     return pairs
 
 
@@ -270,11 +279,11 @@ def rebuild_buckets_on(conn: Connection) -> None:
     """Recount arm_latency from the successful request rows, streamed in chunks."""
     r = _table(RequestLog).c
     conn.execute(delete(_table(ArmLatency)))
-    query = select(r.experiment, r.arm, r.status, r.latency_ms, r.ttft_ms).where(
-        r.status == "ok", r.experiment.is_not(None), r.arm.is_not(None)
-    )
+    query = select(
+        r.experiment, r.arm, null(), r.status, r.latency_ms, r.ttft_ms, r.fallback_from
+    ).where(r.status == "ok", r.experiment.is_not(None), r.arm.is_not(None))
     rows = conn.execute(query.execution_options(yield_per=10_000))
     counts: Buckets = Counter()
-    for chunk in rows.mappings().partitions():
-        counts.update(latency_buckets(chunk))
+    for chunk in rows.partitions():
+        counts.update(count_requests(tuple(row) for row in chunk)[1])
     apply_buckets(conn, counts)

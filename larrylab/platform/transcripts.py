@@ -45,6 +45,7 @@ class MessageRow(NamedTuple):
     depth: int
     role: str
     body: str
+    created_at: Any = None  # the store's time of the batch that adds it
 
 
 def chain(
@@ -80,17 +81,18 @@ def _extend(
     start: int,
     parent_id: str | None,
     depth: int = 0,
+    stamp: Any = None,
 ) -> list[str]:
     """The ids of `messages[start:]` (canonical JSON `bodies[start:]`) chained after
     `parent_id`, `messages[0]` being at `depth`; rows for those in neither `rows` nor `known`
-    are added to `rows`."""
+    are added to `rows`, created at `stamp`."""
     ids = []
     for i in range(start, len(bodies)):
         body = bodies[i]
         mid = message_id(thread_id, parent_id, body)
         if mid not in rows and mid not in known:
             role = str(messages[i].get("role", ""))
-            rows[mid] = MessageRow(mid, thread_id, parent_id, depth + i, role, body.decode())
+            rows[mid] = MessageRow(mid, thread_id, parent_id, depth + i, role, body.decode(), stamp)
         ids.append(mid)
         parent_id = mid
     return ids
@@ -123,9 +125,11 @@ class ChainCache:
         thread_id: str,
         messages: Sequence[dict[str, Any]],
         proposed: Chains,
+        stamp: Any = None,
     ) -> list[str]:
-        """The ids of `messages` as one chain; like `extend_chain`, adds the rows not stored yet.
-        Proposes `messages` as the thread's new last chain (in `proposed`)."""
+        """The ids of `messages` as one chain; like `extend_chain`, adds the rows not stored yet
+        (created at `stamp`). Proposes `messages` as the thread's new last chain (in
+        `proposed`)."""
         bodies = _canonical_all(messages)
         prev = proposed.get(thread_id) or self._chains.get(thread_id)
         same = 0
@@ -137,7 +141,7 @@ class ChainCache:
                 same += 1
             ids = prev_ids[:same]
         parent = ids[-1] if ids else None
-        ids.extend(_extend(rows, known, thread_id, messages, bodies, same, parent))
+        ids.extend(_extend(rows, known, thread_id, messages, bodies, same, parent, 0, stamp))
         proposed[thread_id] = (bodies, ids)
         return ids
 
