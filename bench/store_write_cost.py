@@ -1,15 +1,19 @@
 """What storing one logged request costs the indexer as the store grows, and why.
 
 Writes `--rows` records shaped like `bench/router_overhead.py`'s traffic (`logwriter_cpu.record`:
-256 threads, a new user turn and a reply per request, a 2-arm experiment) straight through
-`BatchStore` in batches of `--batch-sizes`, into a fresh SQLite store, and reports per fifth of
+256 threads, a new user turn and a reply per request, a 2-arm experiment) through `BatchStore`
+in batches of `--batch-sizes`, into a fresh SQLite store, and reports per fifth of
 the rows: CPU and wall milliseconds per row, and the bytes the process wrote and read per row
 (/proc/self/io: WAL appends, checkpoints, pages read back). Engines: `plain` (`make_engine`, as
 the router and the thread writer use it) and `bulk` (`make_engine(bulk_writer=True)`, the
-indexer's: a larger page cache, rarer checkpoints). Run it on two checkouts to compare them:
+indexer's: a larger page cache, rarer checkpoints). Sources: `journal` (the default, the
+indexer's way: each batch is appended to a journal segment as the router does, untimed, then
+read back as rows and stored with the cyclic garbage collector paused) and `records`
+(`RequestRecord` objects through `BatchStore.write`, as the thread writer does and as this
+benchmark did before commit d54f665). Run it on two checkouts to compare them:
 
     python bench/store_write_cost.py [--rows 150000] [--batch-sizes 1000,5000]
-        [--engines plain,bulk] [--out bench/results/store_write_cost.json]
+        [--engines plain,bulk] [--source journal] [--out bench/results/store_write_cost.json]
 """
 
 from __future__ import annotations
@@ -24,14 +28,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from logwriter_cpu import record
 
 import larrylab
+from larrylab.platform import journal
 from larrylab.platform.db import make_engine, upgrade
-from larrylab.platform.logstore import BatchStore
+from larrylab.platform.logproc import collector_paused
+from larrylab.platform.logstore import RECORD_FIELDS, BatchStore
 from larrylab.platform.spill import SpillDir
+
+HEADER = orjson.dumps({"larrylab_journal": journal.VERSION, "fields": RECORD_FIELDS}) + b"\n"
 
 
 def _io() -> dict[str, int]:
@@ -39,7 +49,7 @@ def _io() -> dict[str, int]:
     return {k: int(v) for k, v in (line.split(": ") for line in lines)}
 
 
-def measure(rows: int, batch_size: int, bulk: bool) -> list[dict[str, float]]:
+def measure(rows: int, batch_size: int, bulk: bool, source: str) -> list[dict[str, float]]:
     """Per fifth of `rows`: the rows stored before it, and its cost per row."""
     out = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,8 +63,18 @@ def measure(rows: int, batch_size: int, bulk: bool) -> list[dict[str, float]]:
             for b in range(start, start + chunk, batch_size):
                 t = time.process_time()
                 batch = [record(i) for i in range(b, min(b + batch_size, start + chunk))]
+                if source == "journal":  # what the router does: append them to its journal
+                    segment = Path(tmp) / f"{b:09d}.jsonl"
+                    segment.write_bytes(HEADER + journal.encode(batch))
                 made += time.process_time() - t  # making the records is not the store's cost
-                store.write(batch)
+                if source == "records":
+                    store.write(batch)
+                    continue
+                with collector_paused():  # what the indexer does: read and store the lines
+                    lines, _ = journal.SegmentReader(segment).read_rows(0, batch_size)
+                    store.write_rows(lines)
+                    del lines
+                segment.unlink()
             after = _io()
             out.append(
                 {
@@ -76,6 +96,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=150_000)
     ap.add_argument("--batch-sizes", default="1000,5000")
     ap.add_argument("--engines", default="plain,bulk")
+    ap.add_argument(
+        "--source",
+        choices=("journal", "records"),
+        default="journal",
+        help="journal: the indexer's way (journal lines read back and stored as rows, the "
+        "collector paused per batch); records: RequestRecord objects through BatchStore.write",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/results/store_write_cost.json"))
     args = ap.parse_args()
     runs: dict[str, Any] = {}
@@ -83,7 +110,7 @@ def main() -> None:
         for size in (int(s) for s in args.batch_sizes.split(",")):
             name = f"{engine}/{size}"
             print(name, flush=True)
-            runs[name] = measure(args.rows, size, engine == "bulk")
+            runs[name] = measure(args.rows, size, engine == "bulk", args.source)
     root = Path(larrylab.__file__).resolve().parent
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root
@@ -93,6 +120,7 @@ def main() -> None:
         "checkout": str(root.parent),
         "python": platform.python_version(),
         "rows": args.rows,
+        "source": args.source,
         "last_fifth_cpu_ms_per_row": {
             name: round(fifths[-2]["cpu_ms_per_row"], 4) for name, fifths in runs.items()
         },

@@ -365,7 +365,7 @@ class _Folder:
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while one batch is read and stored. A batch's
     thousands of decoded rows, all alive until it is stored, would otherwise set off collection
     after collection, each walking them again; reference counting frees them when the batch
@@ -404,7 +404,7 @@ class _Indexer:
             self.answer(b"A", folder.checkpoint.rows)
             self.reported = True
         while True:
-            with _collector_paused():
+            with collector_paused():
                 batch = folder.next_batch(self.batch_size)
                 if batch is None:
                     break

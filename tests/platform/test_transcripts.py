@@ -70,3 +70,24 @@ def test_the_bound_evicts_the_least_recent_threads() -> None:
     rows = {}
     cache.chain(rows, (), "c", _turns(3), {})
     assert len(rows) == 1
+
+
+def test_string_messages_compared_as_dicts_give_the_ids_of_their_canonical_json() -> None:
+    """Messages of strings only are remembered as dicts; a follow-up that differs from one only
+    in ways canonical JSON ignores (key order, a null field) or in ways it does not (a value of
+    another type) still gets exactly the ids of a full hash."""
+    cache = ChainCache()
+    first = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    proposed: dict[str, Any] = {}
+    cache.chain({}, (), "t", first, proposed)
+    cache.commit(proposed)
+    variants = [
+        [{"content": "x", "role": "user"}, {"role": "assistant", "content": "y"}],
+        [{"role": "user", "content": "x", "name": None}, {"role": "assistant", "content": "y"}],
+        [{"role": "user", "content": ["x"]}, {"role": "assistant", "content": "y"}],
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "n": 1}],
+    ]
+    for edited in variants:
+        rows: dict[str, MessageRow] = {}
+        assert cache.chain(rows, (), "t", edited, {}) == _ids("t", edited), edited
+    assert _ids("t", variants[1]) == _ids("t", first)  # a null field: the same messages
