@@ -279,9 +279,10 @@ def rebuild_buckets_on(conn: Connection) -> None:
     """Recount arm_latency from the successful request rows, streamed in chunks."""
     r = _table(RequestLog).c
     conn.execute(delete(_table(ArmLatency)))
-    query = select(
-        r.experiment, r.arm, null(), r.status, r.latency_ms, r.ttft_ms, r.fallback_from
-    ).where(r.status == "ok", r.experiment.is_not(None), r.arm.is_not(None))
+    # `RequestFacts` without the thread and the fallback, which buckets do not read
+    query = select(r.experiment, r.arm, null(), r.status, r.latency_ms, r.ttft_ms, null()).where(
+        r.status == "ok", r.experiment.is_not(None), r.arm.is_not(None)
+    )
     rows = conn.execute(query.execution_options(yield_per=10_000))
     counts: Buckets = Counter()
     for chunk in rows.partitions():

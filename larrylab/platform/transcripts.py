@@ -30,12 +30,6 @@ def _canonical_all(messages: Sequence[dict[str, Any]]) -> list[bytes]:
     return [canonical(msg) if None in msg.values() else dumps(msg, option=sort) for msg in messages]
 
 
-def message_id(thread_id: str, parent_id: str | None, body: bytes) -> str:
-    """The chain hash of one message."""
-    key = b"\x00".join((thread_id.encode("utf-8"), (parent_id or "").encode("ascii"), body))
-    return blake2b(key, digest_size=16).hexdigest()
-
-
 class MessageRow(NamedTuple):
     """A message ready to insert (a tuple in the message table's column order)."""
 
@@ -88,7 +82,7 @@ def _extend(
     ids = []
     thread = thread_id.encode("utf-8")
     for i, body in enumerate(bodies):
-        # message_id, inlined: this runs for every new message the store sees
+        # the chain hash: thread, parent id and canonical JSON, NUL-separated
         key = b"\x00".join((thread, (parent_id or "").encode("ascii"), body))
         mid = blake2b(key, digest_size=16).hexdigest()
         if mid not in rows and mid not in known:
