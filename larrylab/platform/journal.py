@@ -84,9 +84,14 @@ def segments(directory: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def line(record: RequestRecord) -> bytes:
+    """The journal line for one record."""
+    return orjson.dumps(record_values(record)) + b"\n"
+
+
 def encode(records: Sequence[RequestRecord]) -> bytes:
     """Journal lines for `records`."""
-    return b"".join([orjson.dumps(record_values(r)) + b"\n" for r in records])
+    return b"".join([line(r) for r in records])
 
 
 class JournalWriter:
@@ -131,7 +136,11 @@ class JournalWriter:
 
     def append(self, records: Sequence[RequestRecord]) -> None:
         """Append records (raises OSError, with nothing appended, if the disk refuses)."""
-        self._write(encode(records))
+        self.append_lines([encode(records)])
+
+    def append_lines(self, lines: Sequence[bytes]) -> None:
+        """Append journal lines made by `line` (all of them or, if the disk refuses, none)."""
+        self._write(b"".join(lines))
         if self._size >= self._segment_bytes:
             self._open_next()
 

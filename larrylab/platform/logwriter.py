@@ -111,7 +111,7 @@ class LogWriter(WriterBase):
         engine: Engine,
         *,
         batch_size: int = 5000,
-        flush_interval_s: float = 0.5,
+        flush_interval_s: float = 1.0,
         queue_size: int = 10_000,
         spill_dir: Path = Path("larrylab-spill"),
     ) -> None:

@@ -282,3 +282,46 @@ def test_a_flush_or_a_nearly_full_backlog_does_not_wait_for_the_interval(
 
     assert asyncio.run(go()) < 30
     assert _stored(migrated_url) == (300, 300)
+
+
+def test_a_backlog_is_stored_in_full_batches_and_late_rows_wait_for_the_next_interval(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    import io
+
+    from larrylab.platform.journal import JournalWriter
+    from larrylab.platform.logproc import _Indexer
+    from larrylab.platform.logstore import BatchStore
+
+    records = _records(130, seed=13)
+    journal = JournalWriter(tmp_path / "journal", migrated_url)
+    journal.append(records[:100])
+    store = BatchStore(make_engine(migrated_url), SpillDir(tmp_path / "spill"))
+    config = {
+        "batch_size": 37,
+        "flush_interval_s": 0.5,
+        "database_url": migrated_url,
+        "journal_root": str(tmp_path / "journal"),
+        "journal_dir": str(journal.directory),
+    }
+    indexer = _Indexer(store, io.BytesIO(), config)
+    batches: list[int] = []
+    write_rows = store.write_rows
+
+    def spied(rows: list[list[object]]) -> None:
+        batches.append(len(rows))
+        write_rows(rows)
+        if len(batches) == 3:  # the router goes on appending while a batch is stored
+            journal.append(records[100:110])
+
+    store.write_rows = spied  # type: ignore[method-assign]
+    # A backlog goes in full batches back to back; the last, not full, ends this interval's
+    # work: the 10 rows appended meanwhile wait for the next interval.
+    indexer.store_folder(indexer.own, own=True, drain=False)
+    assert batches == [37, 37, 26]
+    assert _stored(migrated_url) == (100, 100)
+    journal.append(records[110:])
+    indexer.store_folder(indexer.own, own=True, drain=False)
+    assert batches == [37, 37, 26, 30]  # one batch for all the rows of the interval
+    assert _stored(migrated_url) == (130, 130)
+    journal.release()

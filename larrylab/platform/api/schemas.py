@@ -52,7 +52,7 @@ def _check_message(i: int, msg: Any) -> None:
             f"messages[{i}].role",
         )
     content = msg.get("content")
-    if content is not None and not isinstance(content, str | list):
+    if content is not None and not isinstance(content, (str, list)):  # a constant, not a union
         raise _bad(
             f"messages[{i}].content must be a string or a list of content parts",
             f"messages[{i}].content",
