@@ -106,6 +106,9 @@ class Cell:
     backlog: list[float] = field(default_factory=list)  # rows not stored when a window ended
     drain_s: list[float] = field(default_factory=list)  # seconds until they were
     drain_cpu_s: float = 0.0  # server CPU while they were stored
+    machine_cpu_s: float = 0.0  # CPU of the whole machine during the windows (/proc/stat)
+    rows_written: float = 0.0  # rows the router's log writer stored for its windows
+    batches_written: float = 0.0  # and the batches it stored them in
 
     def add(self, dt: float | None) -> None:
         """Count one request: its latency, or an error when None."""
@@ -205,6 +208,7 @@ async def window(
     cell = Cell()
     counter = iter(range(base, base + 10**9))
     cpu0, own0, t0 = cpu_seconds(way.pid), process_cpu_seconds(way.pid), time.perf_counter()
+    busy0 = machine_busy_s()
     deadline = t0 + seconds
 
     async def worker() -> None:
@@ -214,16 +218,36 @@ async def window(
     await asyncio.gather(*(worker() for _ in range(conc)))
     cell.elapsed, cell.cpu_s = time.perf_counter() - t0, cpu_seconds(way.pid) - cpu0
     cell.router_cpu_s = process_cpu_seconds(way.pid) - own0
+    cell.machine_cpu_s = machine_busy_s() - busy0
     return cell
+
+
+def log_metrics(way: Way) -> dict[str, float]:
+    """A router's log writer gauges and counters from its /metrics."""
+    text = httpx.get(way.base.removesuffix("/v1") + "/metrics", timeout=30).text
+    names = ("larrylab_log_queue_depth", "larrylab_log_rows_written_total")
+    names += ("larrylab_log_batches_written_total",)
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            found[name] = float(value)
+    if "larrylab_log_queue_depth" not in found:
+        raise RuntimeError(f"{way.name}: no larrylab_log_queue_depth in /metrics")
+    return found
 
 
 def queue_depth(way: Way) -> float:
     """Rows a router logged but has not stored yet (its `larrylab_log_queue_depth`)."""
-    text = httpx.get(way.base.removesuffix("/v1") + "/metrics", timeout=30).text
-    for line in text.splitlines():
-        if line.startswith("larrylab_log_queue_depth "):
-            return float(line.split()[1])
-    raise RuntimeError(f"{way.name}: no larrylab_log_queue_depth in /metrics")
+    return log_metrics(way)["larrylab_log_queue_depth"]
+
+
+def written(way: Way) -> tuple[float, float]:
+    """Rows a router's log writer stored so far, and in how many batches (0, 0 on a checkout
+    from before these counters)."""
+    found = log_metrics(way)
+    rows = found.get("larrylab_log_rows_written_total", 0.0)
+    return rows, found.get("larrylab_log_batches_written_total", 0.0)
 
 
 async def drained(ways: Sequence[Way]) -> None:
@@ -248,19 +272,24 @@ async def concurrent(
             for w in order:
                 await drained(ways)
                 await asyncio.sleep(0.5)  # let the previous router settle
+                before = await asyncio.to_thread(written, w) if w.logs else (0.0, 0.0)
                 got = await window(session, w, mode == "stream", conc, seconds, (r + 2) * 10**6)
-                backlog, drain_s, drain_cpu = 0.0, 0.0, 0.0
+                backlog, drain_s, drain_cpu, after = 0.0, 0.0, 0.0, before
                 if w.logs:
                     t0, cpu0 = time.perf_counter(), cpu_seconds(w.pid)
                     backlog = await asyncio.to_thread(queue_depth, w)
                     await drained([w])
                     drain_s, drain_cpu = time.perf_counter() - t0, cpu_seconds(w.pid) - cpu0
+                    after = await asyncio.to_thread(written, w)
                 if r < 0:
                     continue
                 cell = cells[mode][w.name]
                 cell.lat, cell.errors = cell.lat + got.lat, cell.errors + got.errors
                 cell.elapsed, cell.cpu_s = cell.elapsed + got.elapsed, cell.cpu_s + got.cpu_s
                 cell.router_cpu_s += got.router_cpu_s
+                cell.machine_cpu_s += got.machine_cpu_s
+                cell.rows_written += after[0] - before[0]
+                cell.batches_written += after[1] - before[1]
                 cell.rounds.append(round(len(got.lat) / got.elapsed, 1))
                 if w.logs:
                     cell.backlog.append(backlog)
@@ -351,6 +380,12 @@ def summarize(
                 "router_process_cpu_ms_per_req": round(
                     1000 * c.router_cpu_s / max(len(c.lat), 1), 3
                 ),
+                "machine_cpu_ms_per_req": round(1000 * c.machine_cpu_s / max(len(c.lat), 1), 3),
+                "machine_busy_share": round(
+                    c.machine_cpu_s / (c.elapsed * (os.cpu_count() or 1)), 3
+                )
+                if c.elapsed
+                else None,
                 **pct(c.lat),
                 **(
                     {
@@ -359,6 +394,9 @@ def summarize(
                         "server_cpu_ms_per_req_incl_storing_them": round(
                             1000 * (c.cpu_s + c.drain_cpu_s) / max(len(c.lat), 1), 3
                         ),
+                        "mean_rows_per_stored_batch": round(c.rows_written / c.batches_written)
+                        if c.batches_written
+                        else None,
                     }
                     if c.backlog
                     else {}
@@ -519,10 +557,35 @@ def logging_cost(res: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
         rps = {w: res["concurrent"][mode][w]["rps"] for w, _ in LARRYLAB_WAYS}
         on, off = rps["larrylab-route"], rps["larrylab-nolog"]
         thread, bounded = rps["larrylab-thread"], rps["larrylab-bounded"]
+        c = res["concurrent"][mode]
+        route, nolog = c["larrylab-route"], c["larrylab-nolog"]
+        # All the CPU logging costs per request, the rows stored after the window included,
+        # over the machine's CPU per request without logging: the throughput cost if every
+        # row were stored within the window (the windows keep the CPU busy; see
+        # `machine_busy_share`).
+        storing = route.get(
+            "server_cpu_ms_per_req_incl_storing_them", route["server_cpu_ms_per_req"]
+        )
+        logging_cpu = storing - nolog["server_cpu_ms_per_req"]
+        machine = nolog["machine_cpu_ms_per_req"]
         out[mode] = {
             "rps_on": on,
             "rps_off": off,
             "throughput_cost_pct": round(100 * (1 - on / off), 1) if valid else None,
+            "throughput_cost_pct_median_of_rounds": round(
+                statistics.median(
+                    100 * (1 - a / b)
+                    for a, b in zip(route["rps_per_round"], nolog["rps_per_round"], strict=True)
+                ),
+                1,
+            )
+            if valid
+            else None,
+            "logging_cpu_ms_per_req_incl_rows_stored_after_the_window": round(logging_cpu, 3),
+            "machine_cpu_ms_per_req_logging_off": machine,
+            "cpu_accounted_cost_pct": round(100 * logging_cpu / (machine + logging_cpu), 1)
+            if valid
+            else None,
             "rps_on_thread_writer": thread,
             "thread_writer_cost_pct": round(100 * (1 - thread / off), 1) if valid else None,
             "rps_on_sustained": bounded,

@@ -47,12 +47,18 @@ class WriterBase(ABC):
         self._pending: dict[str, Attribution] = {}  # the records not yet written, by id
         self._submitted = 0
         self._written = 0
+        self._batches = 0
         self._progress = asyncio.Condition()
 
     @property
     def depth(self) -> int:
         """Records submitted but not yet written."""
         return self._submitted - self._written
+
+    @property
+    def written(self) -> tuple[int, int]:
+        """Records written so far, and the batches they were written in."""
+        return self._written, self._batches
 
     def pending(self, request_id: str) -> Attribution | None:
         """The attribution of a request submitted here and not written yet."""
@@ -100,6 +106,7 @@ class WriterBase(ABC):
             count += 1
         async with self._progress:
             self._written += count
+            self._batches += 1
             self._progress.notify_all()
 
 

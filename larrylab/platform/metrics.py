@@ -53,6 +53,15 @@ class RouterMetrics:
         self.queue_depth = Gauge(
             "larrylab_log_queue_depth", "Request rows waiting to be written", registry=self.registry
         )
+        self.log_rows = Counter(
+            "larrylab_log_rows_written", "Request rows written to the store", registry=self.registry
+        )
+        self.log_batches = Counter(
+            "larrylab_log_batches_written",
+            "Batches the request rows were written in (rows / batches: the mean batch)",
+            registry=self.registry,
+        )
+        self._log_seen = (0, 0)  # (rows, batches) the two counters hold
 
     def observe(
         self,
@@ -81,6 +90,15 @@ class RouterMetrics:
             ttft.observe(ttft_s)
         if fallback:
             self.fallbacks.labels(route, arm).inc()
+
+    def log_writer_state(self, depth: int, written: tuple[int, int]) -> None:
+        """Follow the log writer: rows waiting, and rows and batches written so far."""
+        self.queue_depth.set(depth)
+        rows, batches = written
+        seen_rows, seen_batches = self._log_seen
+        self.log_rows.inc(max(0, rows - seen_rows))
+        self.log_batches.inc(max(0, batches - seen_batches))
+        self._log_seen = (max(rows, seen_rows), max(batches, seen_batches))
 
     def breaker_changed(self, model: str, state: str) -> None:
         """Follow a breaker's state change."""

@@ -4,6 +4,7 @@ bad input gets a clear 4xx, never a 500; auth; admin changes; headers; OpenAPI."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,33 @@ def _client(tmp_path: Path, sim: LocalProcess, **settings: Any) -> Iterator[Test
 @pytest.fixture
 def client(tmp_path: Path, fast_sim: LocalProcess) -> Iterator[TestClient]:
     yield from _client(tmp_path, fast_sim)
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def test_metrics_count_the_log_rows_and_batches_written(client: TestClient) -> None:
+    for i in range(3):
+        assert (
+            client.post("/v1/chat/completions", json={**CHAT, "user": f"m{i}"}).status_code == 200
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = client.get("/metrics").text
+        if _metric(text, "larrylab_log_rows_written_total") == 3:
+            break
+        time.sleep(0.1)
+    assert _metric(text, "larrylab_log_queue_depth") == 0
+    assert 1 <= _metric(text, "larrylab_log_batches_written_total") <= 3
+    again = client.get("/metrics").text  # scraping again counts nothing twice
+    assert _metric(again, "larrylab_log_rows_written_total") == 3
+    assert _metric(again, "larrylab_log_batches_written_total") == _metric(
+        text, "larrylab_log_batches_written_total"
+    )
 
 
 def test_startup_objects_are_left_out_of_garbage_collections(client: TestClient) -> None:

@@ -37,5 +37,5 @@ async def healthz(state: StateDep) -> Any:
 @router.get("/metrics", response_class=Response)
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics."""
-    state.metrics.queue_depth.set(state.writer.depth)
+    state.metrics.log_writer_state(state.writer.depth, state.writer.written)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
