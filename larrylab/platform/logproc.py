@@ -461,8 +461,11 @@ class _Indexer:
             for message in messages:
                 if message[0] == "replay":
                     self.replay()
+            # Asked to store now (a flush, or a backlog near its bound that requests wait on):
+            # store everything there is; otherwise a batch per interval.
+            urgent = any(message[0] == "store" for message in messages)
             try:
-                self.store_folder(self.own, own=True, drain=False)
+                self.store_folder(self.own, own=True, drain=urgent)
                 if time.monotonic() >= next_adopt:
                     self.adopt()
                     next_adopt = time.monotonic() + _ADOPT_EVERY_S

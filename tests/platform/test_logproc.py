@@ -284,7 +284,7 @@ def test_a_flush_or_a_nearly_full_backlog_does_not_wait_for_the_interval(
     assert _stored(migrated_url) == (300, 300)
 
 
-def test_a_backlog_is_stored_in_full_batches_and_late_rows_wait_for_the_next_interval(
+def test_a_backlog_goes_in_full_batches_late_rows_wait_for_the_interval_unless_asked_now(
     migrated_url: str, tmp_path: Path
 ) -> None:
     import io
@@ -293,7 +293,7 @@ def test_a_backlog_is_stored_in_full_batches_and_late_rows_wait_for_the_next_int
     from larrylab.platform.logproc import _Indexer
     from larrylab.platform.logstore import BatchStore
 
-    records = _records(130, seed=13)
+    records = _records(160, seed=13)
     journal = JournalWriter(tmp_path / "journal", migrated_url)
     journal.append(records[:100])
     store = BatchStore(make_engine(migrated_url), SpillDir(tmp_path / "spill"))
@@ -313,6 +313,8 @@ def test_a_backlog_is_stored_in_full_batches_and_late_rows_wait_for_the_next_int
         write_rows(rows)
         if len(batches) == 3:  # the router goes on appending while a batch is stored
             journal.append(records[100:110])
+        if len(batches) == 5:
+            journal.append(records[131:])
 
     store.write_rows = spied  # type: ignore[method-assign]
     # A backlog goes in full batches back to back; the last, not full, ends this interval's
@@ -320,8 +322,14 @@ def test_a_backlog_is_stored_in_full_batches_and_late_rows_wait_for_the_next_int
     indexer.store_folder(indexer.own, own=True, drain=False)
     assert batches == [37, 37, 26]
     assert _stored(migrated_url) == (100, 100)
-    journal.append(records[110:])
+    journal.append(records[110:130])
     indexer.store_folder(indexer.own, own=True, drain=False)
     assert batches == [37, 37, 26, 30]  # one batch for all the rows of the interval
     assert _stored(migrated_url) == (130, 130)
+    # Asked to store now (a flush, or requests waiting on a full backlog): everything there is,
+    # the rows appended meanwhile included.
+    journal.append(records[130:131])
+    indexer.store_folder(indexer.own, own=True, drain=True)
+    assert batches == [37, 37, 26, 30, 1, 29]
+    assert _stored(migrated_url) == (160, 160)
     journal.release()
