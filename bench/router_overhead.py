@@ -7,7 +7,10 @@ the logging, a fourth logs from a thread, LARRYLAB_LOG_WRITER=thread, instead of
 journal and indexer process, and a fifth lets at most 1000 rows wait for its indexer, which gives
 the sustained throughput with logging); and through LiteLLM's proxy (one worker, own venv, made by
 `--setup-litellm`). Before each concurrent window every router has stored all it logged; after
-it, the rows still waiting and the time and CPU to store them are recorded.
+it, the rows still waiting and the time and CPU to store them are recorded, with the log
+writer's mean batch (from /metrics) and the machine's CPU; `logging_cost` reports the cost in
+the windows, with at most 1000 rows waiting, and CPU-accounted (all logging CPU, the rows stored
+after the window included, over the machine's CPU per request with logging off).
 Sequential requests are interleaved request by request across ways; concurrent windows are
 interleaved in rounds. Usage:
 
