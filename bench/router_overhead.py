@@ -225,15 +225,20 @@ async def window(
     return cell
 
 
+LOG_METRICS = (
+    "larrylab_log_queue_depth",
+    "larrylab_log_rows_written_total",
+    "larrylab_log_batches_written_total",
+)
+
+
 def log_metrics(way: Way) -> dict[str, float]:
     """A router's log writer gauges and counters from its /metrics."""
     text = httpx.get(way.base.removesuffix("/v1") + "/metrics", timeout=30).text
-    names = ("larrylab_log_queue_depth", "larrylab_log_rows_written_total")
-    names += ("larrylab_log_batches_written_total",)
     found = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name in names:
+        if name in LOG_METRICS:
             found[name] = float(value)
     if "larrylab_log_queue_depth" not in found:
         raise RuntimeError(f"{way.name}: no larrylab_log_queue_depth in /metrics")
@@ -557,15 +562,14 @@ def logging_cost(res: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
         f"NOT MEASURED: the router ignored {LOG_OFF_ENV}=false; logging-off needs that setting",
     }  # fmt: skip
     for mode in MODES:
-        rps = {w: res["concurrent"][mode][w]["rps"] for w, _ in LARRYLAB_WAYS}
-        on, off = rps["larrylab-route"], rps["larrylab-nolog"]
-        thread, bounded = rps["larrylab-thread"], rps["larrylab-bounded"]
         c = res["concurrent"][mode]
         route, nolog = c["larrylab-route"], c["larrylab-nolog"]
+        on, off = route["rps"], nolog["rps"]
+        thread, bounded = c["larrylab-thread"]["rps"], c["larrylab-bounded"]["rps"]
         # All the CPU logging costs per request, the rows stored after the window included,
         # over the machine's CPU per request without logging: the throughput cost if every
-        # row were stored within the window (the windows keep the CPU busy; see
-        # `machine_busy_share`).
+        # row were stored within the window and the CPU bound the throughput (an upper bound
+        # where the machine had idle CPU; see `machine_busy_share`).
         storing = route.get(
             "server_cpu_ms_per_req_incl_storing_them", route["server_cpu_ms_per_req"]
         )

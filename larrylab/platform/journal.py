@@ -136,7 +136,7 @@ class JournalWriter:
 
     def append(self, records: Sequence[RequestRecord]) -> None:
         """Append records (raises OSError, with nothing appended, if the disk refuses)."""
-        self.append_lines([encode(records)])
+        self.append_lines([line(r) for r in records])
 
     def append_lines(self, lines: Sequence[bytes]) -> None:
         """Append journal lines made by `line` (all of them or, if the disk refuses, none)."""
