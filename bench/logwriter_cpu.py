@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,26 @@ def record(i: int) -> RequestRecord:
         prompt=[{"role": r, "content": c.format(thread=thread, i=i)} for r, c in TURNS],
         reply={"role": "assistant", "content": REPLY},
     )
+
+
+CONVERSATION_TURNS = 8
+
+
+def conversation_record(i: int) -> RequestRecord:
+    """One logged request of a coaching conversation: thread i % 256 holds conversations of
+    `CONVERSATION_TURNS` turns one after another, each request resending the conversation so
+    far (the replies as they were logged) with a new user turn, as chat clients do."""
+    k, n = i % 256, i // 256
+    number, turn = divmod(n, CONVERSATION_TURNS)
+    thread = f"thread-{k:03d}-{number}"
+    user = TURNS[3][1]
+    prompt = [{"role": "system", "content": TURNS[0][1]}]
+    for t in range(turn):
+        prompt.append({"role": "user", "content": f"Turn {t} of {thread}: {user}"})
+        prompt.append({"role": "assistant", "content": f"Reply {t}. {REPLY}"})
+    prompt.append({"role": "user", "content": f"Turn {turn} of {thread}: {user}"})
+    reply = {"role": "assistant", "content": f"Reply {turn}. {REPLY}"}
+    return replace(record(i), thread_id=thread, prompt=prompt, reply=reply)
 
 
 def _cpu_of(pid: int | None) -> float:

@@ -12,10 +12,15 @@ writer's mean batch (from /metrics) and the machine's CPU; `logging_cost` report
 the windows, with at most 1000 rows waiting, and CPU-accounted (all logging CPU, the rows stored
 after the window included, over the machine's CPU per request with logging off).
 Sequential requests are interleaved request by request across ways; concurrent windows are
-interleaved in rounds. Usage:
+interleaved in rounds. The `sustained` phase (`--phases sustained`, alone or after `standard`)
+measures the logging cost directly under sustained load: the route with its default log writer
+and without logging, in long windows (`--sustained-s`) alternating for `--sustained-rounds`
+rounds; each logging window is also charged the time its router took afterwards to store the
+rows still waiting (`rps_incl_storing`). Usage:
 
     python bench/router_overhead.py [--setup-litellm] [--requests 500] [--concurrency 20]
-        [--window-s 4] [--rounds 3] [--out bench/results/router_overhead.json]
+        [--window-s 4] [--rounds 3] [--phases standard[,sustained]] [--sustained-s 30]
+        [--sustained-rounds 4] [--out bench/results/router_overhead.json]
 
 To measure a fixed commit while the working tree changes, run it from a clean checkout with
 `PYTHONPATH=<checkout>` and that checkout as the working directory.
@@ -306,6 +311,81 @@ async def concurrent(
     return cells
 
 
+Run = tuple[int, float, float]
+"""One window of the sustained phase: requests, seconds, seconds to store what was left."""
+
+
+def _rps(runs: Sequence[Run], storing: bool) -> float:
+    """Throughput over `runs`, charged the time to store what they left if `storing`."""
+    return sum(n for n, _, _ in runs) / sum(e + d * storing for _, e, d in runs)
+
+
+def _cost(on: Sequence[Run], off: Sequence[Run], storing: bool) -> float:
+    """Per cent of the throughput without logging that logging costs."""
+    return round(100 * (1 - _rps(on, storing) / _rps(off, False)), 1)
+
+
+def store_now_s(way: Way) -> float:
+    """Seconds a router takes to store the rows it has waiting, told to store them now: the
+    experiment summary makes it store at once (rather than at the indexer's next interval);
+    a second summary, with nothing to store, is timed too and taken off."""
+    url = way.base.removesuffix("/v1") + "/admin/experiments/bench-ab/summary"
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        httpx.get(url, timeout=600).raise_for_status()
+        times.append(time.perf_counter() - t0)
+    return max(times[0] - times[1], 0.0)
+
+
+async def sustained(
+    session: aiohttp.ClientSession, ways: Sequence[Way], conc: int, seconds: float, rounds: int
+) -> dict[str, Any]:
+    """The route with logging on and off (`ways`, in that order) in long windows, alternating
+    which goes first each round, after a 3 s warm-up of each. After a logging window: the rows
+    it left waiting, and the seconds it took to store them when told to, which `incl_storing`
+    adds to the window (the indexer then had the machine to itself, so the longer the window,
+    the less this flatters logging)."""
+    out: dict[str, Any] = {}
+    for mode in MODES:
+        stream = mode == "stream"
+        for w in ways:
+            await drained(ways)
+            await window(session, w, stream, conc, 3.0, 10**9)
+        done: dict[str, list[Run]] = {w.name: [] for w in ways}
+        errors = dict.fromkeys(done, 0)
+        backlog: list[float] = []
+        for r in range(rounds):
+            for w in ways if r % 2 == 0 else list(reversed(ways)):
+                await drained(ways)
+                await asyncio.sleep(0.5)
+                got = await window(session, w, stream, conc, seconds, (r + 2) * 10**6)
+                errors[w.name] += got.errors
+                store_s = 0.0
+                if w.logs:
+                    backlog.append(await asyncio.to_thread(queue_depth, w))
+                    store_s = await asyncio.to_thread(store_now_s, w)
+                done[w.name].append((len(got.lat), got.elapsed, store_s))
+        on, off = (done[w.name] for w in ways)
+        out[mode] = {
+            "rps_on": round(_rps(on, False), 1),
+            "rps_on_incl_storing": round(_rps(on, True), 1),
+            "rps_off": round(_rps(off, False), 1),
+            "cost_pct": _cost(on, off, False),
+            "cost_pct_incl_storing": _cost(on, off, True),
+            "cost_pct_incl_storing_per_round": [
+                _cost([a], [b], True) for a, b in zip(on, off, strict=True)
+            ],
+            "requests_seconds_storing_s_per_round": {
+                "on": [(n, round(e, 2), round(d, 2)) for n, e, d in on],
+                "off": [(n, round(e, 2)) for n, e, _ in off],
+            },
+            "rows_waiting_at_window_end": backlog,
+            "errors_on_off": [errors[w.name] for w in ways],
+        }
+    return out
+
+
 def setup_litellm(venv: Path) -> None:
     """Create `venv` with litellm[proxy] pinned (constraints only if the plain install fails)."""
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -475,17 +555,34 @@ async def measure(ways: Sequence[Way], args: argparse.Namespace) -> dict[str, An
     conn = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=60)
     headers = {"content-type": "application/json", "authorization": "Bearer bench"}
+    phases = args.phases.split(",")
+    res: dict[str, Any] = {}
     async with aiohttp.ClientSession(connector=conn, timeout=timeout, headers=headers) as session:
-        seq = await sequential(session, ways, args.requests, warmup=50)
-        conc = await concurrent(session, ways, args.concurrency, args.window_s, args.rounds)
-    return summarize(seq, conc, [w.name for w in ways if w.through])
+        if "standard" in phases:
+            seq = await sequential(session, ways, args.requests, warmup=50)
+            conc = await concurrent(session, ways, args.concurrency, args.window_s, args.rounds)
+            res = summarize(seq, conc, [w.name for w in ways if w.through])
+        if "sustained" in phases:
+            named = {w.name: w for w in ways}
+            pair = [named["larrylab-route"], named["larrylab-nolog"]]
+            res["sustained"] = await sustained(
+                session, pair, args.concurrency, args.sustained_s, args.sustained_rounds
+            )
+    return res
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the processes, measure, stop them, and collect the results."""
     if args.setup_litellm and not (LITELLM_VENV / "bin" / "litellm").exists():
         setup_litellm(LITELLM_VENV)
-    proxy = (LITELLM_VENV / "bin" / "litellm").exists()
+    standard = "standard" in args.phases.split(",")
+    proxy = standard and (LITELLM_VENV / "bin" / "litellm").exists()
+    # the sustained phase alone needs only the route's routers with and without logging
+    larrylab_ways = [
+        (name, model)
+        for name, model in LARRYLAB_WAYS
+        if standard or name in ("larrylab-route", "larrylab-nolog")
+    ]
     procs: list[LocalProcess] = []
     with tempfile.TemporaryDirectory(prefix="larrylab-bench-") as tmp_s:
         tmp = Path(tmp_s)
@@ -496,8 +593,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cfg = tmp / "larrylab.yaml"
             cfg.write_text(yaml.safe_dump(router_config(sim.url)))
             ways = [Way("direct", f"{sim.url}/v1", "larry-v1", sim.proc.pid, through=False)]
-            dbs = {name: tmp / name / "larrylab.db" for name, _ in LARRYLAB_WAYS}
-            for name, model in LARRYLAB_WAYS:
+            dbs = {name: tmp / name / "larrylab.db" for name, _ in larrylab_ways}
+            for name, model in larrylab_ways:
                 dbs[name].parent.mkdir()
                 env = {"LARRYLAB_SPILL_DIR": str(dbs[name].parent / "spill")}
                 env |= {LOG_OFF_ENV: "false"} if name == "larrylab-nolog" else {}
@@ -521,8 +618,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for p in reversed(procs):
                 p.stop()
         rows = {k: request_rows(db) for k, db in dbs.items()}
-    res["targets"] = judge(res, proxy)
-    res["logging_cost"] = logging_cost(res, rows)
+    if standard:
+        res["targets"] = judge(res, proxy)
+        res["logging_cost"] = logging_cost(res, rows)
+    else:
+        res["request_rows_written"] = rows
     res["meta"] = {
         "python": sys.version.split()[0],
         "machine": platform.platform(),
@@ -532,6 +632,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "window_s": args.window_s,
         "rounds": args.rounds,
+        "phases": args.phases,
+        "sustained_s": args.sustained_s,
+        "sustained_rounds": args.sustained_rounds,
         "added_latency_method": "percentile of way minus same percentile of direct",
         "upstream": "larrylab sim --ttft-ms 0 --tokens-per-s 0 --latency-ms 0 (SIMULATED)",
         "git": git_state(),
@@ -609,13 +712,28 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--window-s", type=float, default=4.0, help="seconds per concurrent window")
     ap.add_argument("--rounds", type=int, default=3, help="concurrent windows per cell")
+    ap.add_argument(
+        "--phases",
+        default="standard",
+        help="standard (sequential and concurrent windows, every way), sustained (long windows "
+        "of the route with logging on and off), or both: standard,sustained",
+    )
+    ap.add_argument("--sustained-s", type=float, default=30.0, help="seconds per window")
+    ap.add_argument("--sustained-rounds", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path("bench/results/router_overhead.json"))
     args = ap.parse_args()
+    if not set(args.phases.split(",")) <= {"standard", "sustained"}:
+        ap.error(f"unknown phase in {args.phases!r}: use standard, sustained or both")
     res = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(table(res))
-    print(json.dumps({k: res[k] for k in ("targets", "logging_cost")}, indent=2))
+    if "targets" in res:
+        print(table(res))
+    print(
+        json.dumps(
+            {k: res[k] for k in ("targets", "logging_cost", "sustained") if k in res}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

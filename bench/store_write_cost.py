@@ -10,17 +10,26 @@ indexer's: a larger page cache, rarer checkpoints). Sources: `journal` (the defa
 indexer's way: each batch is appended to a journal segment as the router does, untimed, then
 read back as rows and stored with the cyclic garbage collector paused) and `records`
 (`RequestRecord` objects through `BatchStore.write`, as the thread writer does and as this
-benchmark did before commit d54f665). Run it on two checkouts to compare them:
+benchmark did before commit d54f665). Traffic: `branching` (the default, as above: each
+request of a thread resends the same 5 messages with a new last turn, so every thread gathers
+thousands of branches) and `conversations` (`logwriter_cpu.conversation_record`: conversations of
+8 turns, each request resending the conversation so far). Message keys: `unique` (the store's
+schema: unique (thread_id, id)) and `rowid` (measured only, never shipped: the scratch store's
+message table rebuilt keyed by row id with a plain thread_id index, inserts without a conflict
+clause, duplicates left to the indexer's caches). Run it on two checkouts to compare them:
 
     python bench/store_write_cost.py [--rows 150000] [--batch-sizes 1000,5000]
-        [--engines plain,bulk] [--source journal] [--out bench/results/store_write_cost.json]
+        [--engines plain,bulk] [--source journal] [--traffic branching]
+        [--message-keys unique] [--out bench/results/store_write_cost.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,7 +41,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from logwriter_cpu import record
+from logwriter_cpu import conversation_record, record
 
 import larrylab
 from larrylab.platform import journal
@@ -42,6 +51,16 @@ from larrylab.platform.logstore import RECORD_FIELDS, BatchStore
 from larrylab.platform.spill import SpillDir
 
 HEADER = orjson.dumps({"larrylab_journal": journal.VERSION, "fields": RECORD_FIELDS}) + b"\n"
+TRAFFIC = {"branching": record, "conversations": conversation_record}
+ROWID_MESSAGE_TABLE = """
+DROP TABLE message;
+CREATE TABLE message (
+    id VARCHAR(64) NOT NULL, thread_id VARCHAR(256) NOT NULL, parent_id VARCHAR(64),
+    depth INTEGER NOT NULL, role VARCHAR(20) NOT NULL, body TEXT NOT NULL,
+    created_at DATETIME NOT NULL
+);
+CREATE INDEX ix_message_thread_id ON message (thread_id);
+"""
 
 
 def _io() -> dict[str, int]:
@@ -49,20 +68,41 @@ def _io() -> dict[str, int]:
     return {k: int(v) for k, v in (line.split(": ") for line in lines)}
 
 
-def measure(rows: int, batch_size: int, bulk: bool, source: str) -> list[dict[str, float]]:
+def _rowid_keyed(url: str, store: BatchStore) -> None:
+    """Rebuild the scratch store's message table keyed by row id (`--message-keys rowid`)."""
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    conn.executescript(ROWID_MESSAGE_TABLE)
+    conn.close()
+    sql = store._sql
+    plain = sql.message.replace(" ON CONFLICT (thread_id, id) DO NOTHING", "")
+    assert plain != sql.message
+    store._sql = dataclasses.replace(sql, message=plain)
+
+
+def measure(
+    rows: int,
+    batch_size: int,
+    bulk: bool,
+    source: str,
+    traffic: str = "branching",
+    message_key: str = "unique",
+) -> list[dict[str, float]]:
     """Per fifth of `rows`: the rows stored before it, and its cost per row."""
     out = []
+    make_record = TRAFFIC[traffic]
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/store.db"
         upgrade(url)
         engine = make_engine(url, bulk_writer=True) if bulk else make_engine(url)
         store = BatchStore(engine, SpillDir(Path(tmp) / "spill"))
+        if message_key == "rowid":
+            _rowid_keyed(url, store)
         chunk = rows // 5
         for start in range(0, chunk * 5, chunk):
             cpu, wall, io, made = time.process_time(), time.perf_counter(), _io(), 0.0
             for b in range(start, start + chunk, batch_size):
                 t = time.process_time()
-                batch = [record(i) for i in range(b, min(b + batch_size, start + chunk))]
+                batch = [make_record(i) for i in range(b, min(b + batch_size, start + chunk))]
                 if source == "journal":  # what the router does: append them to its journal
                     segment = Path(tmp) / f"{b:09d}.jsonl"
                     segment.write_bytes(HEADER + journal.encode(batch))
@@ -103,14 +143,23 @@ def main() -> None:
         help="journal: the indexer's way (journal lines read back and stored as rows, the "
         "collector paused per batch); records: RequestRecord objects through BatchStore.write",
     )
+    ap.add_argument("--traffic", default="branching", help="branching,conversations")
+    ap.add_argument("--message-keys", default="unique", help="unique,rowid")
     ap.add_argument("--out", type=Path, default=Path("bench/results/store_write_cost.json"))
     args = ap.parse_args()
     runs: dict[str, Any] = {}
-    for engine in args.engines.split(","):
-        for size in (int(s) for s in args.batch_sizes.split(",")):
-            name = f"{engine}/{size}"
-            print(name, flush=True)
-            runs[name] = measure(args.rows, size, engine == "bulk", args.source)
+    for traffic in args.traffic.split(","):
+        for key in args.message_keys.split(","):
+            for engine in args.engines.split(","):
+                for size in (int(s) for s in args.batch_sizes.split(",")):
+                    # Names as before for the default traffic and key.
+                    name = f"{engine}/{size}"
+                    name += "" if traffic == "branching" else f"/{traffic}"
+                    name += "" if key == "unique" else f"/{key}"
+                    print(name, flush=True)
+                    runs[name] = measure(
+                        args.rows, size, engine == "bulk", args.source, traffic, key
+                    )
     root = Path(larrylab.__file__).resolve().parent
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root
@@ -121,6 +170,8 @@ def main() -> None:
         "python": platform.python_version(),
         "rows": args.rows,
         "source": args.source,
+        "traffic": args.traffic,
+        "message_keys": args.message_keys,
         "last_fifth_cpu_ms_per_row": {
             name: round(fifths[-2]["cpu_ms_per_row"], 4) for name, fifths in runs.items()
         },
