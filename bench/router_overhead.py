@@ -12,15 +12,17 @@ writer's mean batch (from /metrics) and the machine's CPU; `logging_cost` report
 the windows, with at most 1000 rows waiting, and CPU-accounted (all logging CPU, the rows stored
 after the window included, over the machine's CPU per request with logging off).
 Sequential requests are interleaved request by request across ways; concurrent windows are
-interleaved in rounds. The `sustained` phase (`--phases sustained`, alone or after `standard`)
-measures the logging cost directly under sustained load: the route with its default log writer
-and without logging, in long windows (`--sustained-s`) alternating for `--sustained-rounds`
-rounds; each logging window is also charged the time its router took afterwards to store the
-rows still waiting (`rps_incl_storing`). Usage:
+interleaved in rounds. `--traffic conversations` sends 8-turn coaching conversations instead of
+`body`'s branching threads (the client then parses each reply, on every way alike). The
+`sustained` phase (`--phases sustained`, alone or after `standard`) measures the logging cost
+directly under sustained load: the route with its default log writer and without logging, in
+long windows (`--sustained-s`) alternating for `--sustained-rounds` rounds; each logging window
+is also charged the time its router took afterwards to store the rows still waiting
+(`rps_on_incl_storing`). Usage:
 
     python bench/router_overhead.py [--setup-litellm] [--requests 500] [--concurrency 20]
         [--window-s 4] [--rounds 3] [--phases standard[,sustained]] [--sustained-s 30]
-        [--sustained-rounds 4] [--out bench/results/router_overhead.json]
+        [--sustained-rounds 4] [--traffic branching] [--out bench/results/router_overhead.json]
 
 To measure a fixed commit while the working tree changes, run it from a clean checkout with
 `PYTHONPATH=<checkout>` and that checkout as the working directory.
@@ -89,6 +91,49 @@ TURNS = (
 )
 
 
+class Conversations:
+    """`--traffic conversations`: 256 threads, each holding coaching conversations of `turns`
+    turns one after another; each request resends the conversation so far, with the replies
+    this way gave, and a new user turn (as chat clients call). One per way."""
+
+    def __init__(self, turns: int = 8) -> None:
+        self.turns = turns
+        # thread slot -> (thread id, messages so far, turns taken, conversations begun)
+        self.threads: dict[int, tuple[str, list[dict[str, str]], int, int]] = {}
+
+    def request(self, model: str, stream: bool, i: int) -> tuple[bytes, list[dict[str, str]]]:
+        """The body of request `i`, and the messages it sends."""
+        slot = i % 256
+        thread, messages, turn, number = self.threads.get(slot, ("", [], self.turns, -1))
+        if turn >= self.turns:  # a new conversation in this slot
+            number += 1
+            thread, turn = f"bench-thread-{slot:03d}-{number}", 0
+            messages = [{"role": "system", "content": TURNS[0]}]
+            self.threads[slot] = (thread, messages, turn, number)
+        user = f"Turn {turn} of {thread}: {TURNS[3]}"
+        sent = [*messages, {"role": "user", "content": user}]
+        body = {"model": model, "stream": stream, "user": thread, "messages": sent}
+        return orjson.dumps(body), sent
+
+    def replied(self, i: int, sent: list[dict[str, str]], content: str) -> None:
+        """Record the reply to request `i` (which sent `sent`): the conversation goes on."""
+        thread, _, turn, number = self.threads[i % 256]
+        history = [*sent, {"role": "assistant", "content": content}]
+        self.threads[i % 256] = (thread, history, turn + 1, number)
+
+
+def reply_content(data: bytes, stream: bool) -> str:
+    """The assistant's text in a chat completion response, or in its SSE stream."""
+    if not stream:
+        return str(orjson.loads(data)["choices"][0]["message"]["content"])
+    parts = []
+    for line in data.split(b"\n"):
+        if line.startswith(b"data: {"):
+            choices = orjson.loads(line[6:]).get("choices") or [{}]
+            parts.append(choices[0].get("delta", {}).get("content") or "")
+    return "".join(parts)
+
+
 @dataclass(frozen=True)
 class Way:
     """One way of reaching the simulated model."""
@@ -99,6 +144,7 @@ class Way:
     pid: int
     through: bool = True
     logs: bool = False  # a larrylab router that logs requests (its log queue is watched)
+    talk: Conversations | None = None  # None: the branching traffic of `body`
 
 
 @dataclass
@@ -179,20 +225,30 @@ def body(model: str, stream: bool, i: int) -> bytes:
 
 async def one(session: aiohttp.ClientSession, way: Way, stream: bool, i: int) -> float | None:
     """Send one request; its latency to the last byte in seconds, or None on any failure."""
-    payload = body(way.model, stream, i)
+    if way.talk is None:
+        payload, sent = body(way.model, stream, i), None
+    else:
+        payload, sent = way.talk.request(way.model, stream, i)
     t0 = time.perf_counter()
     try:
         async with session.post(f"{way.base}/chat/completions", data=payload) as resp:
-            if stream:
+            if stream and sent is None:
                 tail = b""
                 async for chunk in resp.content.iter_any():
                     tail = (tail + chunk)[-64:]
                 ok = resp.status == 200 and b"[DONE]" in tail
+            elif stream:
+                data = b"".join([chunk async for chunk in resp.content.iter_any()])
+                ok = resp.status == 200 and b"[DONE]" in data[-64:]
             else:
-                ok = resp.status == 200 and b'"choices"' in await resp.read()
+                data = await resp.read()
+                ok = resp.status == 200 and b'"choices"' in data
     except (aiohttp.ClientError, TimeoutError):
         return None
-    return time.perf_counter() - t0 if ok else None
+    dt = time.perf_counter() - t0
+    if ok and way.talk is not None and sent is not None:
+        way.talk.replied(i, sent, reply_content(data, stream))
+    return dt if ok else None
 
 
 async def sequential(
@@ -592,7 +648,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             procs.append(sim)
             cfg = tmp / "larrylab.yaml"
             cfg.write_text(yaml.safe_dump(router_config(sim.url)))
-            ways = [Way("direct", f"{sim.url}/v1", "larry-v1", sim.proc.pid, through=False)]
+
+            def talk() -> Conversations | None:  # each way holds its own conversations
+                return Conversations() if args.traffic == "conversations" else None
+
+            ways = [
+                Way("direct", f"{sim.url}/v1", "larry-v1", sim.proc.pid, through=False, talk=talk())
+            ]
             dbs = {name: tmp / name / "larrylab.db" for name, _ in larrylab_ways}
             for name, model in larrylab_ways:
                 dbs[name].parent.mkdir()
@@ -603,11 +665,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 r = start_router(log_dir=dbs[name].parent, database_url=url, config=cfg, env=env)
                 procs.append(r)
                 logs = name != "larrylab-nolog"
-                ways.append(Way(name, f"{r.url}/v1", model, r.proc.pid, logs=logs))
+                ways.append(Way(name, f"{r.url}/v1", model, r.proc.pid, logs=logs, talk=talk()))
             if proxy:
                 procs.append(start_litellm(LITELLM_VENV, sim.url, tmp))
                 ways.append(
-                    Way("litellm-proxy", f"{procs[-1].url}/v1", "larry", procs[-1].proc.pid)
+                    Way(
+                        "litellm-proxy",
+                        f"{procs[-1].url}/v1",
+                        "larry",
+                        procs[-1].proc.pid,
+                        talk=talk(),
+                    )
                 )
             pids = [w.pid for w in ways]
             busy0, own0, t0 = machine_busy_s(), own_cpu_s(pids), time.perf_counter()
@@ -633,6 +701,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "window_s": args.window_s,
         "rounds": args.rounds,
         "phases": args.phases,
+        "traffic": args.traffic,
         "sustained_s": args.sustained_s,
         "sustained_rounds": args.sustained_rounds,
         "added_latency_method": "percentile of way minus same percentile of direct",
@@ -717,6 +786,14 @@ def main() -> None:
         default="standard",
         help="standard (sequential and concurrent windows, every way), sustained (long windows "
         "of the route with logging on and off), or both: standard,sustained",
+    )
+    ap.add_argument(
+        "--traffic",
+        choices=("branching", "conversations"),
+        default="branching",
+        help="branching: each request of a thread resends the same 5 messages with a new last "
+        "turn; conversations: 8-turn conversations, each request resending the conversation so "
+        "far with the replies this way gave",
     )
     ap.add_argument("--sustained-s", type=float, default=30.0, help="seconds per window")
     ap.add_argument("--sustained-rounds", type=int, default=4)
