@@ -395,21 +395,28 @@ def store_now_s(way: Way) -> float:
 
 
 async def sustained(
-    session: aiohttp.ClientSession, ways: Sequence[Way], conc: int, seconds: float, rounds: int
+    session: aiohttp.ClientSession,
+    ways: Sequence[Way],
+    conc: int,
+    seconds: float,
+    rounds: int,
+    modes: Sequence[str] = MODES,
 ) -> dict[str, Any]:
     """The route with logging on and off (`ways`, in that order) in long windows, alternating
     which goes first each round, after a 3 s warm-up of each. After a logging window: the rows
     it left waiting, and the seconds it took to store them when told to, which `incl_storing`
     adds to the window (the indexer then had the machine to itself, so the longer the window,
-    the less this flatters logging)."""
+    the less this flatters logging). Also CPU per request: the server's (router and indexer,
+    storing what was left included), the router process's own, and the machine's."""
     out: dict[str, Any] = {}
-    for mode in MODES:
+    for mode in modes:
         stream = mode == "stream"
         for w in ways:
             await drained(ways)
             await window(session, w, stream, conc, 3.0, 10**9)
         done: dict[str, list[Run]] = {w.name: [] for w in ways}
         errors = dict.fromkeys(done, 0)
+        cpu = {w.name: [0.0, 0.0, 0.0] for w in ways}  # server, router process, machine
         backlog: list[float] = []
         for r in range(rounds):
             for w in ways if r % 2 == 0 else list(reversed(ways)):
@@ -417,11 +424,16 @@ async def sustained(
                 await asyncio.sleep(0.5)
                 got = await window(session, w, stream, conc, seconds, (r + 2) * 10**6)
                 errors[w.name] += got.errors
-                store_s = 0.0
+                store_s, cpu0 = 0.0, cpu_seconds(w.pid)
                 if w.logs:
                     backlog.append(await asyncio.to_thread(queue_depth, w))
                     store_s = await asyncio.to_thread(store_now_s, w)
                 done[w.name].append((len(got.lat), got.elapsed, store_s))
+                storing_cpu = cpu_seconds(w.pid) - cpu0
+                for k, v in enumerate(
+                    (got.cpu_s + storing_cpu, got.router_cpu_s, got.machine_cpu_s)
+                ):
+                    cpu[w.name][k] += v
         on, off = (done[w.name] for w in ways)
         out[mode] = {
             "rps_on": round(_rps(on, False), 1),
@@ -438,6 +450,15 @@ async def sustained(
             },
             "rows_waiting_at_window_end": backlog,
             "errors_on_off": [errors[w.name] for w in ways],
+            "cpu_ms_per_req_on_off": {
+                kind: [
+                    round(1000 * cpu[w.name][k] / max(sum(n for n, _, _ in done[w.name]), 1), 3)
+                    for w in ways
+                ]
+                for k, kind in enumerate(
+                    ("server_incl_storing", "router_process", "machine_in_windows")
+                )
+            },
         }
     return out
 
@@ -622,7 +643,12 @@ async def measure(ways: Sequence[Way], args: argparse.Namespace) -> dict[str, An
             named = {w.name: w for w in ways}
             pair = [named["larrylab-route"], named["larrylab-nolog"]]
             res["sustained"] = await sustained(
-                session, pair, args.concurrency, args.sustained_s, args.sustained_rounds
+                session,
+                pair,
+                args.concurrency,
+                args.sustained_s,
+                args.sustained_rounds,
+                args.sustained_modes.split(","),
             )
     return res
 
@@ -704,6 +730,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "traffic": args.traffic,
         "sustained_s": args.sustained_s,
         "sustained_rounds": args.sustained_rounds,
+        "sustained_modes": args.sustained_modes,
         "added_latency_method": "percentile of way minus same percentile of direct",
         "upstream": "larrylab sim --ttft-ms 0 --tokens-per-s 0 --latency-ms 0 (SIMULATED)",
         "git": git_state(),
@@ -797,6 +824,7 @@ def main() -> None:
     )
     ap.add_argument("--sustained-s", type=float, default=30.0, help="seconds per window")
     ap.add_argument("--sustained-rounds", type=int, default=4)
+    ap.add_argument("--sustained-modes", default="json,stream", help="json, stream or both")
     ap.add_argument("--out", type=Path, default=Path("bench/results/router_overhead.json"))
     args = ap.parse_args()
     if not set(args.phases.split(",")) <= {"standard", "sustained"}:
