@@ -147,6 +147,10 @@ def main() -> None:
     ap.add_argument("--message-keys", default="unique", help="unique,rowid")
     ap.add_argument("--out", type=Path, default=Path("bench/results/store_write_cost.json"))
     args = ap.parse_args()
+    if not set(args.traffic.split(",")) <= TRAFFIC.keys():
+        ap.error(f"unknown traffic in {args.traffic!r}: use {', '.join(TRAFFIC)}")
+    if not set(args.message_keys.split(",")) <= {"unique", "rowid"}:
+        ap.error(f"unknown message key in {args.message_keys!r}: use unique, rowid")
     runs: dict[str, Any] = {}
     for traffic in args.traffic.split(","):
         for key in args.message_keys.split(","):
