@@ -37,8 +37,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from logwriter_cpu import conversation_record, record
@@ -47,10 +45,10 @@ import larrylab
 from larrylab.platform import journal
 from larrylab.platform.db import make_engine, upgrade
 from larrylab.platform.logproc import collector_paused
-from larrylab.platform.logstore import RECORD_FIELDS, BatchStore
+from larrylab.platform.logstore import BatchStore
 from larrylab.platform.spill import SpillDir
 
-HEADER = orjson.dumps({"larrylab_journal": journal.VERSION, "fields": RECORD_FIELDS}) + b"\n"
+HEADER = journal.header()
 TRAFFIC = {"branching": record, "conversations": conversation_record}
 ROWID_MESSAGE_TABLE = """
 DROP TABLE message;

@@ -11,8 +11,12 @@ Layout: one folder per router process under the journal root, named
 `<database key>-<host>-<pid>-<random>`, holding
 - `writer.lock`: locked (`flock`) by the router for its whole life;
 - `indexer.lock`: locked by the indexer that stores this folder;
-- segments `00000001.jsonl`, ...: a header line (`{"larrylab_journal": 1, "fields": [...]}`),
-  then one JSON array of field values per request;
+- segments `00000001.jsonl`, ...: a header line (`{"larrylab_journal": 2, "fields": [...],
+  "tail": "prompt"}`), then one line per request: a JSON array of the values of `fields`, a tab,
+  and the prompt's messages as a JSON array. The prompt comes apart so that the indexer can
+  compare its text with the thread's last chain and decode only the messages it adds
+  (`transcripts.ChainCache.chain_json`). Version 1 lines (one array of every field, no tail)
+  read as before;
 - `checkpoint.json`: the segment and byte offset stored so far, and the rows stored in all.
 
 A folder neither lock holds belongs to a router and indexer that are gone (a SIGKILL): any
@@ -33,23 +37,27 @@ import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy.engine import make_url
 
-from larrylab.platform.logstore import RECORD_FIELDS, RequestRecord, record_values
+from larrylab.platform.logstore import RECORD_FIELDS, RequestRecord
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 _WRITER_LOCK = "writer.lock"
 _INDEXER_LOCK = "indexer.lock"
 _CHECKPOINT = "checkpoint.json"
 _SUFFIX = ".jsonl"
 _TIME_FIELDS = frozenset({"created_at", "finished_at"})
 _READ_BUFFER_BYTES = 1 << 20
+_TAIL = "prompt"  # the field a line carries after its tab
+_HEAD_FIELDS = tuple(name for name in RECORD_FIELDS if name != _TAIL)
+_head_values = attrgetter(*_HEAD_FIELDS)
 
 
 def database_key(database_url: str) -> str:
@@ -85,9 +93,17 @@ def segments(directory: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def header() -> bytes:
+    """The first line of a segment: the version, and the fields each line holds."""
+    head = {"larrylab_journal": VERSION, "fields": _HEAD_FIELDS, "tail": _TAIL}
+    return orjson.dumps(head) + b"\n"
+
+
 def line(record: RequestRecord) -> bytes:
-    """The journal line for one record."""
-    return orjson.dumps(record_values(record)) + b"\n"
+    """The journal line for one record: its other fields, a tab, its prompt (JSON text never
+    holds a raw tab: orjson escapes one inside a string)."""
+    dumps = orjson.dumps
+    return b"".join((dumps(_head_values(record)), b"\t", dumps(record.prompt), b"\n"))
 
 
 def encode(records: Sequence[RequestRecord]) -> bytes:
@@ -119,9 +135,8 @@ class JournalWriter:
         self._seq += 1
         path = self.directory / _segment_name(self._seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        header = orjson.dumps({"larrylab_journal": VERSION, "fields": RECORD_FIELDS}) + b"\n"
         self._size = 0
-        self._write(header)
+        self._write(header())
 
     def _write(self, data: bytes) -> None:
         """Write all of `data` or nothing (a failed write is cut off again, so that no torn
@@ -185,24 +200,47 @@ class Checkpoint:
 
 
 _TIME_INDEXES = tuple(i for i, name in enumerate(RECORD_FIELDS) if name in _TIME_FIELDS)
-_N_FIELDS = len(RECORD_FIELDS)
-_CREATED, _FINISHED = (RECORD_FIELDS.index(name) for name in ("created_at", "finished_at"))
+_CREATED, _FINISHED, _PROMPT = map(RECORD_FIELDS.index, ("created_at", "finished_at", _TAIL))
 # Fields a line of another version may lack.
 _OPTIONAL: dict[str, Any] = {"prompt": [], "reply": None}
 
 
-def _row(fields: Sequence[str] | None, values: Any) -> list[Any]:
-    """A record's values in `RECORD_FIELDS` order from one journal line (times as the line's
-    ISO 8601 text); `fields` None: the line has this version's fields. Raises ValueError for a
-    line that is not a record."""
-    if fields is None:
-        if type(values) is not list or len(values) != _N_FIELDS:
-            raise ValueError(f"expected a list of {_N_FIELDS} values")
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What a segment's lines hold, from its header: the fields of the JSON array, and the
+    field after the tab (None: no tab, as in version 1)."""
+
+    fields: tuple[str, ...]
+    tail: str | None
+    current: bool  # this version's fields, in this version's order
+
+    @classmethod
+    def of(cls, fields: Sequence[str], tail: str | None) -> _Layout:
+        """The layout of a header's fields and tail."""
+        fields = tuple(fields)
+        return cls(fields, tail, fields == _HEAD_FIELDS and tail == _TAIL)
+
+
+def _row(layout: _Layout, line: bytes) -> list[Any]:
+    """A record's values in `RECORD_FIELDS` order from one journal line (without its newline):
+    times as the line's ISO 8601 text, the prompt as its JSON text (bytes) when the line
+    carries it after a tab, else as a list. Raises ValueError for a line that is not a record."""
+    tail: bytes | None = None
+    if layout.tail is not None:
+        cut = line.find(b"\t")
+        if cut < 0:
+            raise ValueError(f"no tab before the {layout.tail}")
+        line, tail = line[:cut], line[cut + 1 :]
+    values = orjson.loads(line)
+    if type(values) is not list or len(values) != len(layout.fields):
+        raise ValueError(f"expected a list of {len(layout.fields)} values")
+    if layout.current:
+        values.insert(_PROMPT, tail)
         row = values
     else:
-        if type(values) is not list or len(values) != len(fields):
-            raise ValueError(f"expected a list of {len(fields)} values")
-        named = dict(zip(fields, values, strict=True))
+        named = dict(zip(layout.fields, values, strict=True))
+        if layout.tail is not None:  # the prompt stays text, as in this version's lines
+            named[layout.tail] = tail if layout.tail == _TAIL else orjson.loads(tail or b"")
         if missing := [n for n in RECORD_FIELDS if n not in named and n not in _OPTIONAL]:
             raise ValueError(f"missing fields {missing}")
         row = [named[n] if n in named else _OPTIONAL[n] for n in RECORD_FIELDS]
@@ -216,6 +254,8 @@ def to_record(row: Sequence[Any]) -> RequestRecord:
     values = list(row)
     for i in _TIME_INDEXES:
         values[i] = datetime.fromisoformat(values[i])
+    if type(values[_PROMPT]) is bytes:
+        values[_PROMPT] = orjson.loads(values[_PROMPT])
     return RequestRecord(*values)
 
 
@@ -226,7 +266,7 @@ class SegmentReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._header_bytes = 0  # 0 until the header line was read
-        self._fields: tuple[str, ...] | None = None  # None: this version's fields
+        self._layout = _Layout.of(_HEAD_FIELDS, _TAIL)
         self.skipped = 0  # lines that did not parse
 
     def read(self, offset: int, max_rows: int) -> tuple[list[RequestRecord], int]:
@@ -236,7 +276,8 @@ class SegmentReader:
 
     def read_rows(self, offset: int, max_rows: int) -> tuple[list[list[Any]], int]:
         """`read`, each record as its values in `RECORD_FIELDS` order, times as ISO 8601 text
-        (what `BatchStore.write_rows` takes, with no record objects made in between)."""
+        and the prompt as its JSON text (what `BatchStore.write_rows` takes, with no record
+        objects made and no prompt decoded in between)."""
         # A batch is thousands of lines of 1-3 kB: a 1 MB buffer refills a few times per batch
         # instead of every few lines (reading and decoding a line: 3.5 -> 3.2 us at 1.3 kB,
         # 5.4 -> 4.7 us at 2.6 kB; `bench/results/store_write_cost.md`, session 9).
@@ -245,21 +286,21 @@ class SegmentReader:
                 header = fh.readline()
                 if not header.endswith(b"\n"):
                     return [], offset
-                fields = tuple(orjson.loads(header)["fields"])
-                self._fields = None if fields == RECORD_FIELDS else fields
+                head = orjson.loads(header)
+                self._layout = _Layout.of(head["fields"], head.get("tail"))
                 self._header_bytes = len(header)
             offset = max(offset, self._header_bytes)
             fh.seek(offset)
             rows: list[list[Any]] = []
-            loads, layout = orjson.loads, self._fields
+            layout = self._layout
             while len(rows) < max_rows:
                 line = fh.readline()
                 if not line.endswith(b"\n"):
                     break
                 offset += len(line)
                 try:
-                    rows.append(_row(layout, loads(line)))
-                except (orjson.JSONDecodeError, ValueError) as exc:
+                    rows.append(_row(layout, line[:-1]))
+                except ValueError as exc:  # orjson.JSONDecodeError is one
                     self.skipped += 1
                     log.error("skipping an unreadable journal line in %s: %s", self.path, exc)
         return rows, offset

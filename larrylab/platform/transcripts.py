@@ -7,7 +7,7 @@ conversation prefix always maps to the same rows (stored once) and a changed his
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
@@ -47,28 +47,26 @@ def chain(
 ) -> list[MessageRow]:
     """Rows for `messages`, chained after `parent_id` (the last row ends the chain)."""
     rows: dict[str, MessageRow] = {}
-    extend_chain(rows, (), thread_id, messages, parent_id, depth)
+    extend_chain(rows, thread_id, messages, parent_id, depth)
     return list(rows.values())
 
 
 def extend_chain(
     rows: dict[str, MessageRow],
-    known: Container[str],
     thread_id: str,
     messages: Sequence[dict[str, Any]],
     parent_id: str | None = None,
     depth: int = 0,
 ) -> str | None:
-    """Chain `messages` after `parent_id`, adding to `rows` those whose id is in neither `rows`
-    nor `known`; returns the id that ends the chain (`parent_id` if there are no messages)."""
+    """Chain `messages` after `parent_id`, adding to `rows` those whose id it does not hold;
+    returns the id that ends the chain (`parent_id` if there are no messages)."""
     bodies = _canonical_all(messages)
-    ids = _extend(rows, known, thread_id, messages, bodies, parent_id, depth)
+    ids = _extend(rows, thread_id, messages, bodies, parent_id, depth)
     return ids[-1] if ids else parent_id
 
 
 def _extend(
     rows: dict[str, MessageRow],
-    known: Container[str],
     thread_id: str,
     messages: Sequence[dict[str, Any]],
     bodies: Sequence[bytes],
@@ -77,15 +75,15 @@ def _extend(
     stamp: Any = None,
 ) -> list[str]:
     """The ids of `messages` (canonical JSON `bodies`) chained after `parent_id`, `messages[0]`
-    being at `depth`; rows for those in neither `rows` nor `known` are added to `rows`, created
-    at `stamp`."""
+    being at `depth`; rows for those `rows` does not hold are added to it, created at
+    `stamp`."""
     ids = []
     thread = thread_id.encode("utf-8")
     for i, body in enumerate(bodies):
         # the chain hash: thread, parent id and canonical JSON, NUL-separated
         key = b"\x00".join((thread, (parent_id or "").encode("ascii"), body))
         mid = blake2b(key, digest_size=16).hexdigest()
-        if mid not in rows and mid not in known:
+        if mid not in rows:
             role = str(messages[i].get("role", ""))
             rows[mid] = MessageRow(mid, thread_id, parent_id, depth + i, role, body.decode(), stamp)
         ids.append(mid)
@@ -97,8 +95,14 @@ Key = dict[str, Any] | bytes
 """How the chain cache remembers a message: the message itself when all its values are strings
 (then equal dicts mean equal canonical JSON), else its canonical JSON."""
 
-# thread id -> (the keys of its last chain of messages, their ids)
-Chains = dict[str, tuple[list[Key], list[str]]]
+
+Chain = tuple[list[Key], list[str], bytes | None, dict[str, Any] | None]
+"""A thread's last chain of messages as the cache holds it: each message's key, each one's id,
+and, for a chain that came from a prompt's JSON text (`ChainCache.chain_json`), that text and
+the reply that followed (else None, None)."""
+
+Chains = dict[str, Chain]
+"""Thread id -> its last chain."""
 
 
 def _key(message: dict[str, Any], body: bytes) -> Key:
@@ -115,7 +119,8 @@ class ChainCache:
     message id depends only on its thread, its parent's id and its canonical JSON, so a message
     with the same canonical JSON in the same place has the same id. Messages whose values are
     all strings (most chat messages) are compared as dicts, which costs a fraction of making
-    their canonical JSON; others by their canonical JSON.
+    their canonical JSON; others by their canonical JSON. A prompt still in JSON text, as the
+    journal holds it, is compared as text first (`chain_json`).
 
     Entries are proposed while a batch is prepared and kept only once the batch is stored
     (`commit`), so a cached id always names a stored row. Bounded by the number of messages held;
@@ -123,14 +128,13 @@ class ChainCache:
     """
 
     def __init__(self, max_messages: int = 50_000) -> None:
-        self._chains: OrderedDict[str, tuple[list[Key], list[str]]] = OrderedDict()
+        self._chains: OrderedDict[str, Chain] = OrderedDict()
         self._held = 0
         self._max = max_messages
 
     def chain(
         self,
         rows: dict[str, MessageRow],
-        known: Container[str],
         thread_id: str,
         messages: Sequence[dict[str, Any]],
         proposed: Chains,
@@ -144,7 +148,7 @@ class ChainCache:
         keys: list[Key] = []
         ids: list[str] = []
         if prev is not None:
-            prev_keys, prev_ids = prev
+            prev_keys, prev_ids = prev[0], prev[1]
             limit = min(len(prev_keys), len(messages))
             while same < limit:
                 key, message = prev_keys[same], messages[same]
@@ -161,9 +165,44 @@ class ChainCache:
             added = messages[same:]
             bodies = _canonical_all(added)
             parent = ids[-1] if ids else None
-            ids.extend(_extend(rows, known, thread_id, added, bodies, parent, same, stamp))
+            ids.extend(_extend(rows, thread_id, added, bodies, parent, same, stamp))
             keys.extend(map(_key, added, bodies))
-        proposed[thread_id] = (keys, ids)
+        proposed[thread_id] = (keys, ids, None, None)
+        return ids
+
+    def chain_json(
+        self,
+        rows: dict[str, MessageRow],
+        thread_id: str,
+        prompt: bytes,
+        reply: dict[str, Any] | None,
+        proposed: Chains,
+        stamp: Any = None,
+    ) -> list[str]:
+        """`chain` of a prompt given as its JSON text (as the journal holds it), then its reply.
+        Raises ValueError if `prompt` is not a JSON array of objects.
+
+        A follow-up request's text begins with the text of the thread's last chain, its prompt
+        and reply: then only the messages after that are decoded and hashed. Equal text means
+        equal messages, so this gives the ids that comparing every message would; other text (a
+        branch, a new thread, another serialization) is decoded and compared in full."""
+        prev = proposed.get(thread_id) or self._chains.get(thread_id)
+        start = 0 if prev is None else _continues(prompt, prev)
+        if prev is None or not start:
+            messages = _messages(prompt)
+            convo = [*messages, reply] if reply else messages
+            ids = self.chain(rows, thread_id, convo, proposed, stamp)
+            keys = proposed[thread_id][0]
+        else:
+            added = _messages(b"[" + prompt[start:])
+            if not added:  # "[m1,...,mk,]" is not JSON
+                raise ValueError("a prompt is not a JSON array of messages")
+            if reply:
+                added.append(reply)
+            bodies = _canonical_all(added)
+            keys, ids = [*prev[0], *map(_key, added, bodies)], [*prev[1]]
+            ids += _extend(rows, thread_id, added, bodies, ids[-1], len(ids), stamp)
+        proposed[thread_id] = (keys, ids, prompt, reply)
         return ids
 
     def commit(self, proposed: Chains) -> None:
@@ -175,8 +214,35 @@ class ChainCache:
             self._chains[thread_id] = entry
             self._held += len(entry[1])
         while self._held > self._max and self._chains:
-            _, (_, ids) = self._chains.popitem(last=False)
-            self._held -= len(ids)
+            _, dropped = self._chains.popitem(last=False)
+            self._held -= len(dropped[1])
+
+
+def _messages(text: bytes) -> list[dict[str, Any]]:
+    """The messages of a prompt's JSON text (ValueError if it is not an array of objects)."""
+    value = orjson.loads(text)
+    if type(value) is not list or not all(type(m) is dict for m in value):
+        raise ValueError("a prompt is not a JSON array of messages")
+    return value
+
+
+def _continues(prompt: bytes, prev: Chain) -> int:
+    """Where the first message after `prev`'s begins in `prompt`'s text, if that text begins
+    with the text of `prev`'s prompt and reply ("[m1,...,mk,r,"); else 0."""
+    _, ids, text, reply = prev
+    if text is None or not ids:
+        return 0
+    at = len(text) - 1  # where `text` has its closing bracket, `prompt` must have a comma
+    if len(prompt) <= at or prompt[at] != 0x2C or not prompt.startswith(memoryview(text)[:at]):
+        return 0
+    at += 1
+    if reply:
+        said = orjson.dumps(reply)
+        end = at + len(said)
+        if len(prompt) <= end or prompt[end] != 0x2C or not prompt.startswith(said, at):
+            return 0
+        at = end + 1
+    return at
 
 
 def rebuild(conn: Connection, thread_id: str, last_id: str | None) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import pytest
 
 from larrylab.platform import journal
 from larrylab.platform.journal import JournalWriter, SegmentReader, database_key
+from larrylab.platform.logstore import record_values
 from tests.platform.test_rollup import _records
 
 DB = "sqlite:///some.db"
@@ -114,9 +115,40 @@ def test_a_segment_with_other_fields_reads_by_name(tmp_path: Path) -> None:
     """A journal written by another version: fields in another order, one this one lacks."""
     rec = _records(3, seed=5)[0]
     fields = [*reversed(journal.RECORD_FIELDS), "added_later"]
-    values = [*reversed(journal.record_values(rec)), "ignored"]
+    values = [*reversed(record_values(rec)), "ignored"]
     path = tmp_path / "00000001.jsonl"
     header = {"larrylab_journal": 1, "fields": fields}
     path.write_bytes(orjson.dumps(header) + b"\n" + orjson.dumps(values) + b"\n")
     records, _ = SegmentReader(path).read(0, 10)
     assert records == [rec]
+
+
+def test_version_1_segments_still_read(tmp_path: Path) -> None:
+    """A folder left by a router of the previous version (every field in one array, no tail)
+    is stored by this version's indexer."""
+    records = _records(4, seed=6)
+    records[1].prompt = [{"role": "user", "content": "a\ttab"}]
+    header = {"larrylab_journal": 1, "fields": journal.RECORD_FIELDS}
+    lines = [orjson.dumps(record_values(rec)) + b"\n" for rec in records]
+    path = tmp_path / "00000001.jsonl"
+    path.write_bytes(orjson.dumps(header) + b"\n" + b"".join(lines))
+    assert SegmentReader(path).read(0, 10)[0] == records
+
+
+def test_lines_keep_the_prompt_as_text_after_a_tab(tmp_path: Path) -> None:
+    """The indexer gets each prompt as its JSON text (decoded only as far as it must); a tab
+    inside a message is escaped, so the first tab of a line is the separator; a line without
+    one is skipped, not stored wrong."""
+    records = _records(3, seed=7)
+    records[0].prompt = [{"role": "user", "content": "tab\there"}]
+    writer = JournalWriter(tmp_path, DB)
+    writer.append(records)
+    path = journal.segments(writer.directory)[0][1]
+    with path.open("ab") as fh:
+        fh.write(orjson.dumps(record_values(records[2])) + b"\n")  # a version 1 line: no tab
+    reader = SegmentReader(path)
+    rows, _ = reader.read_rows(0, 10)
+    prompt_at = journal.RECORD_FIELDS.index("prompt")
+    assert [orjson.loads(row[prompt_at]) for row in rows] == [r.prompt for r in records]
+    assert all(line.count(b"\t") == 1 for line in path.read_bytes().splitlines()[1:4])
+    assert reader.skipped == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,12 +12,16 @@ from sqlalchemy import func, inspect, select, text
 from sqlmodel import Session
 
 from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
+from larrylab.platform import journal
 from larrylab.platform.db import current_revision, head_revision, make_engine
 from larrylab.platform.experiments import create_experiment
 from larrylab.platform.feedback import Attribution, attribute_request, upsert_feedback
+from larrylab.platform.journal import JournalWriter, SegmentReader
+from larrylab.platform.logstore import BatchStore
 from larrylab.platform.logwriter import RequestRecord
 from larrylab.platform.models import Message, RequestLog
 from larrylab.platform.registry import create_model
+from larrylab.platform.spill import SpillDir
 from larrylab.platform.summary import summarize
 from larrylab.platform.transcripts import rebuild
 from tests.conftest import write_records
@@ -138,6 +143,71 @@ def test_edited_history_branches_without_losing_either_version(migrated_url: str
         ids = dict(conn.execute(select(c.id, c.reply_message_id)).all())
         assert rebuild(conn, "t2", ids["r1"]) == [*base, {"role": "assistant", "content": "hi"}]
         assert rebuild(conn, "t2", ids["r2"])[1]["content"] == "hi (edited)"
+
+
+def _store_from_journal(url: str, records: list[RequestRecord], tmp: Path) -> SegmentReader:
+    """Store `records` as the indexer does: appended to a journal, read back as rows (prompts
+    as JSON text), stored in batches of 7."""
+    writer = JournalWriter(tmp / "journal", url)
+    writer.append(records)
+    reader = SegmentReader(journal.segments(writer.directory)[0][1])
+    store = BatchStore(make_engine(url), SpillDir(tmp / "spill"))
+    offset = 0
+    while True:
+        rows, offset = reader.read_rows(offset, 7)
+        if not rows:
+            return reader
+        store.write_rows(rows)
+
+
+def test_journal_rows_store_the_transcripts_records_do(migrated_url: str, tmp_path: Path) -> None:
+    """Prompts the journal holds as text, compared as text where a thread goes on: the same
+    messages, each stored once, and the same links as records give, branches included."""
+    records = _conversation(30)
+    records.append(
+        _record("edit", "t1", [*records[3].prompt[:-1], {"role": "user", "content": "?"}], "!")
+    )
+    records.append(_record("again", "t1", records[29].prompt, "answer 29 again"))
+    _store_from_journal(migrated_url, records, tmp_path)
+    with make_engine(migrated_url).connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(Message.__table__)).scalar()  # type: ignore[attr-defined]
+        assert stored == 61 + 2 + 1  # the edit and its reply, the second answer
+        c = RequestLog.__table__.c  # type: ignore[attr-defined]
+        links = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(select(c.id, c.prompt_message_id, c.reply_message_id))
+        }
+        for rec in records:
+            prompt_id, reply_id = links[rec.id]
+            assert rebuild(conn, "t1", prompt_id) == rec.prompt
+            assert rebuild(conn, "t1", reply_id) == [*rec.prompt, rec.reply]
+
+
+def test_a_damaged_prompt_in_the_journal_keeps_its_request(
+    migrated_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prompt whose text does not decode (a damaged disk) costs the request its transcript
+    links, not its row, and not the rest of its batch."""
+    records = _conversation(3)
+    folder = JournalWriter(tmp_path / "journal", migrated_url)
+    folder.append(records)
+    path = journal.segments(folder.directory)[0][1]
+    lines = path.read_bytes().split(b"\n")
+    head, _, prompt = lines[2].partition(b"\t")
+    lines[2] = head + b"\t" + prompt[:-9]  # the second request's prompt, cut short
+    path.write_bytes(b"\n".join(lines))
+    rows, _ = SegmentReader(path).read_rows(0, 10)
+    BatchStore(make_engine(migrated_url), SpillDir(tmp_path / "spill")).write_rows(rows)
+    with make_engine(migrated_url).connect() as conn:
+        c = RequestLog.__table__.c  # type: ignore[attr-defined]
+        links = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(select(c.id, c.prompt_message_id, c.reply_message_id))
+        }
+        assert links.keys() == {"r0", "r1", "r2"}
+        assert links["r1"] == (None, None)
+        assert rebuild(conn, "t1", links["r2"][1]) == [*records[2].prompt, records[2].reply]
+    assert "request r1: unreadable prompt" in caplog.text
 
 
 def _setup_experiment(url: str) -> None:

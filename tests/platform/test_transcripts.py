@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+import pytest
+
 from larrylab.platform.transcripts import ChainCache, MessageRow, chain
 
 
@@ -22,39 +25,39 @@ def test_follow_up_reuses_the_cached_prefix_and_adds_only_new_rows() -> None:
     first = _turns(3)
     rows: dict[str, MessageRow] = {}
     proposed: dict[str, Any] = {}
-    assert cache.chain(rows, (), "t", first, proposed) == _ids("t", first)
+    assert cache.chain(rows, "t", first, proposed) == _ids("t", first)
     assert len(rows) == 3
     cache.commit(proposed)
 
     follow_up = [*first, {"role": "assistant", "content": "new"}, {"role": "user", "content": "x"}]
     rows, proposed = {}, {}
-    assert cache.chain(rows, (), "t", follow_up, proposed) == _ids("t", follow_up)
+    assert cache.chain(rows, "t", follow_up, proposed) == _ids("t", follow_up)
     assert [row.depth for row in rows.values()] == [3, 4]  # only the two new messages
 
 
 def test_values_python_equates_but_json_does_not_get_different_ids() -> None:
     cache = ChainCache()
     proposed: dict[str, Any] = {}
-    cache.chain({}, (), "t", [{"role": "user", "content": "x", "n": 1}], proposed)
+    cache.chain({}, "t", [{"role": "user", "content": "x", "n": 1}], proposed)
     cache.commit(proposed)
     for other in (True, 1.0, [1], {"k": 1}):
         edited = [{"role": "user", "content": "x", "n": other}]
-        got = cache.chain({}, (), "t", edited, {})
+        got = cache.chain({}, "t", edited, {})
         assert got == _ids("t", edited), other
     nested = [{"role": "user", "content": [{"type": "text", "n": 1}]}]
-    cache.chain({}, (), "u", nested, proposed := {})
+    cache.chain({}, "u", nested, proposed := {})
     cache.commit(proposed)
     edited = [{"role": "user", "content": [{"type": "text", "n": True}]}]
-    assert cache.chain({}, (), "u", edited, {}) == _ids("u", edited)
+    assert cache.chain({}, "u", edited, {}) == _ids("u", edited)
 
 
 def test_an_uncommitted_batch_is_not_trusted() -> None:
     """A batch that was never stored (spilled) must not let a later batch skip its rows."""
     cache = ChainCache()
     first = _turns(2)
-    cache.chain({}, (), "t", first, {})  # proposed, never committed
+    cache.chain({}, "t", first, {})  # proposed, never committed
     rows: dict[str, MessageRow] = {}
-    cache.chain(rows, (), "t", [*first, {"role": "user", "content": "more"}], {})
+    cache.chain(rows, "t", [*first, {"role": "user", "content": "more"}], {})
     assert len(rows) == 3
 
 
@@ -62,13 +65,13 @@ def test_the_bound_evicts_the_least_recent_threads() -> None:
     cache = ChainCache(max_messages=4)
     for thread in ("a", "b", "c"):
         proposed: dict[str, Any] = {}
-        cache.chain({}, (), thread, _turns(2), proposed)
+        cache.chain({}, thread, _turns(2), proposed)
         cache.commit(proposed)
     rows: dict[str, MessageRow] = {}
-    cache.chain(rows, (), "a", _turns(3), {})  # "a" fell out: hashed in full again
+    cache.chain(rows, "a", _turns(3), {})  # "a" fell out: hashed in full again
     assert len(rows) == 3
     rows = {}
-    cache.chain(rows, (), "c", _turns(3), {})
+    cache.chain(rows, "c", _turns(3), {})
     assert len(rows) == 1
 
 
@@ -79,7 +82,7 @@ def test_string_messages_compared_as_dicts_give_the_ids_of_their_canonical_json(
     cache = ChainCache()
     first = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
     proposed: dict[str, Any] = {}
-    cache.chain({}, (), "t", first, proposed)
+    cache.chain({}, "t", first, proposed)
     cache.commit(proposed)
     variants = [
         [{"content": "x", "role": "user"}, {"role": "assistant", "content": "y"}],
@@ -89,5 +92,75 @@ def test_string_messages_compared_as_dicts_give_the_ids_of_their_canonical_json(
     ]
     for edited in variants:
         rows: dict[str, MessageRow] = {}
-        assert cache.chain(rows, (), "t", edited, {}) == _ids("t", edited), edited
+        assert cache.chain(rows, "t", edited, {}) == _ids("t", edited), edited
     assert _ids("t", variants[1]) == _ids("t", first)  # a null field: the same messages
+
+
+def _text(messages: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps(messages)
+
+
+def _chain_json(
+    cache: ChainCache, thread: str, prompt: bytes, reply: dict[str, Any] | None
+) -> tuple[list[str], dict[str, MessageRow]]:
+    rows: dict[str, MessageRow] = {}
+    proposed: dict[str, Any] = {}
+    ids = cache.chain_json(rows, thread, prompt, reply, proposed)
+    cache.commit(proposed)
+    return ids, rows
+
+
+def test_a_prompt_as_json_text_gets_the_ids_of_a_full_hash_however_it_continues() -> None:
+    """The journal's prompts arrive as JSON text: a follow-up whose text begins with the last
+    prompt and reply decodes only what it adds; a branch, an edit, a retry without a reply or
+    another serialization of the same messages still gets exactly the ids of a full hash."""
+    cache = ChainCache()
+    said = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    reply = {"role": "assistant", "content": "hello"}
+    ids, rows = _chain_json(cache, "t", _text(said), reply)
+    assert ids == _ids("t", [*said, reply]) and len(rows) == 3
+
+    follow_up = [*said, reply, {"role": "user", "content": 'more\ttabs and "quotes"'}]
+    ids, rows = _chain_json(cache, "t", _text(follow_up), {"role": "assistant", "content": "ok"})
+    assert ids == _ids("t", [*follow_up, {"role": "assistant", "content": "ok"}])
+    assert [row.depth for row in rows.values()] == [3, 4]  # only the new user turn and reply
+
+    cases: list[tuple[list[dict[str, Any]], bytes | None]] = [
+        ([*said, {"role": "user", "content": "edited"}], None),  # a branch
+        (follow_up, orjson.dumps(follow_up, option=orjson.OPT_INDENT_2)),  # other spacing
+        ([*follow_up, {"role": "assistant", "content": "ok"}], None),  # follows, no reply
+        (
+            [*follow_up, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "z"}],
+            None,
+        ),
+        ([{"content": "be brief", "role": "system"}, *follow_up[1:]], None),  # key order
+        ([*said, reply, {"role": "user", "content": "n", "n": 1.5}], None),
+    ]
+    for messages, text in cases:
+        ids, _ = _chain_json(cache, "t", text or _text(messages), None)
+        assert ids == _ids("t", messages), messages
+
+
+def test_a_reply_that_the_client_sends_back_otherwise_is_compared_in_full() -> None:
+    """The next prompt must repeat the reply as the journal wrote it for the shortcut; a client
+    that adds a field or reorders it gets a branch or the same ids, as a full hash gives."""
+    cache = ChainCache()
+    said = [{"role": "user", "content": "hi"}]
+    reply = {"role": "assistant", "content": "hello"}
+    _chain_json(cache, "t", _text(said), reply)
+    for resent in ({"content": "hello", "role": "assistant"}, {**reply, "refusal": None}):
+        messages = [*said, resent, {"role": "user", "content": "next"}]
+        ids, _ = _chain_json(cache, "t", _text(messages), None)
+        assert ids == _ids("t", messages)
+        _chain_json(cache, "t", _text(said), reply)  # back to the first chain
+
+
+def test_prompt_text_that_is_not_an_array_of_messages_is_refused() -> None:
+    cache = ChainCache()
+    said = [{"role": "user", "content": "hi"}]
+    reply = {"role": "assistant", "content": "hello"}
+    _chain_json(cache, "t", _text(said), reply)
+    continued = _text([*said, reply])[:-1]
+    for bad in (b"{}", b"[1]", b'[{"role": "user"', continued + b",]", continued + b",3]"):
+        with pytest.raises(ValueError):
+            cache.chain_json({}, "t", bad, None, {})
