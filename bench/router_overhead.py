@@ -18,11 +18,13 @@ interleaved in rounds. `--traffic conversations` sends 8-turn coaching conversat
 directly under sustained load: the route with its default log writer and without logging, in
 long windows (`--sustained-s`) alternating for `--sustained-rounds` rounds; each logging window
 is also charged the time its router took afterwards to store the rows still waiting
-(`rps_on_incl_storing`). Usage:
+(`rps_on_incl_storing`); `--sustained-variant NAME:KEY=VALUE,...` adds a logging router with
+other settings to the same rounds, priced against the same windows without logging. Usage:
 
     python bench/router_overhead.py [--setup-litellm] [--requests 500] [--concurrency 20]
         [--window-s 4] [--rounds 3] [--phases standard[,sustained]] [--sustained-s 30]
-        [--sustained-rounds 4] [--traffic branching] [--out bench/results/router_overhead.json]
+        [--sustained-rounds 4] [--sustained-variant NAME:KEY=VALUE[,KEY=VALUE]]...
+        [--traffic branching] [--out bench/results/router_overhead.json]
 
 To measure a fixed commit while the working tree changes, run it from a clean checkout with
 `PYTHONPATH=<checkout>` and that checkout as the working directory.
@@ -394,6 +396,45 @@ def store_now_s(way: Way) -> float:
     return max(times[0] - times[1], 0.0)
 
 
+@dataclass
+class Windows:
+    """One router's sustained windows: runs, errors, CPU seconds (server with storing, router
+    process, machine) and, for a logging router, the rows left waiting at each window's end."""
+
+    runs: list[Run] = field(default_factory=list)
+    errors: int = 0
+    cpu_s: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    backlog: list[float] = field(default_factory=list)
+
+
+def sustained_figures(on: Windows, off: Windows) -> dict[str, Any]:
+    """What logging cost in the sustained windows of `on` against those of `off`."""
+
+    def per_req(w: Windows, k: int) -> float:
+        return round(1000 * w.cpu_s[k] / max(sum(n for n, _, _ in w.runs), 1), 3)
+
+    kinds = ("server_incl_storing", "router_process", "machine_in_windows")
+    return {
+        "rps_on": round(_rps(on.runs, False), 1),
+        "rps_on_incl_storing": round(_rps(on.runs, True), 1),
+        "rps_off": round(_rps(off.runs, False), 1),
+        "cost_pct": _cost(on.runs, off.runs, False),
+        "cost_pct_incl_storing": _cost(on.runs, off.runs, True),
+        "cost_pct_incl_storing_per_round": [
+            _cost([a], [b], True) for a, b in zip(on.runs, off.runs, strict=True)
+        ],
+        "requests_seconds_storing_s_per_round": {
+            "on": [(n, round(e, 2), round(d, 2)) for n, e, d in on.runs],
+            "off": [(n, round(e, 2)) for n, e, _ in off.runs],
+        },
+        "rows_waiting_at_window_end": on.backlog,
+        "errors_on_off": [on.errors, off.errors],
+        "cpu_ms_per_req_on_off": {
+            kind: [per_req(on, k), per_req(off, k)] for k, kind in enumerate(kinds)
+        },
+    }
+
+
 async def sustained(
     session: aiohttp.ClientSession,
     ways: Sequence[Way],
@@ -402,64 +443,46 @@ async def sustained(
     rounds: int,
     modes: Sequence[str] = MODES,
 ) -> dict[str, Any]:
-    """The route with logging on and off (`ways`, in that order) in long windows, alternating
-    which goes first each round, after a 3 s warm-up of each. After a logging window: the rows
-    it left waiting, and the seconds it took to store them when told to, which `incl_storing`
-    adds to the window (the indexer then had the machine to itself, so the longer the window,
-    the less this flatters logging). Also CPU per request: the server's (router and indexer,
-    storing what was left included), the router process's own, and the machine's."""
+    """The route with logging on and off (`ways`: the logging routers, the one without logging
+    last) in long windows, rotating which goes first each round, after a 3 s warm-up of each.
+    After a logging window: the rows it left waiting, and the seconds it took to store them
+    when told to, which `incl_storing` adds to the window (the indexer then had the machine to
+    itself, so the longer the window, the less this flatters logging). Also CPU per request:
+    the server's (router and indexer, storing what was left included), the router process's
+    own, and the machine's. The first logging router's figures are the mode's; any others
+    (`--sustained-variant`) are under `variants`, each against the same windows without
+    logging."""
     out: dict[str, Any] = {}
     for mode in modes:
         stream = mode == "stream"
         for w in ways:
             await drained(ways)
             await window(session, w, stream, conc, 3.0, 10**9)
-        done: dict[str, list[Run]] = {w.name: [] for w in ways}
-        errors = dict.fromkeys(done, 0)
-        cpu = {w.name: [0.0, 0.0, 0.0] for w in ways}  # server, router process, machine
-        backlog: list[float] = []
+        windows = {w.name: Windows() for w in ways}
         for r in range(rounds):
-            for w in ways if r % 2 == 0 else list(reversed(ways)):
+            shift = r % len(ways)  # with two: on, off, then off, on
+            for w in [*ways[shift:], *ways[:shift]]:
                 await drained(ways)
                 await asyncio.sleep(0.5)
                 got = await window(session, w, stream, conc, seconds, (r + 2) * 10**6)
-                errors[w.name] += got.errors
+                mine = windows[w.name]
+                mine.errors += got.errors
                 store_s, cpu0 = 0.0, cpu_seconds(w.pid)
                 if w.logs:
-                    backlog.append(await asyncio.to_thread(queue_depth, w))
+                    mine.backlog.append(await asyncio.to_thread(queue_depth, w))
                     store_s = await asyncio.to_thread(store_now_s, w)
-                done[w.name].append((len(got.lat), got.elapsed, store_s))
+                mine.runs.append((len(got.lat), got.elapsed, store_s))
                 storing_cpu = cpu_seconds(w.pid) - cpu0
                 for k, v in enumerate(
                     (got.cpu_s + storing_cpu, got.router_cpu_s, got.machine_cpu_s)
                 ):
-                    cpu[w.name][k] += v
-        on, off = (done[w.name] for w in ways)
-        out[mode] = {
-            "rps_on": round(_rps(on, False), 1),
-            "rps_on_incl_storing": round(_rps(on, True), 1),
-            "rps_off": round(_rps(off, False), 1),
-            "cost_pct": _cost(on, off, False),
-            "cost_pct_incl_storing": _cost(on, off, True),
-            "cost_pct_incl_storing_per_round": [
-                _cost([a], [b], True) for a, b in zip(on, off, strict=True)
-            ],
-            "requests_seconds_storing_s_per_round": {
-                "on": [(n, round(e, 2), round(d, 2)) for n, e, d in on],
-                "off": [(n, round(e, 2)) for n, e, _ in off],
-            },
-            "rows_waiting_at_window_end": backlog,
-            "errors_on_off": [errors[w.name] for w in ways],
-            "cpu_ms_per_req_on_off": {
-                kind: [
-                    round(1000 * cpu[w.name][k] / max(sum(n for n, _, _ in done[w.name]), 1), 3)
-                    for w in ways
-                ]
-                for k, kind in enumerate(
-                    ("server_incl_storing", "router_process", "machine_in_windows")
-                )
-            },
-        }
+                    mine.cpu_s[k] += v
+        off = windows[ways[-1].name]
+        out[mode] = sustained_figures(windows[ways[0].name], off)
+        if len(ways) > 2:
+            out[mode]["variants"] = {
+                w.name: sustained_figures(windows[w.name], off) for w in ways[1:-1]
+            }
     return out
 
 
@@ -636,12 +659,14 @@ async def measure(ways: Sequence[Way], args: argparse.Namespace) -> dict[str, An
     res: dict[str, Any] = {}
     async with aiohttp.ClientSession(connector=conn, timeout=timeout, headers=headers) as session:
         if "standard" in phases:
-            seq = await sequential(session, ways, args.requests, warmup=50)
-            conc = await concurrent(session, ways, args.concurrency, args.window_s, args.rounds)
-            res = summarize(seq, conc, [w.name for w in ways if w.through])
+            every = [w for w in ways if w.name not in args.sustained_variant]
+            seq = await sequential(session, every, args.requests, warmup=50)
+            conc = await concurrent(session, every, args.concurrency, args.window_s, args.rounds)
+            res = summarize(seq, conc, [w.name for w in every if w.through])
         if "sustained" in phases:
             named = {w.name: w for w in ways}
-            pair = [named["larrylab-route"], named["larrylab-nolog"]]
+            variants = [named[name] for name in args.sustained_variant]
+            pair = [named["larrylab-route"], *variants, named["larrylab-nolog"]]
             res["sustained"] = await sustained(
                 session,
                 pair,
@@ -681,12 +706,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ways = [
                 Way("direct", f"{sim.url}/v1", "larry-v1", sim.proc.pid, through=False, talk=talk())
             ]
+            larrylab_ways += [(name, "larry") for name in args.sustained_variant]
             dbs = {name: tmp / name / "larrylab.db" for name, _ in larrylab_ways}
             for name, model in larrylab_ways:
                 dbs[name].parent.mkdir()
                 env = {"LARRYLAB_SPILL_DIR": str(dbs[name].parent / "spill")}
                 env |= {LOG_OFF_ENV: "false"} if name == "larrylab-nolog" else {}
-                env |= WRITER_ENV.get(name, {})
+                env |= WRITER_ENV.get(name, {}) | args.sustained_variant.get(name, {})
                 url = f"sqlite:///{dbs[name]}"
                 r = start_router(log_dir=dbs[name].parent, database_url=url, config=cfg, env=env)
                 procs.append(r)
@@ -731,6 +757,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "sustained_s": args.sustained_s,
         "sustained_rounds": args.sustained_rounds,
         "sustained_modes": args.sustained_modes,
+        "sustained_variants": args.sustained_variant,
         "added_latency_method": "percentile of way minus same percentile of direct",
         "upstream": "larrylab sim --ttft-ms 0 --tokens-per-s 0 --latency-ms 0 (SIMULATED)",
         "git": git_state(),
@@ -800,6 +827,17 @@ def logging_cost(res: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
     return out
 
 
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """`NAME:KEY=VALUE[,KEY=VALUE]` as (way name, environment); ValueError says what is wrong."""
+    name, sep, settings = spec.partition(":")
+    pairs = [p.partition("=") for p in settings.split(",") if p]
+    if not name or not sep or not pairs or any(not k or not eq for k, eq, _ in pairs):
+        raise ValueError(f"--sustained-variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE]")
+    if name in {n for n, _ in LARRYLAB_WAYS}:
+        raise ValueError(f"--sustained-variant {spec!r}: {name} is one of the standard ways")
+    return name, {k: v for k, _, v in pairs}
+
+
 def main() -> None:
     """Parse arguments, run, write the JSON and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -825,10 +863,23 @@ def main() -> None:
     ap.add_argument("--sustained-s", type=float, default=30.0, help="seconds per window")
     ap.add_argument("--sustained-rounds", type=int, default=4)
     ap.add_argument("--sustained-modes", default="json,stream", help="json, stream or both")
+    ap.add_argument(
+        "--sustained-variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="another logging router for the sustained phase, with these extra environment "
+        "settings (e.g. idle:LARRYLAB_LOG_INDEXER_IDLE=true), measured in the same rounds "
+        "against the same router without logging; may be given more than once",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/results/router_overhead.json"))
     args = ap.parse_args()
     if not set(args.phases.split(",")) <= {"standard", "sustained"}:
         ap.error(f"unknown phase in {args.phases!r}: use standard, sustained or both")
+    try:
+        args.sustained_variant = dict(map(parse_variant, args.sustained_variant))
+    except ValueError as exc:
+        ap.error(str(exc))
     res = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
