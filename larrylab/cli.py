@@ -70,6 +70,7 @@ def serve(
     """Run the router: OpenAI-compatible API, feedback, admin API, health and metrics."""
     import uvicorn
 
+    from larrylab.platform.api.protocol import CoalescingHttpToolsProtocol
     from larrylab.platform.db import is_sqlite
     from larrylab.platform.service import prepare_store
 
@@ -97,6 +98,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        http=CoalescingHttpToolsProtocol,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=30,
