@@ -869,13 +869,15 @@ def main() -> None:
         default=[],
         metavar="NAME:KEY=VALUE[,KEY=VALUE]",
         help="another logging router for the sustained phase, with these extra environment "
-        "settings (e.g. idle:LARRYLAB_LOG_INDEXER_IDLE=true), measured in the same rounds "
+        "settings (e.g. nice19:LARRYLAB_LOG_INDEXER_NICE=19), measured in the same rounds "
         "against the same router without logging; may be given more than once",
     )
     ap.add_argument("--out", type=Path, default=Path("bench/results/router_overhead.json"))
     args = ap.parse_args()
     if not set(args.phases.split(",")) <= {"standard", "sustained"}:
         ap.error(f"unknown phase in {args.phases!r}: use standard, sustained or both")
+    if args.sustained_variant and "sustained" not in args.phases.split(","):
+        ap.error("--sustained-variant needs the sustained phase: --phases sustained")
     try:
         args.sustained_variant = dict(map(parse_variant, args.sustained_variant))
     except ValueError as exc:

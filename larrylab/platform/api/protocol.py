@@ -6,10 +6,9 @@ the app sends `http.response.body`: two system calls per JSON reply, and a clien
 for the head often sleeps again until the body arrives. On a slow 2-core VM the router's socket
 writes were about a quarter of its sampled time per sequential request, and the added latency
 was 0.2-1.7% lower with one write than with two (up to 9% on a busy machine;
-`bench/results/router_overhead.md`). So the
-transport holds a write back until the end of the event-loop step it was made in, or until the
-next write, whichever comes first, and sends both in one: never more than one write is held, for
-less than one step of the loop.
+`bench/results/router_overhead.md`). So the transport holds a write back until the end of the
+event-loop step it was made in, or until the next write, whichever comes first, and sends both
+in one: never more than one write is held, for less than one step of the loop.
 """
 
 from __future__ import annotations
