@@ -13,21 +13,23 @@ read back as rows and stored with the cyclic garbage collector paused) and `reco
 benchmark did before commit d54f665). Traffic: `branching` (the default, as above: each
 request of a thread resends the same 5 messages with a new last turn, so every thread gathers
 thousands of branches) and `conversations` (`logwriter_cpu.conversation_record`: conversations of
-8 turns, each request resending the conversation so far). Until migration 0006 transcripts were
-rows of a `message` table with a unique (thread_id, id) key (`--message-keys unique|rowid` at
-commit cc0b3bf and before measured that key); since, each request row holds the messages it
-added. Run it on two checkouts to compare them:
+8 turns, each request resending the conversation so far). Message keys: `unique` (the store's
+schema: unique (thread_id, id)) and `rowid` (measured only, never shipped: the scratch store's
+message table rebuilt keyed by row id with a plain thread_id index, inserts without a conflict
+clause, duplicates left to the indexer's caches). Run it on two checkouts to compare them:
 
     python bench/store_write_cost.py [--rows 150000] [--batch-sizes 1000,5000]
         [--engines plain,bulk] [--source journal] [--traffic branching]
-        [--out bench/results/store_write_cost.json]
+        [--message-keys unique] [--out bench/results/store_write_cost.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -48,11 +50,31 @@ from larrylab.platform.spill import SpillDir
 
 HEADER = journal.header()
 TRAFFIC = {"branching": record, "conversations": conversation_record}
+ROWID_MESSAGE_TABLE = """
+DROP TABLE message;
+CREATE TABLE message (
+    id VARCHAR(64) NOT NULL, thread_id VARCHAR(256) NOT NULL, parent_id VARCHAR(64),
+    depth INTEGER NOT NULL, role VARCHAR(20) NOT NULL, body TEXT NOT NULL,
+    created_at DATETIME NOT NULL
+);
+CREATE INDEX ix_message_thread_id ON message (thread_id);
+"""
 
 
 def _io() -> dict[str, int]:
     lines = Path("/proc/self/io").read_text().splitlines()
     return {k: int(v) for k, v in (line.split(": ") for line in lines)}
+
+
+def _rowid_keyed(url: str, store: BatchStore) -> None:
+    """Rebuild the scratch store's message table keyed by row id (`--message-keys rowid`)."""
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    conn.executescript(ROWID_MESSAGE_TABLE)
+    conn.close()
+    sql = store._sql
+    plain = sql.message.replace(" ON CONFLICT (thread_id, id) DO NOTHING", "")
+    assert plain != sql.message
+    store._sql = dataclasses.replace(sql, message=plain)
 
 
 def measure(
@@ -61,6 +83,7 @@ def measure(
     bulk: bool,
     source: str,
     traffic: str = "branching",
+    message_key: str = "unique",
 ) -> list[dict[str, float]]:
     """Per fifth of `rows`: the rows stored before it, and its cost per row."""
     out = []
@@ -70,6 +93,8 @@ def measure(
         upgrade(url)
         engine = make_engine(url, bulk_writer=True) if bulk else make_engine(url)
         store = BatchStore(engine, SpillDir(Path(tmp) / "spill"))
+        if message_key == "rowid":
+            _rowid_keyed(url, store)
         chunk = rows // 5
         for start in range(0, chunk * 5, chunk):
             cpu, wall, io, made = time.process_time(), time.perf_counter(), _io(), 0.0
@@ -117,19 +142,26 @@ def main() -> None:
         "collector paused per batch); records: RequestRecord objects through BatchStore.write",
     )
     ap.add_argument("--traffic", default="branching", help="branching,conversations")
+    ap.add_argument("--message-keys", default="unique", help="unique,rowid")
     ap.add_argument("--out", type=Path, default=Path("bench/results/store_write_cost.json"))
     args = ap.parse_args()
     if not set(args.traffic.split(",")) <= TRAFFIC.keys():
         ap.error(f"unknown traffic in {args.traffic!r}: use {', '.join(TRAFFIC)}")
+    if not set(args.message_keys.split(",")) <= {"unique", "rowid"}:
+        ap.error(f"unknown message key in {args.message_keys!r}: use unique, rowid")
     runs: dict[str, Any] = {}
     for traffic in args.traffic.split(","):
-        for engine in args.engines.split(","):
-            for size in (int(s) for s in args.batch_sizes.split(",")):
-                # Names as before for the default traffic.
-                name = f"{engine}/{size}"
-                name += "" if traffic == "branching" else f"/{traffic}"
-                print(name, flush=True)
-                runs[name] = measure(args.rows, size, engine == "bulk", args.source, traffic)
+        for key in args.message_keys.split(","):
+            for engine in args.engines.split(","):
+                for size in (int(s) for s in args.batch_sizes.split(",")):
+                    # Names as before for the default traffic and key.
+                    name = f"{engine}/{size}"
+                    name += "" if traffic == "branching" else f"/{traffic}"
+                    name += "" if key == "unique" else f"/{key}"
+                    print(name, flush=True)
+                    runs[name] = measure(
+                        args.rows, size, engine == "bulk", args.source, traffic, key
+                    )
     root = Path(larrylab.__file__).resolve().parent
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root
@@ -141,6 +173,7 @@ def main() -> None:
         "rows": args.rows,
         "source": args.source,
         "traffic": args.traffic,
+        "message_keys": args.message_keys,
         "last_fifth_cpu_ms_per_row": {
             name: round(fifths[-2]["cpu_ms_per_row"], 4) for name, fifths in runs.items()
         },

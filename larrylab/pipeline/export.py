@@ -32,7 +32,6 @@ from larrylab.pipeline.records import (
 )
 from larrylab.pipeline.scrub import scrub_messages
 from larrylab.platform.models import Feedback, Message, RequestLog
-from larrylab.platform.transcripts import thread_messages
 
 STAGE = "export"
 OUTPUT = "records.jsonl"
@@ -72,7 +71,7 @@ def store_fingerprint(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         fb = conn.execute(select(func.count(), func.max(f.updated_at), func.sum(f.score))).one()
         rq = conn.execute(select(func.count(), func.max(r.finished_at))).one()
-        msgs = conn.execute(select(func.count(m.id))).scalar()  # stored before migration 0006
+        msgs = conn.execute(select(func.count(m.id))).scalar()
     return {
         "feedback": [fb[0], str(fb[1]), int(fb[2] or 0)],
         "requests": [rq[0], str(rq[1])],
@@ -130,7 +129,7 @@ def _message_json(body: str) -> dict[str, Any]:
 
 def thread_records(conn: Connection, thread_id: str) -> list[Record]:
     """One record per branch tip of a thread: the whole conversation up to that reply."""
-    r = _cols(RequestLog)
+    r, m = _cols(RequestLog), _cols(Message)
     requests = conn.execute(
         select(r.id, r.prompt_message_id, r.reply_message_id, r.model)
         .where(r.thread_id == thread_id, r.status == "ok", r.reply_message_id.is_not(None))
@@ -138,7 +137,12 @@ def thread_records(conn: Connection, thread_id: str) -> list[Record]:
     ).all()
     if not requests:
         return []
-    nodes = thread_messages(conn, thread_id)
+    nodes = {
+        row[0]: (row[1], row[2])
+        for row in conn.execute(
+            select(m.id, m.parent_id, m.body).where(m.thread_id == thread_id)
+        ).all()
+    }
     covered: set[str] = set()
     for req in requests:
         cursor = req.prompt_message_id

@@ -2,13 +2,13 @@
 
 `BatchStore` is synchronous and used by whichever writer runs it: the writer process
 (`logproc`, the router's default) or the in-process writer thread (`logwriter`). A batch
-writes threads and request rows in one transaction, as little Python as possible: plain SQL
-strings run with the driver's executemany on tuples (no statement compilation or per-value type
-processing). Each request row carries the transcript messages it added to its thread: those
-after the thread's last chain as this store saw it (`transcripts.ChainCache`), so messages the
-chain holds are neither hashed nor stored again; nor are (experiment, arm, thread) pairs
-already counted. (Until migration 0006 the messages were rows of `message`, whose unique key
-made the cost per row grow with the store: `bench/results/store_write_cost.md`.)
+writes threads, transcript messages and request rows in one transaction, as little Python as
+possible: plain SQL strings run with the driver's executemany on tuples (no statement
+compilation or per-value type processing); messages a thread's cached last chain holds are
+neither hashed nor sent again (`transcripts.ChainCache`), nor are (experiment, arm, thread)
+pairs already counted. (A set of every message id stored lately, kept besides until session 10,
+caught only what the chain cache had evicted, and cost 2-6% of a row's CPU to keep;
+`ON CONFLICT DO NOTHING` keeps a message sent again stored once.)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine
 from larrylab.platform.models import RequestLog
 from larrylab.platform.rollup import Pair, add_requests
 from larrylab.platform.spill import SpillDir
-from larrylab.platform.transcripts import Added, ChainCache, Chains
+from larrylab.platform.transcripts import ChainCache, Chains, MessageRow
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +77,14 @@ _TIMES = ("created_at", "finished_at")
 # transcript links.
 _N_PLAIN = RECORD_FIELDS.index("created_at")
 assert RECORD_FIELDS[_N_PLAIN:] == (*_TIMES, "prompt", "reply"), "logstore's row layout"
-_LINKS = ("prompt_message_id", "reply_message_id", "added_after_id", "added_messages")
-_REQUEST_COLUMNS = (*RECORD_FIELDS[:_N_PLAIN], *_TIMES, *_LINKS)
+_REQUEST_COLUMNS = (*RECORD_FIELDS[:_N_PLAIN], *_TIMES, "prompt_message_id", "reply_message_id")
 _THREAD_COLUMNS = ("id", "unit_source", "route", "created_at", "last_seen_at")
+_MESSAGE_COLUMNS = MessageRow._fields
 _THREAD, _UNIT_SOURCE, _ROUTE = map(RECORD_FIELDS.index, ("thread_id", "unit_source", "route"))
 _CREATED, _FINISHED, _PROMPT, _REPLY = range(_N_PLAIN, _N_PLAIN + 4)
 _FACTS = ("experiment", "arm", "thread_id", "status", "latency_ms", "ttft_ms", "fallback_from")
 _facts = itemgetter(*map(RECORD_FIELDS.index, _FACTS))
 """What the rollups read of a stored request's row (`rollup.RequestFacts`)."""
-
-
-_Links = tuple[str | None, str | None, str | None, str | None]
-"""A request row's transcript columns, in `_LINKS` order."""
-_NO_LINKS: _Links = (None, None, None, None)
 
 
 class _Duplicates(Exception):
@@ -105,6 +100,7 @@ class _Statements:
     """
 
     thread: str
+    message: str
     request: str
     to_db_time: Callable[[datetime | str], Any]
 
@@ -133,6 +129,7 @@ class _Statements:
             thread=insert(
                 "thread", _THREAD_COLUMNS, "(id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
             ),
+            message=insert("message", _MESSAGE_COLUMNS, "(thread_id, id) DO NOTHING"),
             request=insert("request", _REQUEST_COLUMNS, "(id) DO NOTHING"),
             to_db_time=to_db,
         )
@@ -222,35 +219,30 @@ class BatchStore:
             log.warning("replayed %d spilled request rows from %s", len(records), path.name)
         return written
 
-    def _transcripts(self, rows: Sequence[Row], proposed: Chains) -> list[_Links]:
-        """Each request's transcript links: its prompt's last message and its reply, and what
-        it added to its thread (the message it follows and the added messages' JSON)."""
-        links: list[_Links] = []
+    def _message_rows(
+        self, rows: Sequence[Row], proposed: Chains, stamp: Any
+    ) -> tuple[list[MessageRow], list[tuple[str | None, str | None]]]:
+        """The batch's transcript rows not stored yet (created at `stamp`), and each request's
+        (prompt, reply) ids."""
+        messages: dict[str, MessageRow] = {}
+        links: list[tuple[str | None, str | None]] = []
         chain, chain_json = self._chains.chain, self._chains.chain_json
         for row in rows:
             prompt, reply = row[_PROMPT], row[_REPLY]
-            added: Added
             if type(prompt) is bytes:  # a journal line's JSON text
                 try:
-                    ids, added = chain_json(row[_THREAD], prompt, reply, proposed)
+                    ids = chain_json(messages, row[_THREAD], prompt, reply, proposed, stamp)
                 except ValueError as exc:  # a damaged journal: keep the request, not its text
                     log.error("request %s: unreadable prompt (%s), no transcript", row[0], exc)
-                    links.append(_NO_LINKS)
+                    links.append((None, None))
                     continue
                 asked = len(ids) - 1 if reply else len(ids)
             else:
                 convo = [*prompt, reply] if reply else prompt
-                ids, added = chain(row[_THREAD], convo, proposed)
+                ids = chain(messages, row[_THREAD], convo, proposed, stamp)
                 asked = len(prompt)
-            links.append(
-                (
-                    ids[asked - 1] if asked else None,
-                    ids[-1] if reply else None,
-                    added.after_id,
-                    added.as_json(),
-                )
-            )
-        return links
+            links.append((ids[asked - 1] if asked else None, ids[-1] if reply else None))
+        return list(messages.values()), links
 
     def _remember(self, pairs: set[Pair], chains: Chains) -> None:
         self._chains.commit(chains)
@@ -263,7 +255,8 @@ class BatchStore:
         (`exact` checks every row; otherwise a batch with a stored id raises `_Duplicates`)."""
         to_db = self._sql.to_db_time
         chains: Chains = {}
-        links = self._transcripts(rows, chains)
+        # messages are stamped with the first row's finish
+        messages, links = self._message_rows(rows, chains, to_db(rows[0][_FINISHED]))
         request_rows = []
         threads: dict[str, list[Any]] = {}  # id -> its thread row, last seen at the latest
         for row, link in zip(rows, links, strict=True):
@@ -277,6 +270,8 @@ class BatchStore:
                 thread[4] = finished
         with self._engine.begin() as conn:
             conn.exec_driver_sql(self._sql.thread, [tuple(t) for t in threads.values()])
+            if messages:
+                conn.exec_driver_sql(self._sql.message, messages)
             stored = self._insert_requests(conn, rows, request_rows, exact=exact)
             # Running per-arm totals, for rows stored now only (a replay never counts twice).
             pairs = add_requests(conn, [_facts(row) for row in stored], counted=self._counted)

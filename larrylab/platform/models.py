@@ -1,10 +1,9 @@
 """The store's tables (SQLModel). One name for one thing, in code, API, database and dashboard.
 
-Transcripts are a tree of messages per thread, each message keyed by a hash of the chain that
-leads to it (`platform.transcripts`). A request holds the messages it added to that tree (its
-new turns and its reply, not the history it resent) and points at the last message of its
-prompt and at its reply, so storage grows linearly with a conversation and every prompt can be
-rebuilt exactly as the model saw it (edits and regenerations branch).
+Transcripts are stored as a tree of messages per thread: each message row holds one message
+and a pointer to its parent, keyed by a hash of the chain that leads to it. A request points at
+the last message of its prompt and at its reply, so storage grows linearly with a conversation
+and every prompt can be rebuilt exactly as the model saw it (edits and regenerations branch).
 """
 
 from __future__ import annotations
@@ -94,13 +93,10 @@ class Thread(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
-    """One message of a thread's transcript, as stored before migration 0006; `id` hashes the
-    chain of messages up to it. Read alongside the messages requests added
-    (`RequestLog.added_messages`); nothing new is written here.
+    """One message of a thread's transcript; `id` hashes the chain of messages up to it.
 
-    A unique (thread_id, id) key put every new message on a random leaf page of its thread's
-    range, so the pages a log batch dirtied grew with the store (`bench/results/
-    store_write_cost.md`)."""
+    Keyed by (thread_id, id): a thread's messages are read together, and one index per stored
+    message is all the request log pays for transcripts."""
 
     __tablename__ = "message"
     __table_args__ = (PrimaryKeyConstraint("thread_id", "id", name="pk_message"),)
@@ -148,10 +144,6 @@ class RequestLog(SQLModel, table=True):
     reply_message_id: str | None = Field(default=None, max_length=64)
     created_at: datetime
     finished_at: datetime
-    # What this request added to its thread's transcript: a JSON array of messages (its new
-    # turns and its reply), following the message `added_after_id` (None: the thread's start).
-    added_after_id: str | None = Field(default=None, max_length=64)
-    added_messages: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class Feedback(SQLModel, table=True):

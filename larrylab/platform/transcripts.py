@@ -1,12 +1,7 @@
 """Thread transcripts as a hash-chained tree of messages.
 
 A message's id hashes its thread, its parent's id and its own canonical JSON, so the same
-conversation prefix always maps to the same ids and a changed history branches. Each stored
-request carries the messages it added to its thread's tree (`added_messages`, a JSON array of
-their canonical JSON) and the id of the message they follow (`added_after_id`): a follow-up
-that resends the conversation adds only its new turn and the reply. Readers hash them again to
-rebuild the tree (`thread_messages`); rows of the `message` table, where transcripts were kept
-before migration 0006, are read alongside.
+conversation prefix always maps to the same rows (stored once) and a changed history branches.
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, select
 
-from larrylab.platform.models import Message, RequestLog
+from larrylab.platform.models import Message
 
 
 def canonical(message: dict[str, Any]) -> bytes:
@@ -35,34 +30,64 @@ def _canonical_all(messages: Sequence[dict[str, Any]]) -> list[bytes]:
     return [canonical(msg) if None in msg.values() else dumps(msg, option=sort) for msg in messages]
 
 
-class Added(NamedTuple):
-    """What a request added to its thread's transcript: the id of the message the added ones
-    follow (None at the start of the thread) and their canonical JSON, in order."""
+class MessageRow(NamedTuple):
+    """A message ready to insert (a tuple in the message table's column order)."""
 
-    after_id: str | None
-    bodies: list[bytes]
+    id: str
+    thread_id: str
+    parent_id: str | None
+    depth: int
+    role: str
+    body: str
+    created_at: Any = None  # the store's time of the batch that adds it
 
-    def as_json(self) -> str | None:
-        """The added messages as one JSON array (None if there are none)."""
-        return "[" + b",".join(self.bodies).decode() + "]" if self.bodies else None
+
+def chain(
+    thread_id: str, messages: Sequence[dict[str, Any]], parent_id: str | None = None, depth: int = 0
+) -> list[MessageRow]:
+    """Rows for `messages`, chained after `parent_id` (the last row ends the chain)."""
+    rows: dict[str, MessageRow] = {}
+    extend_chain(rows, thread_id, messages, parent_id, depth)
+    return list(rows.values())
 
 
-def chain_ids(
-    thread_id: str, messages: Sequence[dict[str, Any]], parent_id: str | None = None
+def extend_chain(
+    rows: dict[str, MessageRow],
+    thread_id: str,
+    messages: Sequence[dict[str, Any]],
+    parent_id: str | None = None,
+    depth: int = 0,
+) -> str | None:
+    """Chain `messages` after `parent_id`, adding to `rows` those whose id it does not hold;
+    returns the id that ends the chain (`parent_id` if there are no messages)."""
+    bodies = _canonical_all(messages)
+    ids = _extend(rows, thread_id, messages, bodies, parent_id, depth)
+    return ids[-1] if ids else parent_id
+
+
+def _extend(
+    rows: dict[str, MessageRow],
+    thread_id: str,
+    messages: Sequence[dict[str, Any]],
+    bodies: Sequence[bytes],
+    parent_id: str | None,
+    depth: int = 0,
+    stamp: Any = None,
 ) -> list[str]:
-    """The ids of `messages` chained after `parent_id` (a full hash, no cache)."""
-    return _extend(thread_id, _canonical_all(messages), parent_id)
-
-
-def _extend(thread_id: str, bodies: Sequence[bytes], parent_id: str | None) -> list[str]:
-    """The ids of the messages whose canonical JSON is `bodies`, chained after `parent_id`."""
+    """The ids of `messages` (canonical JSON `bodies`) chained after `parent_id`, `messages[0]`
+    being at `depth`; rows for those `rows` does not hold are added to it, created at
+    `stamp`."""
     ids = []
     thread = thread_id.encode("utf-8")
-    for body in bodies:
+    for i, body in enumerate(bodies):
         # the chain hash: thread, parent id and canonical JSON, NUL-separated
         key = b"\x00".join((thread, (parent_id or "").encode("ascii"), body))
-        parent_id = blake2b(key, digest_size=16).hexdigest()
-        ids.append(parent_id)
+        mid = blake2b(key, digest_size=16).hexdigest()
+        if mid not in rows:
+            role = str(messages[i].get("role", ""))
+            rows[mid] = MessageRow(mid, thread_id, parent_id, depth + i, role, body.decode(), stamp)
+        ids.append(mid)
+        parent_id = mid
     return ids
 
 
@@ -71,11 +96,10 @@ Key = dict[str, Any] | bytes
 (then equal dicts mean equal canonical JSON), else its canonical JSON."""
 
 
-Chain = tuple[list[Key], list[str], bytes | None, dict[str, Any] | None, dict[str, None]]
+Chain = tuple[list[Key], list[str], bytes | None, dict[str, Any] | None]
 """A thread's last chain of messages as the cache holds it: each message's key, each one's id,
-for a chain that came from a prompt's JSON text (`ChainCache.chain_json`) that text and the
-reply that followed (else None, None), and the ids that requests of the batch being prepared
-added to the thread (empty once committed; a proposed entry's grows in place)."""
+and, for a chain that came from a prompt's JSON text (`ChainCache.chain_json`), that text and
+the reply that followed (else None, None)."""
 
 Chains = dict[str, Chain]
 """Thread id -> its last chain."""
@@ -98,31 +122,28 @@ class ChainCache:
     their canonical JSON; others by their canonical JSON. A prompt still in JSON text, as the
     journal holds it, is compared as text first (`chain_json`).
 
-    Besides its last chain, the cache remembers the last `known_per_thread` ids stored for each
-    thread, so that a request that goes back to an earlier branch (after an edit) adds only what
-    that branch lacks. Entries are proposed while a batch is prepared and kept only once the
-    batch is stored (`commit`), so a remembered id always names a stored message. Bounded by the
-    number of ids held; a thread that fell out is hashed in full again, which gives the same
-    ids, and its next request adds the whole conversation again (readers keep one copy of each
-    id).
+    Entries are proposed while a batch is prepared and kept only once the batch is stored
+    (`commit`), so a cached id always names a stored row. Bounded by the number of messages held;
+    a thread that fell out is hashed in full again, which gives the same ids.
     """
 
-    def __init__(self, max_messages: int = 100_000, known_per_thread: int = 128) -> None:
+    def __init__(self, max_messages: int = 50_000) -> None:
         self._chains: OrderedDict[str, Chain] = OrderedDict()
-        self._known: dict[str, dict[str, None]] = {}  # thread -> ids stored, oldest first
         self._held = 0
         self._max = max_messages
-        self._known_max = known_per_thread
 
     def chain(
-        self, thread_id: str, messages: Sequence[dict[str, Any]], proposed: Chains
-    ) -> tuple[list[str], Added]:
-        """The ids of `messages` as one chain, and what they add to the thread's last chain
-        (all of them for a thread this cache does not hold). Proposes `messages` as the
-        thread's new last chain (in `proposed`)."""
-        prev = proposed.get(thread_id)
-        batch: dict[str, None] = {} if prev is None else prev[4]  # never a committed entry's
-        prev = prev or self._chains.get(thread_id)
+        self,
+        rows: dict[str, MessageRow],
+        thread_id: str,
+        messages: Sequence[dict[str, Any]],
+        proposed: Chains,
+        stamp: Any = None,
+    ) -> list[str]:
+        """The ids of `messages` as one chain; like `extend_chain`, adds the rows not stored yet
+        (created at `stamp`). Proposes `messages` as the thread's new last chain (in
+        `proposed`)."""
+        prev = proposed.get(thread_id) or self._chains.get(thread_id)
         same = 0
         keys: list[Key] = []
         ids: list[str] = []
@@ -140,22 +161,24 @@ class ChainCache:
                     break
                 same += 1
             keys, ids = prev_keys[:same], prev_ids[:same]
-        bodies: list[bytes] = []
         if same < len(messages):
             added = messages[same:]
             bodies = _canonical_all(added)
-            ids.extend(_extend(thread_id, bodies, ids[-1] if ids else None))
+            parent = ids[-1] if ids else None
+            ids.extend(_extend(rows, thread_id, added, bodies, parent, same, stamp))
             keys.extend(map(_key, added, bodies))
-            first, same = same, self._stored_up_to(thread_id, ids, same, batch)
-            bodies = bodies[same - first :]
-        what = Added(ids[same - 1] if same else None, bodies)
-        batch.update(dict.fromkeys(ids[same:]))
-        proposed[thread_id] = (keys, ids, None, None, batch)
-        return ids, what
+        proposed[thread_id] = (keys, ids, None, None)
+        return ids
 
     def chain_json(
-        self, thread_id: str, prompt: bytes, reply: dict[str, Any] | None, proposed: Chains
-    ) -> tuple[list[str], Added]:
+        self,
+        rows: dict[str, MessageRow],
+        thread_id: str,
+        prompt: bytes,
+        reply: dict[str, Any] | None,
+        proposed: Chains,
+        stamp: Any = None,
+    ) -> list[str]:
         """`chain` of a prompt given as its JSON text (as the journal holds it), then its reply.
         Raises ValueError if `prompt` is not a JSON array of objects.
 
@@ -168,8 +191,8 @@ class ChainCache:
         if prev is None or not start:
             messages = _messages(prompt)
             convo = [*messages, reply] if reply else messages
-            ids, what = self.chain(thread_id, convo, proposed)
-            keys, batch = proposed[thread_id][0], proposed[thread_id][4]
+            ids = self.chain(rows, thread_id, convo, proposed, stamp)
+            keys = proposed[thread_id][0]
         else:
             added = _messages(b"[" + prompt[start:])
             if not added:  # "[m1,...,mk,]" is not JSON
@@ -178,49 +201,24 @@ class ChainCache:
                 added.append(reply)
             bodies = _canonical_all(added)
             keys, ids = [*prev[0], *map(_key, added, bodies)], [*prev[1]]
-            first = len(ids)
-            ids += _extend(thread_id, bodies, ids[-1])
-            batch = proposed[thread_id][4] if thread_id in proposed else {}
-            same = self._stored_up_to(thread_id, ids, first, batch)
-            what = Added(ids[same - 1], bodies[same - first :])
-            batch.update(dict.fromkeys(ids[same:]))
-        proposed[thread_id] = (keys, ids, prompt, reply, batch)
-        return ids, what
-
-    def _stored_up_to(
-        self, thread_id: str, ids: list[str], start: int, batch: dict[str, None]
-    ) -> int:
-        """How many of `ids` are stored, knowing the first `start` are: the stored messages
-        of a chain are a prefix of it, as a message is stored with or after its parent."""
-        known = self._known.get(thread_id)
-        while start < len(ids) and (
-            (known is not None and ids[start] in known) or ids[start] in batch
-        ):
-            start += 1
-        return start
+            ids += _extend(rows, thread_id, added, bodies, ids[-1], len(ids), stamp)
+        proposed[thread_id] = (keys, ids, prompt, reply)
+        return ids
 
     def commit(self, proposed: Chains) -> None:
-        """Keep the chains and ids of a stored batch; forget the least recent threads over the
-        bound."""
-        for thread_id, (keys, ids, text, reply, batch) in proposed.items():
+        """Keep the chains of a stored batch; forget the least recent threads over the bound."""
+        for thread_id, entry in proposed.items():
             old = self._chains.pop(thread_id, None)
             if old is not None:
                 self._held -= len(old[1])
-            self._chains[thread_id] = (keys, ids, text, reply, {})
-            self._held += len(ids)
-            if batch:
-                known = self._known.setdefault(thread_id, {})
-                self._held -= len(known)
-                known.update(batch)
-                for _ in range(len(known) - self._known_max):
-                    del known[next(iter(known))]
-                self._held += len(known)
+            self._chains[thread_id] = entry
+            self._held += len(entry[1])
         while self._held > self._max and self._chains:
-            thread_id, dropped = self._chains.popitem(last=False)
-            self._held -= len(dropped[1]) + len(self._known.pop(thread_id, ()))
+            _, dropped = self._chains.popitem(last=False)
+            self._held -= len(dropped[1])
 
 
-def _messages(text: bytes | str) -> list[dict[str, Any]]:
+def _messages(text: bytes) -> list[dict[str, Any]]:
     """The messages of a prompt's JSON text (ValueError if it is not an array of objects)."""
     value = orjson.loads(text)
     if type(value) is not list or not all(type(m) is dict for m in value):
@@ -231,7 +229,7 @@ def _messages(text: bytes | str) -> list[dict[str, Any]]:
 def _continues(prompt: bytes, prev: Chain) -> int:
     """Where the first message after `prev`'s begins in `prompt`'s text, if that text begins
     with the text of `prev`'s prompt and reply ("[m1,...,mk,r,"); else 0."""
-    _, ids, text, reply, _ = prev
+    _, ids, text, reply = prev
     if text is None or not ids:
         return 0
     at = len(text) - 1  # where `text` has its closing bracket, `prompt` must have a comma
@@ -247,32 +245,13 @@ def _continues(prompt: bytes, prev: Chain) -> int:
     return at
 
 
-def thread_messages(conn: Connection, thread_id: str) -> dict[str, tuple[str | None, str]]:
-    """Every stored message of a thread: id -> (parent id, canonical JSON). A message that
-    several requests added (a thread the chain cache had let go) is one entry."""
-    nodes: dict[str, tuple[str | None, str]] = {}
-    r = RequestLog.__table__.c  # type: ignore[attr-defined]
-    added = select(r.added_after_id, r.added_messages).where(
-        r.thread_id == thread_id, r.added_messages.is_not(None)
-    )
-    for parent, text in conn.execute(added):
-        bodies = _canonical_all(_messages(text))
-        for mid, body in zip(_extend(thread_id, bodies, parent), bodies, strict=True):
-            if mid not in nodes:
-                nodes[mid] = (parent, body.decode())
-            parent = mid
-    m = Message.__table__.c  # type: ignore[attr-defined]
-    before_0006 = select(m.id, m.parent_id, m.body).where(m.thread_id == thread_id)
-    for mid, parent, body in conn.execute(before_0006):
-        nodes.setdefault(mid, (parent, body))
-    return nodes
-
-
 def rebuild(conn: Connection, thread_id: str, last_id: str | None) -> list[dict[str, Any]]:
     """The messages from the start of the thread up to and including `last_id`."""
     if last_id is None:
         return []
-    by_id = thread_messages(conn, thread_id)
+    c = Message.__table__.c  # type: ignore[attr-defined]
+    rows = conn.execute(select(c.id, c.parent_id, c.body).where(c.thread_id == thread_id)).all()
+    by_id = {r[0]: (r[1], r[2]) for r in rows}
     out: list[dict[str, Any]] = []
     cursor: str | None = last_id
     while cursor is not None:

@@ -7,21 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from alembic import command
-from sqlalchemy import Connection, func, inspect, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlmodel import Session
 
 from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
 from larrylab.platform import journal
-from larrylab.platform.db import (
-    alembic_config,
-    current_revision,
-    head_revision,
-    make_engine,
-    upgrade,
-)
+from larrylab.platform.db import current_revision, head_revision, make_engine
 from larrylab.platform.experiments import create_experiment
 from larrylab.platform.feedback import Attribution, attribute_request, upsert_feedback
 from larrylab.platform.journal import JournalWriter, SegmentReader
@@ -31,7 +23,7 @@ from larrylab.platform.models import Message, RequestLog
 from larrylab.platform.registry import create_model
 from larrylab.platform.spill import SpillDir
 from larrylab.platform.summary import summarize
-from larrylab.platform.transcripts import rebuild, thread_messages
+from larrylab.platform.transcripts import rebuild
 from tests.conftest import write_records
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -113,22 +105,14 @@ def _conversation(turns: int) -> list[RequestRecord]:
     return out
 
 
-def _stored_messages(conn: Connection) -> int:
-    """How many messages the store holds: those requests added, and `message`'s rows."""
-    c = RequestLog.__table__.c  # type: ignore[attr-defined]
-    added = conn.execute(select(c.added_messages).where(c.added_messages.is_not(None)))
-    legacy = conn.execute(select(func.count()).select_from(Message.__table__)).scalar()  # type: ignore[attr-defined]
-    return sum(len(orjson.loads(text)) for (text,) in added) + int(legacy or 0)
-
-
 def test_transcript_grows_linearly_and_rebuilds_exactly(migrated_url: str) -> None:
     records = _conversation(30)
     _write(migrated_url, records)
     engine = make_engine(migrated_url)
     with engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(Message.__table__)).scalar()  # type: ignore[attr-defined]
         # 1 system + 30 user + 30 assistant messages: each stored once, not once per request.
-        assert _stored_messages(conn) == 61
-        assert len(thread_messages(conn, "t1")) == 61
+        assert stored == 61
         for rec in records:
             row = conn.execute(
                 select(
@@ -186,7 +170,8 @@ def test_journal_rows_store_the_transcripts_records_do(migrated_url: str, tmp_pa
     records.append(_record("again", "t1", records[29].prompt, "answer 29 again"))
     _store_from_journal(migrated_url, records, tmp_path)
     with make_engine(migrated_url).connect() as conn:
-        assert _stored_messages(conn) == 61 + 2 + 1  # the edit and its reply, the second answer
+        stored = conn.execute(select(func.count()).select_from(Message.__table__)).scalar()  # type: ignore[attr-defined]
+        assert stored == 61 + 2 + 1  # the edit and its reply, the second answer
         c = RequestLog.__table__.c  # type: ignore[attr-defined]
         links = {
             r[0]: (r[1], r[2])
@@ -196,55 +181,6 @@ def test_journal_rows_store_the_transcripts_records_do(migrated_url: str, tmp_pa
             prompt_id, reply_id = links[rec.id]
             assert rebuild(conn, "t1", prompt_id) == rec.prompt
             assert rebuild(conn, "t1", reply_id) == [*rec.prompt, rec.reply]
-
-
-def test_downgrading_past_0006_moves_transcripts_into_the_message_table(
-    migrated_url: str, tmp_path: Path
-) -> None:
-    """Migration 0006 moved new messages into the request rows; going back copies them into
-    `message`, each once, with their parents and depths, and coming back reads both."""
-    records = _conversation(5)
-    records.append(
-        _record("edit", "t1", [*records[1].prompt[:-1], {"role": "user", "content": "?"}], "!")
-    )
-    _store_from_journal(migrated_url, records, tmp_path)
-    with make_engine(migrated_url).connect() as conn:
-        before = thread_messages(conn, "t1")
-        c = RequestLog.__table__.c  # type: ignore[attr-defined]
-        reply_ids = dict(conn.execute(select(c.id, c.reply_message_id)).all())
-    assert len(before) == 11 + 2
-
-    command.downgrade(alembic_config(migrated_url), "0005")
-    engine = make_engine(migrated_url)
-    with engine.connect() as conn:
-        assert "added_messages" not in {col["name"] for col in inspect(conn).get_columns("request")}
-        rows = conn.exec_driver_sql("SELECT id, parent_id, depth, role, body FROM message").all()
-    assert {r[0]: (r[1], r[4]) for r in rows} == before
-    depth = {r[0]: r[2] for r in rows}
-    assert depth[reply_ids["r4"]] == 10 and depth[reply_ids["edit"]] == 4
-    assert {r[3] for r in rows} == {"system", "user", "assistant"}
-    engine.dispose()
-
-    upgrade(migrated_url)
-    _store_from_journal(
-        migrated_url,
-        [
-            _record(
-                "r5",
-                "t1",
-                [
-                    *records[4].prompt,
-                    {"role": "assistant", "content": "answer 4"},
-                    {"role": "user", "content": "q5"},
-                ],
-                "a5",
-            )
-        ],
-        tmp_path / "again",
-    )
-    with make_engine(migrated_url).connect() as conn:
-        assert len(thread_messages(conn, "t1")) == 13 + 2
-        assert rebuild(conn, "t1", reply_ids["edit"]) == [*records[-1].prompt, records[-1].reply]
 
 
 def test_a_damaged_prompt_in_the_journal_keeps_its_request(

@@ -7,11 +7,11 @@ from typing import Any
 import orjson
 import pytest
 
-from larrylab.platform.transcripts import Added, ChainCache, canonical, chain_ids
+from larrylab.platform.transcripts import ChainCache, MessageRow, chain
 
 
 def _ids(thread: str, messages: list[dict[str, Any]]) -> list[str]:
-    return chain_ids(thread, messages)
+    return [row.id for row in chain(thread, messages)]
 
 
 def _turns(n: int) -> list[dict[str, Any]]:
@@ -20,61 +20,59 @@ def _turns(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_follow_up_reuses_the_cached_prefix_and_adds_only_new_messages() -> None:
+def test_follow_up_reuses_the_cached_prefix_and_adds_only_new_rows() -> None:
     cache = ChainCache()
     first = _turns(3)
+    rows: dict[str, MessageRow] = {}
     proposed: dict[str, Any] = {}
-    ids, added = cache.chain("t", first, proposed)
-    assert ids == _ids("t", first)
-    assert added == Added(None, [orjson.dumps(m, option=orjson.OPT_SORT_KEYS) for m in first])
+    assert cache.chain(rows, "t", first, proposed) == _ids("t", first)
+    assert len(rows) == 3
     cache.commit(proposed)
 
     follow_up = [*first, {"role": "assistant", "content": "new"}, {"role": "user", "content": "x"}]
-    proposed = {}
-    ids, added = cache.chain("t", follow_up, proposed)
-    assert ids == _ids("t", follow_up)
-    assert added.after_id == ids[2]  # only the two new messages, after the third
-    assert orjson.loads(added.as_json() or "") == follow_up[3:]
-    assert cache.chain("t", follow_up, proposed) == (ids, Added(ids[-1], []))
-    assert Added(ids[-1], []).as_json() is None
+    rows, proposed = {}, {}
+    assert cache.chain(rows, "t", follow_up, proposed) == _ids("t", follow_up)
+    assert [row.depth for row in rows.values()] == [3, 4]  # only the two new messages
 
 
 def test_values_python_equates_but_json_does_not_get_different_ids() -> None:
     cache = ChainCache()
     proposed: dict[str, Any] = {}
-    cache.chain("t", [{"role": "user", "content": "x", "n": 1}], proposed)
+    cache.chain({}, "t", [{"role": "user", "content": "x", "n": 1}], proposed)
     cache.commit(proposed)
     for other in (True, 1.0, [1], {"k": 1}):
         edited = [{"role": "user", "content": "x", "n": other}]
-        got, added = cache.chain("t", edited, {})
+        got = cache.chain({}, "t", edited, {})
         assert got == _ids("t", edited), other
-        assert len(added.bodies) == 1 and added.after_id is None
     nested = [{"role": "user", "content": [{"type": "text", "n": 1}]}]
-    cache.chain("u", nested, proposed := {})
+    cache.chain({}, "u", nested, proposed := {})
     cache.commit(proposed)
     edited = [{"role": "user", "content": [{"type": "text", "n": True}]}]
-    assert cache.chain("u", edited, {})[0] == _ids("u", edited)
+    assert cache.chain({}, "u", edited, {}) == _ids("u", edited)
 
 
 def test_an_uncommitted_batch_is_not_trusted() -> None:
-    """A batch that was never stored (spilled) must not let a later batch skip its messages."""
+    """A batch that was never stored (spilled) must not let a later batch skip its rows."""
     cache = ChainCache()
     first = _turns(2)
-    cache.chain("t", first, {})  # proposed, never committed
-    _, added = cache.chain("t", [*first, {"role": "user", "content": "more"}], {})
-    assert len(added.bodies) == 3
+    cache.chain({}, "t", first, {})  # proposed, never committed
+    rows: dict[str, MessageRow] = {}
+    cache.chain(rows, "t", [*first, {"role": "user", "content": "more"}], {})
+    assert len(rows) == 3
 
 
 def test_the_bound_evicts_the_least_recent_threads() -> None:
     cache = ChainCache(max_messages=4)
     for thread in ("a", "b", "c"):
         proposed: dict[str, Any] = {}
-        cache.chain(thread, _turns(2), proposed)
+        cache.chain({}, thread, _turns(2), proposed)
         cache.commit(proposed)
-    _, added = cache.chain("a", _turns(3), {})  # "a" fell out: hashed and added in full again
-    assert len(added.bodies) == 3
-    _, added = cache.chain("c", _turns(3), {})
-    assert len(added.bodies) == 1
+    rows: dict[str, MessageRow] = {}
+    cache.chain(rows, "a", _turns(3), {})  # "a" fell out: hashed in full again
+    assert len(rows) == 3
+    rows = {}
+    cache.chain(rows, "c", _turns(3), {})
+    assert len(rows) == 1
 
 
 def test_string_messages_compared_as_dicts_give_the_ids_of_their_canonical_json() -> None:
@@ -84,7 +82,7 @@ def test_string_messages_compared_as_dicts_give_the_ids_of_their_canonical_json(
     cache = ChainCache()
     first = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
     proposed: dict[str, Any] = {}
-    cache.chain("t", first, proposed)
+    cache.chain({}, "t", first, proposed)
     cache.commit(proposed)
     variants = [
         [{"content": "x", "role": "user"}, {"role": "assistant", "content": "y"}],
@@ -93,7 +91,8 @@ def test_string_messages_compared_as_dicts_give_the_ids_of_their_canonical_json(
         [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "n": 1}],
     ]
     for edited in variants:
-        assert cache.chain("t", edited, {})[0] == _ids("t", edited), edited
+        rows: dict[str, MessageRow] = {}
+        assert cache.chain(rows, "t", edited, {}) == _ids("t", edited), edited
     assert _ids("t", variants[1]) == _ids("t", first)  # a null field: the same messages
 
 
@@ -103,11 +102,12 @@ def _text(messages: list[dict[str, Any]]) -> bytes:
 
 def _chain_json(
     cache: ChainCache, thread: str, prompt: bytes, reply: dict[str, Any] | None
-) -> tuple[list[str], Added]:
+) -> tuple[list[str], dict[str, MessageRow]]:
+    rows: dict[str, MessageRow] = {}
     proposed: dict[str, Any] = {}
-    ids, added = cache.chain_json(thread, prompt, reply, proposed)
+    ids = cache.chain_json(rows, thread, prompt, reply, proposed)
     cache.commit(proposed)
-    return ids, added
+    return ids, rows
 
 
 def test_a_prompt_as_json_text_gets_the_ids_of_a_full_hash_however_it_continues() -> None:
@@ -117,17 +117,13 @@ def test_a_prompt_as_json_text_gets_the_ids_of_a_full_hash_however_it_continues(
     cache = ChainCache()
     said = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     reply = {"role": "assistant", "content": "hello"}
-    ids, added = _chain_json(cache, "t", _text(said), reply)
-    assert ids == _ids("t", [*said, reply]) and len(added.bodies) == 3
+    ids, rows = _chain_json(cache, "t", _text(said), reply)
+    assert ids == _ids("t", [*said, reply]) and len(rows) == 3
 
     follow_up = [*said, reply, {"role": "user", "content": 'more\ttabs and "quotes"'}]
-    ids, added = _chain_json(cache, "t", _text(follow_up), {"role": "assistant", "content": "ok"})
+    ids, rows = _chain_json(cache, "t", _text(follow_up), {"role": "assistant", "content": "ok"})
     assert ids == _ids("t", [*follow_up, {"role": "assistant", "content": "ok"}])
-    assert added.after_id == ids[2]  # only the new user turn and the reply
-    assert orjson.loads(added.as_json() or "") == [
-        follow_up[3],
-        {"role": "assistant", "content": "ok"},
-    ]
+    assert [row.depth for row in rows.values()] == [3, 4]  # only the new user turn and reply
 
     cases: list[tuple[list[dict[str, Any]], bytes | None]] = [
         ([*said, {"role": "user", "content": "edited"}], None),  # a branch
@@ -167,41 +163,4 @@ def test_prompt_text_that_is_not_an_array_of_messages_is_refused() -> None:
     continued = _text([*said, reply])[:-1]
     for bad in (b"{}", b"[1]", b'[{"role": "user"', continued + b",]", continued + b",3]"):
         with pytest.raises(ValueError):
-            cache.chain_json("t", bad, None, {})
-
-
-def _stored(cache: ChainCache, thread: str, messages: list[dict[str, Any]]) -> Added:
-    proposed: dict[str, Any] = {}
-    _, added = cache.chain(thread, messages, proposed)
-    cache.commit(proposed)
-    return added
-
-
-def test_going_back_to_an_earlier_branch_adds_only_what_it_lacks() -> None:
-    """After an edit, a request that returns to the first branch (a client's branch switcher)
-    adds its new turn only: the cache remembers the ids stored for the thread, not only its
-    last chain."""
-    cache = ChainCache()
-    first = _turns(6)
-    _stored(cache, "t", first)
-    edited = [*first[:2], {"role": "user", "content": "edited"}]
-    assert len(_stored(cache, "t", edited).bodies) == 1
-    back = [*first, {"role": "assistant", "content": "more"}]
-    added = _stored(cache, "t", back)
-    assert added == Added(_ids("t", first)[-1], [canonical(back[-1])])
-    # a batch sees what its own earlier requests added
-    proposed: dict[str, Any] = {}
-    cache.chain("t", [*edited, {"role": "user", "content": "a"}], proposed)
-    cache.chain("t", first, proposed)
-    _, added = cache.chain("t", [*edited, {"role": "user", "content": "a"}], proposed)
-    assert added.bodies == []
-
-
-def test_the_ids_remembered_per_thread_are_bounded() -> None:
-    cache = ChainCache(known_per_thread=3)
-    first = _turns(6)
-    _stored(cache, "t", first)
-    for i in range(3):  # three other branches push the first one's ids out
-        _stored(cache, "t", [*first[:1], {"role": "user", "content": f"branch {i}"}])
-    added = _stored(cache, "t", first)
-    assert added.after_id == _ids("t", first)[0] and len(added.bodies) == 5
+            cache.chain_json({}, "t", bad, None, {})
