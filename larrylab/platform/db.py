@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,23 @@ def _sqlite_bulk_writer_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _cheap_sqlite_binding() -> None:
+    """Register what Python's sqlite3 binds None and bool as, which it already binds them as.
+
+    Python 3.11's sqlite3 adapts every parameter that is not exactly an int, float, str or
+    bytearray: for None and bool, a registry miss and two failed attribute lookups whose
+    AttributeError text is formatted and dropped, about half a microsecond per value (measured:
+    1.2 against 2.3 us per 7-column row with two Nones). A request row holds four to six such
+    values. With these entries a dict hit finds the adapter; None still binds NULL and a bool
+    1 or 0. (The registry is sqlite3's own and process-wide; the entries change no result.)"""
+    sqlite3.register_adapter(type(None), _none)
+    sqlite3.register_adapter(bool, int)
+
+
+def _none(_value: None) -> None:
+    return None
+
+
 def make_engine(url: str, *, pool_size: int = 5, bulk_writer: bool = False) -> Engine:
     """Create an engine: SQLite gets WAL mode and a busy timeout, PostgreSQL a checked pool.
 
@@ -80,6 +98,7 @@ def make_engine(url: str, *, pool_size: int = 5, bulk_writer: bool = False) -> E
     """
     url = normalize_url(url)
     if is_sqlite(url):
+        _cheap_sqlite_binding()
         db_path = make_url(url).database
         if db_path and db_path != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)

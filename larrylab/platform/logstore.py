@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine
 from larrylab.platform.models import RequestLog
 from larrylab.platform.rollup import Pair, add_requests
 from larrylab.platform.spill import SpillDir
-from larrylab.platform.transcripts import ChainCache, Chains, MessageRow
+from larrylab.platform.transcripts import MESSAGE_COLUMNS, ChainCache, Chains, MessageRow
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ _N_PLAIN = RECORD_FIELDS.index("created_at")
 assert RECORD_FIELDS[_N_PLAIN:] == (*_TIMES, "prompt", "reply"), "logstore's row layout"
 _REQUEST_COLUMNS = (*RECORD_FIELDS[:_N_PLAIN], *_TIMES, "prompt_message_id", "reply_message_id")
 _THREAD_COLUMNS = ("id", "unit_source", "route", "created_at", "last_seen_at")
-_MESSAGE_COLUMNS = MessageRow._fields
+_MESSAGE_COLUMNS = MESSAGE_COLUMNS
 _THREAD, _UNIT_SOURCE, _ROUTE = map(RECORD_FIELDS.index, ("thread_id", "unit_source", "route"))
 _CREATED, _FINISHED, _PROMPT, _REPLY = range(_N_PLAIN, _N_PLAIN + 4)
 _FACTS = ("experiment", "arm", "thread_id", "status", "latency_ms", "ttft_ms", "fallback_from")

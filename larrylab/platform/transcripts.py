@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from hashlib import blake2b
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection, select
@@ -30,16 +30,13 @@ def _canonical_all(messages: Sequence[dict[str, Any]]) -> list[bytes]:
     return [canonical(msg) if None in msg.values() else dumps(msg, option=sort) for msg in messages]
 
 
-class MessageRow(NamedTuple):
-    """A message ready to insert (a tuple in the message table's column order)."""
+MessageRow = tuple[str, str, str | None, int, str, str, Any]
+"""A message ready to insert, in `MESSAGE_COLUMNS` order; the last is the store's time of the
+batch that adds it. A plain tuple: the driver reads a tuple subclass's items through Python's
+`__getitem__` (a NamedTuple cost 2-3 times the binding of a plain tuple), and building one runs
+its Python `__new__`."""
 
-    id: str
-    thread_id: str
-    parent_id: str | None
-    depth: int
-    role: str
-    body: str
-    created_at: Any = None  # the store's time of the batch that adds it
+MESSAGE_COLUMNS = ("id", "thread_id", "parent_id", "depth", "role", "body", "created_at")
 
 
 def chain(
@@ -85,7 +82,7 @@ def _extend(
         mid = blake2b(key, digest_size=16).hexdigest()
         if mid not in rows:
             role = str(messages[i].get("role", ""))
-            rows[mid] = MessageRow(mid, thread_id, parent_id, depth + i, role, body.decode(), stamp)
+            rows[mid] = (mid, thread_id, parent_id, depth + i, role, body.decode(), stamp)
         ids.append(mid)
         parent_id = mid
     return ids
@@ -96,10 +93,12 @@ Key = dict[str, Any] | bytes
 (then equal dicts mean equal canonical JSON), else its canonical JSON."""
 
 
-Chain = tuple[list[Key], list[str], bytes | None, dict[str, Any] | None]
+Chain = tuple[list[Key], list[str], bytes | None, dict[str, Any] | None, list[int] | None]
 """A thread's last chain of messages as the cache holds it: each message's key, each one's id,
-and, for a chain that came from a prompt's JSON text (`ChainCache.chain_json`), that text and
-the reply that followed (else None, None)."""
+and, for a chain that came from a prompt's JSON text (`ChainCache.chain_json`), that text, the
+reply that followed and where each of the prompt's messages ends in the text (the offset of the
+comma or bracket after it; None if a message is not there as orjson writes it), else None, None,
+None."""
 
 Chains = dict[str, Chain]
 """Thread id -> its last chain."""
@@ -167,7 +166,7 @@ class ChainCache:
             parent = ids[-1] if ids else None
             ids.extend(_extend(rows, thread_id, added, bodies, parent, same, stamp))
             keys.extend(map(_key, added, bodies))
-        proposed[thread_id] = (keys, ids, None, None)
+        proposed[thread_id] = (keys, ids, None, None, None)
         return ids
 
     def chain_json(
@@ -182,27 +181,32 @@ class ChainCache:
         """`chain` of a prompt given as its JSON text (as the journal holds it), then its reply.
         Raises ValueError if `prompt` is not a JSON array of objects.
 
-        A follow-up request's text begins with the text of the thread's last chain, its prompt
-        and reply: then only the messages after that are decoded and hashed. Equal text means
-        equal messages, so this gives the ids that comparing every message would; other text (a
-        branch, a new thread, another serialization) is decoded and compared in full."""
+        A request's text mostly begins with text of the thread's last chain: a follow-up repeats
+        its prompt and reply, a regenerated or edited turn all of its prompt but the last
+        messages. Then only the messages after the shared ones are decoded and hashed. Equal
+        text up to the end of a message means equal messages, so this gives the ids that
+        comparing every message would; other text (a new thread, another serialization) is
+        decoded and compared in full."""
         prev = proposed.get(thread_id) or self._chains.get(thread_id)
-        start = 0 if prev is None else _continues(prompt, prev)
-        if prev is None or not start:
+        same, start, ends = (0, 0, None) if prev is None else _shared(prompt, prev)
+        if not same:
             messages = _messages(prompt)
             convo = [*messages, reply] if reply else messages
             ids = self.chain(rows, thread_id, convo, proposed, stamp)
             keys = proposed[thread_id][0]
+            ends = _ends(prompt, messages, 1, [])
         else:
+            assert prev is not None and ends is not None
             added = _messages(b"[" + prompt[start:])
             if not added:  # "[m1,...,mk,]" is not JSON
                 raise ValueError("a prompt is not a JSON array of messages")
+            ends = _ends(prompt, added, start, ends)
             if reply:
                 added.append(reply)
             bodies = _canonical_all(added)
-            keys, ids = [*prev[0], *map(_key, added, bodies)], [*prev[1]]
-            ids += _extend(rows, thread_id, added, bodies, ids[-1], len(ids), stamp)
-        proposed[thread_id] = (keys, ids, prompt, reply)
+            keys, ids = [*prev[0][:same], *map(_key, added, bodies)], prev[1][:same]
+            ids += _extend(rows, thread_id, added, bodies, ids[-1], same, stamp)
+        proposed[thread_id] = (keys, ids, prompt, reply, ends)
         return ids
 
     def commit(self, proposed: Chains) -> None:
@@ -226,23 +230,43 @@ def _messages(text: bytes) -> list[dict[str, Any]]:
     return value
 
 
-def _continues(prompt: bytes, prev: Chain) -> int:
-    """Where the first message after `prev`'s begins in `prompt`'s text, if that text begins
-    with the text of `prev`'s prompt and reply ("[m1,...,mk,r,"); else 0."""
-    _, ids, text, reply = prev
-    if text is None or not ids:
-        return 0
-    at = len(text) - 1  # where `text` has its closing bracket, `prompt` must have a comma
-    if len(prompt) <= at or prompt[at] != 0x2C or not prompt.startswith(memoryview(text)[:at]):
-        return 0
-    at += 1
-    if reply:
+def _shared(prompt: bytes, prev: Chain) -> tuple[int, int, list[int] | None]:
+    """How many messages of `prev`'s chain `prompt`'s text begins with, compared as text:
+    its whole prompt and reply ("[m1,...,mk,r,"), or its first messages ("[m1,...,mj,"), as
+    many as there are. Returns that count, where the next message begins in `prompt` and where
+    each shared message ends in it; (0, 0, None) if none is shared."""
+    _, _, text, reply, ends = prev
+    if text is None or ends is None or not ends:
+        return 0, 0, None
+    view, size = memoryview(text), len(prompt)
+    at = ends[-1]  # the prompt's closing bracket in `text`; a comma in a follow-up
+    if reply and size > at and prompt[at] == 0x2C and prompt.startswith(view[:at]):
         said = orjson.dumps(reply)
-        end = at + len(said)
-        if len(prompt) <= end or prompt[end] != 0x2C or not prompt.startswith(said, at):
-            return 0
-        at = end + 1
-    return at
+        end = at + 1 + len(said)
+        if size > end and prompt[end] == 0x2C and prompt.startswith(said, at + 1):
+            return len(ends) + 1, end + 1, [*ends, end]
+    for count in range(len(ends), 0, -1):
+        at = ends[count - 1]
+        if size > at and prompt[at] == 0x2C and prompt.startswith(view[:at]):
+            return count, at + 1, ends[:count]
+    return 0, 0, None
+
+
+def _ends(
+    prompt: bytes, messages: Sequence[dict[str, Any]], start: int, ends: list[int]
+) -> list[int] | None:
+    """`ends` extended with where each of `messages` ends in `prompt`, the first beginning at
+    `start`; None unless each is there exactly as orjson writes it (the router's journal does),
+    so that a shared prefix is only ever judged at the true end of a message."""
+    dumps, pos = orjson.dumps, start
+    for message in messages:
+        said = dumps(message)
+        if not prompt.startswith(said, pos):
+            return None
+        pos += len(said)
+        ends.append(pos)
+        pos += 1
+    return ends
 
 
 def rebuild(conn: Connection, thread_id: str, last_id: str | None) -> list[dict[str, Any]]:

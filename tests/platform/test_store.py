@@ -94,6 +94,17 @@ def test_sqlite_uses_wal_and_busy_timeout(tmp_path: Any) -> None:
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 10000
 
 
+def test_sqlite_binds_none_and_bools_as_before(tmp_path: Any) -> None:
+    """The engine registers cheaper adapters for None and bool (`db._cheap_sqlite_binding`):
+    the driver must still store NULL, 1 and 0, and read them back as such."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (v)")
+        conn.exec_driver_sql("INSERT INTO t (v) VALUES (?)", [(None,), (True,), (False,)])
+        got = conn.exec_driver_sql("SELECT v, typeof(v) FROM t ORDER BY rowid").all()
+    assert [tuple(row) for row in got] == [(None, "null"), (1, "integer"), (0, "integer")]
+
+
 def _conversation(turns: int) -> list[RequestRecord]:
     """A thread of `turns` requests, each resending the whole history, as chat clients do."""
     history: list[dict[str, Any]] = [{"role": "system", "content": "You are Larry."}]

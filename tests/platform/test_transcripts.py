@@ -11,7 +11,7 @@ from larrylab.platform.transcripts import ChainCache, MessageRow, chain
 
 
 def _ids(thread: str, messages: list[dict[str, Any]]) -> list[str]:
-    return [row.id for row in chain(thread, messages)]
+    return [row[0] for row in chain(thread, messages)]
 
 
 def _turns(n: int) -> list[dict[str, Any]]:
@@ -32,7 +32,7 @@ def test_follow_up_reuses_the_cached_prefix_and_adds_only_new_rows() -> None:
     follow_up = [*first, {"role": "assistant", "content": "new"}, {"role": "user", "content": "x"}]
     rows, proposed = {}, {}
     assert cache.chain(rows, "t", follow_up, proposed) == _ids("t", follow_up)
-    assert [row.depth for row in rows.values()] == [3, 4]  # only the two new messages
+    assert [row[3] for row in rows.values()] == [3, 4]  # only the two new messages
 
 
 def test_values_python_equates_but_json_does_not_get_different_ids() -> None:
@@ -123,7 +123,7 @@ def test_a_prompt_as_json_text_gets_the_ids_of_a_full_hash_however_it_continues(
     follow_up = [*said, reply, {"role": "user", "content": 'more\ttabs and "quotes"'}]
     ids, rows = _chain_json(cache, "t", _text(follow_up), {"role": "assistant", "content": "ok"})
     assert ids == _ids("t", [*follow_up, {"role": "assistant", "content": "ok"}])
-    assert [row.depth for row in rows.values()] == [3, 4]  # only the new user turn and reply
+    assert [row[3] for row in rows.values()] == [3, 4]  # only the new user turn and reply
 
     cases: list[tuple[list[dict[str, Any]], bytes | None]] = [
         ([*said, {"role": "user", "content": "edited"}], None),  # a branch
@@ -153,6 +153,37 @@ def test_a_reply_that_the_client_sends_back_otherwise_is_compared_in_full() -> N
         ids, _ = _chain_json(cache, "t", _text(messages), None)
         assert ids == _ids("t", messages)
         _chain_json(cache, "t", _text(said), reply)  # back to the first chain
+
+
+def test_a_branch_shares_the_text_of_whole_messages_only() -> None:
+    """A regenerated or edited turn repeats the start of the thread's last prompt: the messages
+    it shares are judged by text at their true ends (content full of brackets, commas and
+    quotes cannot shift them), and every branch gets exactly the ids of a full hash."""
+    cache = ChainCache()
+    tricky = {"role": "user", "content": '"},{"role":"user","content":"x"}],[,'}
+    said = [{"role": "system", "content": "be brief"}, tricky, {"role": "user", "content": "a"}]
+    reply = {"role": "assistant", "content": "hello"}
+    _chain_json(cache, "t", _text(said), reply)
+    branches = [
+        [*said[:2], {"role": "user", "content": "b"}],  # the last turn regenerated
+        [*said[:2], {"role": "user", "content": "b"}, {"role": "user", "content": "c"}],
+        [said[0], {"role": "user", "content": '"},{"role":"user","content":"y"}],[,'}],
+        [said[0]],  # fewer messages than the last prompt
+        [*said[:2], {"role": "user", "content": "a", "name": "n"}],  # a field added
+        said,  # the same prompt again
+        [{"role": "system", "content": "be brief!"}, *said[1:]],  # nothing shared
+        [{"role": "system", "content": "be briex"}, *said[1:]],  # nor here: same lengths
+        [said[0], {**tricky, "content": tricky["content"][::-1]}, said[2]],
+    ]
+    for messages in branches:
+        ids, rows = _chain_json(cache, "t", _text(messages), reply)
+        assert ids == _ids("t", [*messages, reply]), messages
+        assert {row[0] for row in rows.values()} <= set(ids)
+    spaced = orjson.dumps(said, option=orjson.OPT_INDENT_2)  # not as the journal writes it
+    ids, _ = _chain_json(cache, "t", spaced, None)
+    assert ids == _ids("t", said)
+    ids, _ = _chain_json(cache, "t", _text([*said[:2], {"role": "user", "content": "z"}]), None)
+    assert ids == _ids("t", [*said[:2], {"role": "user", "content": "z"}])
 
 
 def test_prompt_text_that_is_not_an_array_of_messages_is_refused() -> None:
