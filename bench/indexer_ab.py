@@ -6,7 +6,8 @@ to the indexer are worth. Here both routers (two settings, or two checkouts) run
 time, on one simulator, each under `--concurrency` JSON clients of the branching traffic, so
 whatever the machine is doing, each window treats them alike. After each window both store
 what they left (told to store now); then the CPU each one's indexer spent per row it stored,
-and each router process's own CPU per request, are compared round by round.
+each router process's own CPU per request, and the bytes each indexer wrote per row (its WAL
+pages and checkpoints, `/proc/<pid>/io`), are compared round by round.
 
     python bench/indexer_ab.py --a default: --b big:LARRYLAB_LOG_BATCH_SIZE=20000,...
         [--b old:PYTHONPATH=<checkout>] [--seconds 20] [--rounds 5] [--concurrency 10]
@@ -60,6 +61,14 @@ def indexer_pid(router_pid: int) -> int:
     return int(children[0])
 
 
+def write_bytes(pid: int) -> int:
+    """Bytes a process has caused to be written to storage (/proc/<pid>/io)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Start the simulator and both routers, run the rounds, stop them."""
     sides = [args.a, args.b]
@@ -91,6 +100,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for _ in range(args.rounds):
                 cpu0 = [process_cpu_seconds(i) for i in indexers]
                 rows0 = [written(w)[0] for w in ways]
+                bytes0 = [write_bytes(i) for i in indexers]
                 cells = asyncio.run(load(ways, args.seconds, args.concurrency))
                 for w in ways:
                     store_now_s(w)
@@ -104,6 +114,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                         "req_per_s": round(requests / cells[k].elapsed, 1),
                         "indexer_cpu_s": round(process_cpu_seconds(indexers[k]) - cpu0[k], 3),
                         "router_cpu_s": round(cells[k].router_cpu_s, 3),
+                        "indexer_kib_written": round((write_bytes(indexers[k]) - bytes0[k]) / 1024),
                         "errors": cells[k].errors,
                     }
                 rounds.append(one)
@@ -130,6 +141,12 @@ def summarize(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             "router_ms_per_request": round(ms(total, "router_cpu_s", "requests"), 4),
             "indexer_ms_per_row_per_round": [
                 round(ms(m, "indexer_cpu_s", "rows_stored"), 4) for m in mine
+            ],
+            "indexer_kib_written_per_row": round(
+                total["indexer_kib_written"] / max(total["rows_stored"], 1), 2
+            ),
+            "indexer_kib_written_per_row_per_round": [
+                round(m["indexer_kib_written"] / max(m["rows_stored"], 1), 2) for m in mine
             ],
             "requests": total["requests"],
             "errors": total["errors"],
