@@ -42,11 +42,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from logwriter_cpu import conversation_record, record
+from router_overhead import git_state
 
-import larrylab
 from larrylab.platform import journal
 from larrylab.platform.db import make_engine, upgrade
 from larrylab.platform.journal import SegmentReader
+from larrylab.platform.logproc import collector_paused
 from larrylab.platform.logstore import BatchStore
 from larrylab.platform.spill import SpillDir
 
@@ -61,7 +62,7 @@ def store(rows: int, batch_size: int, traffic: str) -> tuple[int, float]:
     with tempfile.TemporaryDirectory(prefix="larrylab-instr-") as tmp_s:
         tmp = Path(tmp_s)
         segment = tmp / "00000001.jsonl"
-        segment.write_bytes(journal.header() + b"".join(journal.line(make(i)) for i in range(rows)))
+        segment.write_bytes(journal.header() + journal.encode([make(i) for i in range(rows)]))
         url = f"sqlite:///{tmp / 'larrylab.db'}"
         upgrade(url)
         engine = make_engine(url, pool_size=1, bulk_writer=True)
@@ -72,11 +73,10 @@ def store(rows: int, batch_size: int, traffic: str) -> tuple[int, float]:
         at = [offset]
 
         def one_batch(_: Any, __: int) -> None:
-            gc.disable()
-            batch, at[0] = reader.read_rows(at[0], batch_size)
-            batch_store.write_rows(batch)
-            del batch
-            gc.enable()
+            with collector_paused():  # as the indexer stores a batch
+                batch, at[0] = reader.read_rows(at[0], batch_size)
+                batch_store.write_rows(batch)
+                del batch
 
         batches = (rows - len(first)) // batch_size
         gc.collect()
@@ -117,17 +117,6 @@ def under_callgrind(args: argparse.Namespace) -> int:
         return int(found.group(1))
 
 
-def git_commit() -> str:
-    """The checkout's commit (with '+dirty' if it has changes)."""
-    root = Path(larrylab.__file__).resolve().parent.parent
-
-    def git(*a: str) -> str:
-        done = subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain") else "")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=15_000)
@@ -149,7 +138,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "instructions_per_row": round(instructions / measured),
         "cpu_us_per_row_plain_run": round(cpu / measured * 1e6, 2),
-        "commit": git_commit(),
+        "git": git_state(),
         "python": sys.version.split()[0],
         "sqlite": __import__("sqlite3").sqlite_version,
         "machine": platform.platform(),

@@ -79,7 +79,6 @@ _N_PLAIN = RECORD_FIELDS.index("created_at")
 assert RECORD_FIELDS[_N_PLAIN:] == (*_TIMES, "prompt", "reply"), "logstore's row layout"
 _REQUEST_COLUMNS = (*RECORD_FIELDS[:_N_PLAIN], *_TIMES, "prompt_message_id", "reply_message_id")
 _THREAD_COLUMNS = ("id", "unit_source", "route", "created_at", "last_seen_at")
-_MESSAGE_COLUMNS = MESSAGE_COLUMNS
 _THREAD, _UNIT_SOURCE, _ROUTE = map(RECORD_FIELDS.index, ("thread_id", "unit_source", "route"))
 _CREATED, _FINISHED, _PROMPT, _REPLY = range(_N_PLAIN, _N_PLAIN + 4)
 _FACTS = ("experiment", "arm", "thread_id", "status", "latency_ms", "ttft_ms", "fallback_from")
@@ -129,7 +128,7 @@ class _Statements:
             thread=insert(
                 "thread", _THREAD_COLUMNS, "(id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
             ),
-            message=insert("message", _MESSAGE_COLUMNS, "(thread_id, id) DO NOTHING"),
+            message=insert("message", MESSAGE_COLUMNS, "(thread_id, id) DO NOTHING"),
             request=insert("request", _REQUEST_COLUMNS, "(id) DO NOTHING"),
             to_db_time=to_db,
         )

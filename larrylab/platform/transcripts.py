@@ -239,15 +239,14 @@ def _shared(prompt: bytes, prev: Chain) -> tuple[int, int, list[int] | None]:
     if text is None or ends is None or not ends:
         return 0, 0, None
     view, size = memoryview(text), len(prompt)
-    at = ends[-1]  # the prompt's closing bracket in `text`; a comma in a follow-up
-    if reply and size > at and prompt[at] == 0x2C and prompt.startswith(view[:at]):
-        said = orjson.dumps(reply)
-        end = at + 1 + len(said)
-        if size > end and prompt[end] == 0x2C and prompt.startswith(said, at + 1):
-            return len(ends) + 1, end + 1, [*ends, end]
     for count in range(len(ends), 0, -1):
-        at = ends[count - 1]
+        at = ends[count - 1]  # for the whole prompt: its closing bracket, a comma in a follow-up
         if size > at and prompt[at] == 0x2C and prompt.startswith(view[:at]):
+            if reply and count == len(ends):
+                said = orjson.dumps(reply)
+                end = at + 1 + len(said)
+                if size > end and prompt[end] == 0x2C and prompt.startswith(said, at + 1):
+                    return count + 1, end + 1, [*ends, end]
             return count, at + 1, ends[:count]
     return 0, 0, None
 
