@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     admin_key: str = ""
     log_batch_size: int = Field(default=5000, ge=1)
     log_flush_interval_s: float = Field(default=1.0, gt=0)
+    log_flush_interval_max_s: float = Field(default=4.0, gt=0)
     log_queue_size: int = Field(default=10_000, ge=1)
     log_writer: Literal["process", "thread"] = "process"
     log_journal_max_rows: int = Field(default=200_000, ge=1)

@@ -333,3 +333,67 @@ def test_a_backlog_goes_in_full_batches_late_rows_wait_for_the_interval_unless_a
     assert batches == [37, 37, 26, 30, 1, 29]
     assert _stored(migrated_url) == (160, 160)
     journal.release()
+
+
+def test_the_interval_grows_while_many_rows_arrive_and_falls_back_when_few_do() -> None:
+    from larrylab.platform.logproc import next_interval
+
+    pace = {"base": 1.0, "longest": 4.0, "busy": 1000}
+    assert next_interval(1.0, rows=1000, elapsed=1.0, **pace) == 2.0
+    assert next_interval(2.0, rows=2400, elapsed=2.0, **pace) == 4.0
+    assert next_interval(4.0, rows=9000, elapsed=4.0, **pace) == 4.0  # never past the longest
+    assert next_interval(4.0, rows=3000, elapsed=4.0, **pace) == 4.0  # 750 per second: kept
+    assert next_interval(4.0, rows=1000, elapsed=4.0, **pace) == 2.0  # 250 per second: halved
+    assert next_interval(2.0, rows=0, elapsed=2.0, **pace) == 1.0
+    assert next_interval(1.0, rows=0, elapsed=1.0, **pace) == 1.0  # never under the base
+    # A longest interval no longer than the base keeps the pace fixed.
+    assert next_interval(1.0, rows=10**6, elapsed=1.0, base=1.0, longest=1.0, busy=1000) == 1.0
+
+
+def test_a_busy_indexer_stores_larger_batches_less_often(migrated_url: str, tmp_path: Path) -> None:
+    import io
+
+    from larrylab.platform.journal import JournalWriter
+    from larrylab.platform.logproc import _Indexer
+    from larrylab.platform.logstore import BatchStore
+
+    records = _records(400, seed=14)
+    journal = JournalWriter(tmp_path / "journal", migrated_url)
+    store = BatchStore(make_engine(migrated_url), SpillDir(tmp_path / "spill"))
+    config = {
+        "batch_size": 40,
+        "flush_interval_s": 0.5,
+        "flush_interval_max_s": 2.0,
+        "database_url": migrated_url,
+        "journal_root": str(tmp_path / "journal"),
+        "journal_dir": str(journal.directory),
+    }
+    indexer = _Indexer(store, io.BytesIO(), config)
+    batches: list[int] = []
+    write_rows = store.write_rows
+
+    def spied(rows: list[list[object]]) -> None:
+        batches.append(len(rows))
+        write_rows(rows)
+
+    store.write_rows = spied  # type: ignore[method-assign]
+    journal.append(records[:30])
+    indexer.store_folder(indexer.own, own=True, drain=False)
+    indexer.pace(30, 0.5)  # 30 rows in half a second, a fifth of a batch is 8: busy
+    assert (indexer.wait, indexer.cap) == (1.0, 80)
+    indexer.pace(60, 1.0)
+    assert (indexer.wait, indexer.cap) == (2.0, 160)
+    journal.append(records[30:230])
+    indexer.store_folder(indexer.own, own=True, drain=False)
+    assert batches == [30, 160, 40]  # the backlog in batches of the grown size
+    indexer.pace(200, 2.0)
+    assert (indexer.wait, indexer.cap) == (2.0, 160)  # still busy: no longer than the longest
+    indexer.pace(4, 2.0)  # one row per half second: quiet
+    assert (indexer.wait, indexer.cap) == (1.0, 80)
+    indexer.pace(0, 1.0)
+    assert (indexer.wait, indexer.cap) == (0.5, 40)
+    journal.append(records[230:])
+    indexer.store_folder(indexer.own, own=True, drain=True)
+    assert batches == [30, 160, 40, 40, 40, 40, 40, 10]
+    assert _stored(migrated_url) == (400, 400)
+    journal.release()

@@ -131,6 +131,7 @@ def _writer(settings: Settings, engine: Engine) -> WriterBase:
             settings.database_url,
             queue_size=settings.log_journal_max_rows,
             nice=settings.log_indexer_nice,
+            flush_interval_max_s=settings.log_flush_interval_max_s,
             **options,
         )
     return LogWriter(engine, queue_size=settings.log_queue_size, **options)

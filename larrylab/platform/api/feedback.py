@@ -23,7 +23,8 @@ from larrylab.platform.feedback import (
 from larrylab.platform.ids import request_age_s
 from larrylab.platform.models import utcnow
 
-# A rating for a request id of the last minute that is not stored yet waits this long for it.
+# A rating for a request id of the last minute that is not stored yet waits this long for it,
+# plus the time by which a busy indexer may lengthen its interval (`logproc`).
 _RECENT_S = 60.0
 _WAIT_FOR_OTHERS_S = 3.0
 
@@ -42,7 +43,9 @@ async def _find_request(state: RouterState, request_id: str) -> Attribution | No
     if found is not None or age is None or not 0 <= age < _RECENT_S:
         return found
     # Served by another worker a moment ago: its row may still wait in that worker's journal.
-    deadline = time.monotonic() + _WAIT_FOR_OTHERS_S
+    settings = state.settings
+    linger = max(0.0, settings.log_flush_interval_max_s - settings.log_flush_interval_s)
+    deadline = time.monotonic() + _WAIT_FOR_OTHERS_S + linger
     delay = state.settings.log_flush_interval_s
     while found is None and time.monotonic() < deadline:
         await asyncio.sleep(delay)
