@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import json
 import platform
 import re
 import shutil
@@ -42,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from logwriter_cpu import conversation_record, record
-from router_overhead import git_state
+from router_overhead import git_state, record_run
 
 from larrylab.platform import journal
 from larrylab.platform.db import make_engine, upgrade
@@ -143,11 +142,7 @@ def main() -> None:
         "sqlite": __import__("sqlite3").sqlite_version,
         "machine": platform.platform(),
     }
-    print(json.dumps(result, indent=2))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        runs = json.loads(args.out.read_text()) if args.out.exists() else []
-        args.out.write_text(json.dumps([*runs, result], indent=2) + "\n")
+    record_run(result, args.out)
 
 
 if __name__ == "__main__":

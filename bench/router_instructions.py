@@ -23,7 +23,6 @@ About two minutes per setting for 1,000 requests. Needs Debian's `valgrind`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -40,7 +39,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from router_overhead import Conversations, body, git_state, router_config
+from router_overhead import Conversations, body, git_state, record_run, router_config
 
 from larrylab.localproc import free_port, start_sim
 
@@ -164,11 +163,7 @@ def main() -> None:
         "python": sys.version.split()[0],
         "machine": platform.platform(),
     }
-    print(json.dumps(result, indent=2))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        runs = json.loads(args.out.read_text()) if args.out.exists() else []
-        args.out.write_text(json.dumps([*runs, result], indent=2) + "\n")
+    record_run(result, args.out)
 
 
 if __name__ == "__main__":

@@ -779,6 +779,15 @@ def git_state() -> dict[str, Any]:
     return {"source": str(src), "commit": git("rev-parse", "--short", "HEAD"), "dirty": dirty}
 
 
+def record_run(result: dict[str, Any], out: Path | None) -> None:
+    """Print a benchmark's result and add it to the JSON list in `out`, if given."""
+    print(json.dumps(result, indent=2))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        runs = json.loads(out.read_text()) if out.exists() else []
+        out.write_text(json.dumps([*runs, result], indent=2) + "\n")
+
+
 def logging_cost(res: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
     """Route throughput at concurrency with request logging on vs. off (if the router can)."""
     valid = rows["larrylab-nolog"] == 0

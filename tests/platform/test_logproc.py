@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -14,8 +15,9 @@ import uvloop
 from sqlalchemy import text
 
 from larrylab.platform.db import make_engine
-from larrylab.platform.logproc import ProcessLogWriter
-from larrylab.platform.logstore import RequestRecord
+from larrylab.platform.journal import JournalWriter
+from larrylab.platform.logproc import ProcessLogWriter, _Indexer, next_interval
+from larrylab.platform.logstore import BatchStore, RequestRecord
 from larrylab.platform.rollup import read_rollup, rebuild_rollups
 from larrylab.platform.spill import SpillDir
 from tests.platform.test_rollup import _records
@@ -37,6 +39,30 @@ def _rollup_matches_a_recount(url: str) -> None:
         recount = read_rollup(conn, "exp")
     for arm in recount:
         assert incremental[arm]["requests"][0] == recount[arm]["requests"][0], arm
+
+
+def _spied_indexer(
+    url: str, tmp_path: Path, **pace: float
+) -> tuple[JournalWriter, _Indexer, list[int]]:
+    """A router's journal, an indexer of it (run in this process, `pace` its batch size and
+    intervals) and the sizes of the batches it stores, as they are stored."""
+    journal = JournalWriter(tmp_path / "journal", url)
+    store = BatchStore(make_engine(url), SpillDir(tmp_path / "spill"))
+    config = {
+        **pace,
+        "database_url": url,
+        "journal_root": str(tmp_path / "journal"),
+        "journal_dir": str(journal.directory),
+    }
+    batches: list[int] = []
+    write_rows = store.write_rows
+
+    def spied(rows: list[list[object]]) -> None:
+        batches.append(len(rows))
+        write_rows(rows)
+
+    store.write_rows = spied  # type: ignore[method-assign]
+    return journal, _Indexer(store, io.BytesIO(), config), batches
 
 
 def test_every_record_is_stored_once(migrated_url: str, tmp_path: Path) -> None:
@@ -287,36 +313,21 @@ def test_a_flush_or_a_nearly_full_backlog_does_not_wait_for_the_interval(
 def test_a_backlog_goes_in_full_batches_late_rows_wait_for_the_interval_unless_asked_now(
     migrated_url: str, tmp_path: Path
 ) -> None:
-    import io
-
-    from larrylab.platform.journal import JournalWriter
-    from larrylab.platform.logproc import _Indexer
-    from larrylab.platform.logstore import BatchStore
-
     records = _records(160, seed=13)
-    journal = JournalWriter(tmp_path / "journal", migrated_url)
+    journal, indexer, batches = _spied_indexer(
+        migrated_url, tmp_path, batch_size=37, flush_interval_s=0.5
+    )
     journal.append(records[:100])
-    store = BatchStore(make_engine(migrated_url), SpillDir(tmp_path / "spill"))
-    config = {
-        "batch_size": 37,
-        "flush_interval_s": 0.5,
-        "database_url": migrated_url,
-        "journal_root": str(tmp_path / "journal"),
-        "journal_dir": str(journal.directory),
-    }
-    indexer = _Indexer(store, io.BytesIO(), config)
-    batches: list[int] = []
-    write_rows = store.write_rows
+    write_rows = indexer.store.write_rows
 
-    def spied(rows: list[list[object]]) -> None:
-        batches.append(len(rows))
+    def appending(rows: list[list[object]]) -> None:
         write_rows(rows)
         if len(batches) == 3:  # the router goes on appending while a batch is stored
             journal.append(records[100:110])
         if len(batches) == 5:
             journal.append(records[131:])
 
-    store.write_rows = spied  # type: ignore[method-assign]
+    indexer.store.write_rows = appending  # type: ignore[method-assign]
     # A backlog goes in full batches back to back; the last, not full, ends this interval's
     # work: the 10 rows appended meanwhile wait for the next interval.
     indexer.store_folder(indexer.own, own=True, drain=False)
@@ -336,8 +347,6 @@ def test_a_backlog_goes_in_full_batches_late_rows_wait_for_the_interval_unless_a
 
 
 def test_the_interval_grows_while_many_rows_arrive_and_falls_back_when_few_do() -> None:
-    from larrylab.platform.logproc import next_interval
-
     pace = {"base": 1.0, "longest": 4.0, "busy": 1000}
     assert next_interval(1.0, rows=1000, elapsed=1.0, **pace) == 2.0
     assert next_interval(2.0, rows=2400, elapsed=2.0, **pace) == 4.0
@@ -351,32 +360,10 @@ def test_the_interval_grows_while_many_rows_arrive_and_falls_back_when_few_do() 
 
 
 def test_a_busy_indexer_stores_larger_batches_less_often(migrated_url: str, tmp_path: Path) -> None:
-    import io
-
-    from larrylab.platform.journal import JournalWriter
-    from larrylab.platform.logproc import _Indexer
-    from larrylab.platform.logstore import BatchStore
-
     records = _records(400, seed=14)
-    journal = JournalWriter(tmp_path / "journal", migrated_url)
-    store = BatchStore(make_engine(migrated_url), SpillDir(tmp_path / "spill"))
-    config = {
-        "batch_size": 40,
-        "flush_interval_s": 0.5,
-        "flush_interval_max_s": 2.0,
-        "database_url": migrated_url,
-        "journal_root": str(tmp_path / "journal"),
-        "journal_dir": str(journal.directory),
-    }
-    indexer = _Indexer(store, io.BytesIO(), config)
-    batches: list[int] = []
-    write_rows = store.write_rows
-
-    def spied(rows: list[list[object]]) -> None:
-        batches.append(len(rows))
-        write_rows(rows)
-
-    store.write_rows = spied  # type: ignore[method-assign]
+    journal, indexer, batches = _spied_indexer(
+        migrated_url, tmp_path, batch_size=40, flush_interval_s=0.5, flush_interval_max_s=2.0
+    )
     journal.append(records[:30])
     indexer.store_folder(indexer.own, own=True, drain=False)
     indexer.pace(30, 0.5)  # 30 rows in half a second, a fifth of a batch is 8: busy
