@@ -109,7 +109,7 @@ class ProcessLogWriter(WriterBase):
             "database_url": database_url,
             "batch_size": batch_size,
             "flush_interval_s": flush_interval_s,
-            "flush_interval_max_s": flush_interval_max_s or flush_interval_s,
+            "flush_interval_max_s": flush_interval_max_s,  # None: a fixed pace
             "spill_dir": str(spill_dir),
             "journal_root": str(self._journal_root),
             "nice": nice,
@@ -421,15 +421,14 @@ class _Indexer:
         self.interval: float = config["flush_interval_s"]
         self.longest: float = config.get("flush_interval_max_s") or self.interval
         self.wait = self.interval  # the interval now (`pace`)
-        self.cap = self.batch_size  # the most rows a batch holds now
         self.database_url: str = config["database_url"]
         self.root = Path(config["journal_root"])
         self.own = _Folder(Path(config["journal_dir"]))
         self.reported = False  # whether the router heard of the rows a checkpoint holds
 
     def pace(self, rows: int, elapsed: float) -> None:
-        """Set the interval and batch size for the next round from the rows this one stored
-        (`next_interval`); a batch holds `batch_size` rows per `flush_interval_s` of interval."""
+        """Set the interval (and so the batch size, `cap`) for the next round from the rows
+        this one stored (`next_interval`)."""
         self.wait = next_interval(
             self.wait,
             base=self.interval,
@@ -438,7 +437,11 @@ class _Indexer:
             elapsed=elapsed,
             busy=max(1, self.batch_size // 5),
         )
-        self.cap = round(self.batch_size * self.wait / self.interval)
+
+    @property
+    def cap(self) -> int:
+        """The most rows a batch holds now: `batch_size` per `flush_interval_s` of interval."""
+        return round(self.batch_size * self.wait / self.interval)
 
     def answer(self, kind: bytes, count: int) -> None:
         with contextlib.suppress(BrokenPipeError):  # router gone: go on storing

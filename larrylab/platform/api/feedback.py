@@ -46,7 +46,7 @@ async def _find_request(state: RouterState, request_id: str) -> Attribution | No
     settings = state.settings
     linger = max(0.0, settings.log_flush_interval_max_s - settings.log_flush_interval_s)
     deadline = time.monotonic() + _WAIT_FOR_OTHERS_S + linger
-    delay = state.settings.log_flush_interval_s
+    delay = settings.log_flush_interval_s
     while found is None and time.monotonic() < deadline:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
