@@ -89,6 +89,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     database_url=f"sqlite:///{home / 'larrylab.db'}",
                     config=cfg,
                     env={"LARRYLAB_SPILL_DIR": str(home / "spill"), **env},
+                    cwd=home,  # so that a PYTHONPATH side runs its own checkout's code
                 )
                 procs.append(router)
                 ways.append(Way(name, f"{router.url}/v1", "larry", router.proc.pid, logs=True))

@@ -714,7 +714,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 env |= {LOG_OFF_ENV: "false"} if name == "larrylab-nolog" else {}
                 env |= WRITER_ENV.get(name, {}) | args.sustained_variant.get(name, {})
                 url = f"sqlite:///{dbs[name]}"
-                r = start_router(log_dir=dbs[name].parent, database_url=url, config=cfg, env=env)
+                home = dbs[name].parent  # also its working folder: a PYTHONPATH variant runs its
+                # own checkout's code, not this one's (`python -m` imports from there first)
+                r = start_router(log_dir=home, database_url=url, config=cfg, env=env, cwd=home)
                 procs.append(r)
                 logs = name != "larrylab-nolog"
                 ways.append(Way(name, f"{r.url}/v1", model, r.proc.pid, logs=logs, talk=talk()))

@@ -64,8 +64,13 @@ def start(
     env: dict[str, str] | None = None,
     health_path: str = "/healthz",
     timeout: float = 60.0,
+    cwd: Path | None = None,
 ) -> LocalProcess:
-    """Run `python -m larrylab ARGS` and wait until `health_path` answers 200."""
+    """Run `python -m larrylab ARGS` and wait until `health_path` answers 200.
+
+    `cwd` is the child's working folder (default: the caller's). `python -m` imports from its
+    working folder before `PYTHONPATH`, so a child meant to run another checkout's code
+    (`PYTHONPATH=<checkout>` in `env`) must not start inside this one."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     full_env = {**os.environ, **(env or {})}
@@ -76,6 +81,7 @@ def start(
             stderr=subprocess.STDOUT,
             env=full_env,
             start_new_session=True,
+            cwd=cwd,
         )
     lp = LocalProcess(name, port, proc, log_path)
     deadline = time.monotonic() + timeout
@@ -109,10 +115,11 @@ def start_router(
     port: int | None = None,
     env: dict[str, str] | None = None,
     extra: Sequence[str] = (),
+    cwd: Path | None = None,
 ) -> LocalProcess:
-    """Start `larrylab serve` on a free port against `database_url`."""
+    """Start `larrylab serve` on a free port against `database_url` (`cwd`: as in `start`)."""
     port = port or free_port()
     args = ["serve", "--port", str(port), "--database-url", database_url, *extra]
     if config is not None:
         args += ["--config", str(config)]
-    return start("router", args, port=port, log_dir=log_dir, env=env)
+    return start("router", args, port=port, log_dir=log_dir, env=env, cwd=cwd)
