@@ -6,7 +6,7 @@ import ipaddress
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -15,14 +15,18 @@ from larrylab import release_cli
 from larrylab.clikit import (
     DbOpt,
     JsonOpt,
+    bindable_port,
     console,
     fail,
     guard,
     open_session,
+    port_option,
     print_json,
     settings_from,
+    url_host,
+    writable_folder,
 )
-from larrylab.config import ArmSpec
+from larrylab.config import ArmSpec, Settings, parse_arm
 from larrylab.evals.cli import eval_app, gate_command
 from larrylab.pipeline.cli import pipeline_app
 from larrylab.pipeline.training_cli import add_commands as add_training_commands
@@ -54,10 +58,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_serve_settings(settings: Settings, workers: int) -> None:
+    """Refuse a bad database URL, config file or worker count before binding anything."""
+    from larrylab.config import load_config_file
+    from larrylab.platform.db import is_sqlite, normalize_url
+
+    url = guard(lambda: normalize_url(settings.database_url))
+    path = settings.config_path()
+    if path is not None:
+        guard(lambda: load_config_file(path))
+    if workers > 1 and is_sqlite(url):
+        fail("several workers need PostgreSQL: SQLite allows one writer process")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8400,
+    port: Annotated[int, port_option("Port to bind")] = 8400,
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes (PostgreSQL for more than 1).")
     ] = 1,
@@ -71,7 +88,6 @@ def serve(
     import uvicorn
 
     from larrylab.platform.api.protocol import CoalescingHttpToolsProtocol
-    from larrylab.platform.db import is_sqlite
     from larrylab.platform.service import prepare_store
 
     settings = settings_from(database_url, config)
@@ -80,9 +96,9 @@ def serve(
             f"refusing to bind {host}: set LARRYLAB_API_KEYS and LARRYLAB_ADMIN_KEY "
             "to serve beyond loopback"
         )
+    _check_serve_settings(settings, workers)
+    port = bindable_port(host, port)
     prepared = guard(lambda: prepare_store(settings))
-    if workers > 1 and is_sqlite(prepared.database_url):
-        fail("several workers need PostgreSQL: SQLite allows one writer process")
     if prepared.migrated:
         typer.echo(f"migrated {prepared.database_url} to the newest schema")
     if prepared.bootstrap and prepared.bootstrap.added:
@@ -90,7 +106,9 @@ def serve(
     os.environ["LARRYLAB_DATABASE_URL"] = prepared.database_url
     if settings.config_path() is not None:
         os.environ["LARRYLAB_CONFIG"] = str(settings.config_path())
-    typer.echo(f"larrylab router on http://{host}:{port}/v1 (database {prepared.database_url})")
+    typer.echo(
+        f"larrylab router on http://{url_host(host)}:{port}/v1 (database {prepared.database_url})"
+    )
     sys.stdout.flush()
     uvicorn.run(
         "larrylab.platform.api.app:create_app",
@@ -108,7 +126,7 @@ def serve(
 @app.command()
 def sim(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8500,
+    port: Annotated[int, port_option("Port to bind")] = 8500,
     latency_ms: Annotated[
         float, typer.Option(help="Extra latency before the reply starts (median).")
     ] = 0.0,
@@ -155,7 +173,7 @@ def sim(
         )
     except ValueError as exc:
         fail(str(exc))
-    serve_sim(cfg, host=host, port=port)
+    serve_sim(cfg, host=host, port=bindable_port(host, port))
 
 
 @db_app.command("upgrade")
@@ -244,7 +262,6 @@ def report(
     from larrylab.platform.analysis import AnalysisOptions, analysis_dict, analyze
     from larrylab.platform.experiments import get_experiment
     from larrylab.platform.summary import summarize
-    from larrylab.tables import candidate_table, summary_table, verdict_line
 
     opts = AnalysisOptions(
         alpha=alpha, sequential=not fixed_horizon, mde=mde, non_inferiority_margin=margin
@@ -265,29 +282,38 @@ def report(
                 "analysis": analysis_dict(result),
             }
         )
-        return
+    else:
+        _print_report(result, exp, rows, alpha)
+    if result.weights_problem:
+        fail(
+            f"experiment {exp.name}: {result.weights_problem}, so the SRM check was skipped "
+            "and no verdict is valid; set usable ones with `larrylab experiment weights`",
+            code=1,
+        )
+
+
+def _print_report(result: Any, exp: Any, rows: list[Any], alpha: float) -> None:
+    """The human-readable `report`: per-arm table, SRM check, tests and verdicts."""
+    from larrylab.tables import candidate_table, summary_table, verdict_line
+
     out = console()
     out.print(
         f"[bold]{exp.name}[/bold] on route {exp.route} ({exp.status}); "
         f"{result.method} tests, alpha {alpha:g}, Holm-corrected decision metrics"
     )
     out.print(summary_table(rows))
-    srm = f"SRM check p = {result.srm_p_value:.4g} on threads per arm"
-    out.print(f"[bold red]{srm}: SAMPLE RATIO MISMATCH[/bold red]" if result.srm else srm)
+    if result.weights_problem:
+        out.print(f"[bold red]SRM check skipped: {result.weights_problem}[/bold red]")
+    else:
+        srm = f"SRM check p = {result.srm_p_value:.4g} on threads per arm"
+        out.print(f"[bold red]{srm}: SAMPLE RATIO MISMATCH[/bold red]" if result.srm else srm)
     for cand in result.candidates:
         out.print(candidate_table(cand, result.control))
         out.print(verdict_line(cand))
 
 
 def _parse_arm(text: str) -> ArmSpec:
-    model, sep, rest = text.partition("=")
-    weight, _, flag = rest.partition(":")
-    try:
-        if not sep or flag not in ("", "control"):
-            raise ValueError(text)
-        return ArmSpec(model=model, weight=float(weight), control=flag == "control")
-    except ValueError:
-        fail(f"arm {text!r} must look like MODEL=WEIGHT or MODEL=WEIGHT:control")
+    return guard(lambda: parse_arm(text))  # the rules of config.py: finite weights, valid names
 
 
 ArmsArg = Annotated[
@@ -385,26 +411,43 @@ def demo(
     from larrylab.demo import run_demo
     from larrylab.demo.flywheel import FlywheelOptions
 
+    writable_folder(directory, "--dir")
     opts = FlywheelOptions(epochs=epochs, eval_limit=eval_limit)
     guard(lambda: run_demo(directory, threads=threads, console=console(), flywheel=opts))
 
 
 @app.command()
 def dashboard(
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind on 127.0.0.1.")] = 8501,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind.")] = 8501,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; beyond loopback needs LARRYLAB_ADMIN_KEY.")
+    ] = "127.0.0.1",
+    public_url: Annotated[
+        list[str] | None,
+        typer.Option(help="URL users open it at (a proxy, a LAN name); its host is allowed."),
+    ] = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Run the dashboard (Streamlit): experiments, models and pipeline runs; Ctrl-C stops it."""
+    """Run the dashboard (Streamlit): experiments, models and pipeline runs; Ctrl-C stops it.
+
+    With LARRYLAB_ADMIN_KEY set it is read-only until the key is entered in its sidebar.
+    """
     from sqlalchemy.engine import make_url
 
-    from larrylab.dashboard.launch import run_dashboard
+    from larrylab.dashboard.launch import check_bind, public_origin, run_dashboard
     from larrylab.platform.db import normalize_url
 
     settings = settings_from(database_url)
+    guard(lambda: check_bind(host, settings.admin_key))
+    urls = public_url or []
+    guard(lambda: [public_origin(u) for u in urls])
     url = guard(lambda: normalize_url(settings.database_url))
     shown = make_url(url).render_as_string(hide_password=True)
-    typer.echo(f"larrylab dashboard on http://127.0.0.1:{port} (database {shown})")
-    raise typer.Exit(run_dashboard(port=port, database_url=url))
+    where = f"[{host}]" if ":" in host else host
+    typer.echo(f"larrylab dashboard on http://{where}:{port} (database {shown})")
+    if not settings.admin_key:
+        typer.echo("no LARRYLAB_ADMIN_KEY: the dashboard has no login (loopback only)")
+    raise typer.Exit(run_dashboard(port=port, database_url=url, address=host, public_urls=urls))
 
 
 def main() -> None:

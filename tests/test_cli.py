@@ -70,7 +70,7 @@ def test_serve_refuses_public_bind_without_keys(tmp_path: Path) -> None:
 
 
 def test_serve_on_postgres_needs_upgrade_first(postgres_url: str) -> None:
-    result = runner.invoke(app, ["serve", "--database-url", postgres_url])
+    result = runner.invoke(app, ["serve", "--port", "0", "--database-url", postgres_url])
     assert result.exit_code == 2
     assert "larrylab db upgrade" in result.output
 

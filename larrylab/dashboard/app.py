@@ -1,6 +1,7 @@
 """The dashboard's entry point: `streamlit run larrylab/dashboard/app.py` (or `larrylab dashboard`).
 
-Shared frame for every page: the navigation, the database in use and a refresh button.
+Shared frame for every page: the navigation, the database in use, a refresh button and the
+login controls (`auth`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from larrylab.dashboard import auth
 from larrylab.dashboard.data import clear_caches, database_url, display_url, friendly_errors
 
 VIEWS_DIR = Path(__file__).resolve().parent / "views"
@@ -33,6 +35,7 @@ def main() -> None:
         st.caption(f"Database: `{url}`")
         if st.button("Refresh now", help="Numbers are cached for a few seconds."):
             clear_caches()
+    auth.sidebar()
     page.run()
 
 

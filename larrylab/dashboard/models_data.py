@@ -104,19 +104,21 @@ def load_model(url: str, name: str, baseline: str | None) -> ModelDetail:
         )
 
 
-def run_promote(url: str, *, candidate: str, route: str, canary_weight: float) -> RolloutPublic:
+def run_promote(
+    url: str, *, candidate: str, route: str, canary_weight: float, actor: str = ACTOR
+) -> RolloutPublic:
     """Start a canary of `candidate` on `route` (the gate is checked again by the service)."""
     with session(url) as s:
         out = promote(
-            session=s, candidate=candidate, route=route, canary_weight=canary_weight, actor=ACTOR
+            session=s, candidate=candidate, route=route, canary_weight=canary_weight, actor=actor
         )
     clear_caches()
     return out
 
 
-def run_rollback(url: str, *, route: str, reason: str) -> RolloutPublic:
+def run_rollback(url: str, *, route: str, reason: str, actor: str = ACTOR) -> RolloutPublic:
     """Roll back `route` (its active canary, or its last completed promotion)."""
     with session(url) as s:
-        out = rollback(session=s, route=route, actor=ACTOR, reason=reason)
+        out = rollback(session=s, route=route, actor=actor, reason=reason)
     clear_caches()
     return out

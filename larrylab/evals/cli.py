@@ -12,7 +12,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from larrylab.clikit import DbOpt, JsonOpt, console, fail, guard, print_json, settings_from
+from larrylab.clikit import (
+    DbOpt,
+    JsonOpt,
+    console,
+    fail,
+    guard,
+    print_json,
+    settings_from,
+    writable_folder,
+)
 
 eval_app = typer.Typer(help="The inspect-ai PWS eval suite.", no_args_is_help=True)
 
@@ -83,6 +92,7 @@ def eval_run(
     from larrylab.evals.evalset import EVAL_SET_VERSION, eval_set_hash
     from larrylab.evals.runner import run_evals
 
+    writable_folder(log_dir, "--log-dir")
     settings = settings_from(database_url)
     results = _guarded(
         lambda: run_evals(

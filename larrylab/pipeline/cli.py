@@ -10,7 +10,16 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from larrylab.clikit import DbOpt, JsonOpt, console, fail, guard, print_json, settings_from
+from larrylab.clikit import (
+    DbOpt,
+    JsonOpt,
+    console,
+    fail,
+    guard,
+    print_json,
+    settings_from,
+    writable_folder,
+)
 from larrylab.pipeline.llm import DEFAULT_CONCURRENCY, DEFAULT_MODEL, LLMError, LLMOptions
 from larrylab.pipeline.manifest import StageInputError, StageResult
 
@@ -124,6 +133,7 @@ def _context(
 ) -> Any:
     from larrylab.pipeline.context import PipelineContext
 
+    writable_folder(out)
     llm = guard(
         lambda: LLMOptions(
             model=model, api_base=api_base, api_key_env=key_env, concurrency=conc, retries=retries

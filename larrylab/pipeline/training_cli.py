@@ -13,7 +13,16 @@ from typing import Annotated, Any
 
 import typer
 
-from larrylab.clikit import DbOpt, JsonOpt, fail, guard, print_json, settings_from
+from larrylab.clikit import (
+    DbOpt,
+    JsonOpt,
+    fail,
+    guard,
+    os_error_sentence,
+    print_json,
+    settings_from,
+    writable_folder,
+)
 from larrylab.pipeline.package import PackagingError
 from larrylab.pipeline.train import RUN_FILE, TrainingError, TrainOptions, TrainResult
 
@@ -139,6 +148,7 @@ def train_command(
 
     if base and tiny:
         fail("--base and --tiny exclude each other")
+    writable_folder(out)
     model_name = name or _default_name(out)
     if register:
         guard(lambda: _check_name_free(database_url, model_name))
@@ -162,6 +172,8 @@ def train_command(
         result = train(opts, log=lambda line: typer.echo(line, err=as_json))
     except TrainingError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(os_error_sentence(exc), code=1)
     entry = guard(lambda: _register(database_url, model_name, result)) if register else None
     _report_training(result, entry, model_name, as_json)
 
@@ -229,8 +241,10 @@ def package_command(
         path = modelfile or adapter.parent / "Modelfile"
         path.write_text(modelfile_text(plan))
         created = create_on_ollama(plan, ollama_host) if ollama_host else None
-    except (PackagingError, OSError) as exc:
+    except PackagingError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(os_error_sentence(exc))
     out: dict[str, Any] = {"modelfile": str(path), "from": plan.base, "created": created}
     if created is None:
         out["command"] = create_command(path, name)

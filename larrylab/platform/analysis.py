@@ -127,6 +127,21 @@ class ExperimentAnalysis:
     srm: bool
     threads: dict[str, int]
     candidates: list[CandidateResult] = field(default_factory=list)
+    weights_problem: str | None = None
+    """Why the configured weights cannot be used (the SRM check is then skipped)."""
+
+
+def weights_problem(weights: list[float]) -> str | None:
+    """Why `weights` cannot describe a traffic split, or None when they can.
+
+    Rows stored before weights were validated may hold NaN, infinities or finite weights
+    whose sum overflows; the router cannot split traffic by them, so neither can the SRM check.
+    """
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        return "arm weights are not all finite, non-negative numbers"
+    if not math.isfinite(sum(weights)):
+        return "arm weights add up to more than a floating-point number can hold"
+    return None
 
 
 def sufficient_stats(
@@ -265,6 +280,13 @@ def _verdict(cand: CandidateResult, srm: bool, opts: AnalysisOptions) -> None:
         ]
 
 
+def _srm_p_value(observed: list[int], weights: list[float]) -> float:
+    """The SRM p-value; NaN when the weights cannot describe a split, 1.0 when all are 0."""
+    if weights_problem(weights):
+        return math.nan
+    return srm_pvalue(observed, weights) if sum(weights) > 0 else 1.0
+
+
 def analyze(
     engine: Engine,
     experiment: str,
@@ -278,7 +300,8 @@ def analyze(
         stats, threads = sufficient_stats(conn, experiment)
     observed = [threads.get(name, 0) for name, _, _ in arms]
     weights = [w for _, _, w in arms]
-    srm_p = srm_pvalue(observed, weights) if sum(weights) > 0 else 1.0
+    problem = weights_problem(weights)
+    srm_p = _srm_p_value(observed, weights)
     out = ExperimentAnalysis(
         experiment,
         control,
@@ -287,6 +310,7 @@ def analyze(
         srm_p,
         srm_p < SRM_THRESHOLD,
         {name: threads.get(name, 0) for name, _, _ in arms},
+        weights_problem=problem,
     )
     candidates = [name for name, is_control, _ in arms if not is_control]
     all_results = {arm: _metric_results(stats, control, arm, opts) for arm in candidates}
@@ -298,6 +322,8 @@ def analyze(
             arm, "keep_running", [], all_results[arm], _ratings_needed(stats, control, arm, opts)
         )
         _verdict(cand, out.srm, opts)
+        if problem:
+            cand.verdict, cand.reasons = "invalid", [f"{problem}, so traffic could not follow them"]
         out.candidates.append(cand)
     return out
 

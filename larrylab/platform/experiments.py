@@ -10,7 +10,7 @@ from datetime import datetime
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from larrylab.config import ArmSpec, ExperimentSpec, check_arms
+from larrylab.config import ArmSpec, ExperimentSpec, check_arms, check_name
 from larrylab.platform.models import Arm, Experiment, ModelEntry, Route, utcnow
 
 
@@ -22,6 +22,14 @@ class ConflictError(ValueError):
     """The change contradicts the store (duplicate name, second running experiment, ...)."""
 
 
+class ArmPublic(BaseModel):
+    """An arm as the API and CLI show it (stored rows, shown as they are)."""
+
+    model: str
+    weight: float
+    control: bool
+
+
 class ExperimentPublic(BaseModel):
     """An experiment as the API and CLI show it."""
 
@@ -30,7 +38,7 @@ class ExperimentPublic(BaseModel):
     seed: str
     status: str
     description: str
-    arms: list[ArmSpec]
+    arms: list[ArmPublic]
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -42,7 +50,9 @@ def _arms(session: Session, exp: Experiment) -> list[Arm]:
 
 
 def _public(session: Session, exp: Experiment) -> ExperimentPublic:
-    arms = [ArmSpec(model=a.model, weight=a.weight, control=a.control) for a in _arms(session, exp)]
+    arms = [
+        ArmPublic(model=a.model, weight=a.weight, control=a.control) for a in _arms(session, exp)
+    ]
     return ExperimentPublic(
         name=exp.name,
         route=exp.route,
@@ -176,6 +186,7 @@ def update_experiment(
 
 def set_route(*, session: Session, name: str, model: str) -> Route:
     """Point a route at a model (the model that serves it when no experiment runs)."""
+    check_name(name, "route name")
     if session.get(ModelEntry, model) is None:
         raise NotFoundError(f"unknown model {model!r}")
     if session.get(ModelEntry, name) is not None:

@@ -7,7 +7,8 @@ calls need: a POST with a JSON body over pooled keep-alive connections (plain TC
 response parsed by httptools (llhttp, the parser uvicorn uses), its body read whole or piece by
 piece as it arrives (Content-Length, chunked, or until the server closes).
 
-Timeouts other than connecting are the caller's (`asyncio.timeout` around the awaits).
+Timeouts other than connecting are the caller's (`asyncio.timeout_at` around the awaits, or
+`next_chunk`'s deadline).
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class Response:
         self._released = False
         self._pausable = True
 
+    @property
+    def ended(self) -> bool:
+        """Whether the whole body has arrived (`read()` will not wait)."""
+        return self._complete
+
     async def read(self) -> bytes:
         """The whole body."""
         self._pausable = False  # the body is wanted whole: never stop reading it
@@ -85,16 +91,23 @@ class Response:
             await self._wait()
         return self._take()
 
-    async def next_chunk(self, timeout: float | None = None) -> bytes | None:
-        """The body bytes that arrived since the last call (waiting up to `timeout` seconds
-        for some); None once the body has ended."""
+    async def next_chunk(
+        self, timeout: float | None = None, *, deadline: float | None = None
+    ) -> bytes | None:
+        """The body bytes that arrived since the last call; None once the body has ended.
+
+        Waits for some at most `timeout` seconds, or until `deadline` (the event loop's
+        monotonic clock, `loop.time()`), whichever comes first; TimeoutError after that."""
+        if timeout is not None:
+            until = self._conn.loop.time() + timeout
+            deadline = until if deadline is None else min(deadline, until)
         while not self._chunks:
             if self._complete:
                 return None
-            if timeout is None:
+            if deadline is None:
                 await self._wait()
             else:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(deadline):
                     await self._wait()
         return self._take()
 

@@ -19,6 +19,9 @@ Layout: one folder per router process under the journal root, named
   read as before;
 - `checkpoint.json`: the segment and byte offset stored so far, and the rows stored in all.
 
+A line is read back with its text as the store keeps it: U+0000 in a text value becomes U+FFFD
+(`logstore.clean_row`; the prompt after the tab is JSON, stored as JSON).
+
 A folder neither lock holds belongs to a router and indexer that are gone (a SIGKILL): any
 indexer for the same database adopts it, stores what it holds and deletes it. A line cut short
 by a crash is skipped. The database key keeps routers of different databases that share a
@@ -44,7 +47,7 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import make_url
 
-from larrylab.platform.logstore import RECORD_FIELDS, RequestRecord
+from larrylab.platform.logstore import RECORD_FIELDS, RequestRecord, clean_row
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ _SUFFIX = ".jsonl"
 _TIME_FIELDS = frozenset({"created_at", "finished_at"})
 _READ_BUFFER_BYTES = 1 << 20
 _TAIL = "prompt"  # the field a line carries after its tab
+_ESCAPED_NUL = b"\\u0000"  # how JSON text holds U+0000
 _HEAD_FIELDS = tuple(name for name in RECORD_FIELDS if name != _TAIL)
 _head_values = attrgetter(*_HEAD_FIELDS)
 
@@ -246,6 +250,8 @@ def _row(layout: _Layout, line: bytes) -> list[Any]:
         row = [named[n] if n in named else _OPTIONAL[n] for n in RECORD_FIELDS]
     if type(row[_CREATED]) is not str or type(row[_FINISHED]) is not str:
         raise ValueError("a time is not ISO 8601 text")
+    if _ESCAPED_NUL in line:  # rare: a text value holds U+0000, which the store replaces
+        clean_row(row)
     return row
 
 
@@ -306,8 +312,16 @@ class SegmentReader:
         return rows, offset
 
     def tail_bytes(self, offset: int) -> int:
-        """Bytes after `offset` (a torn last line, once the writer is gone)."""
-        return max(0, self.path.stat().st_size - offset)
+        """Bytes of a line cut short after `offset` (once the writer is gone): what follows the
+        last whole line. A whole header is not counted (a folder never stored has its
+        checkpoint at offset 0, before it); a header cut short is."""
+        with self.path.open("rb") as fh:
+            header = fh.readline()
+            if header.endswith(b"\n"):
+                offset = max(offset, len(header))
+            fh.seek(offset)
+            rest = fh.read()
+        return len(rest) - (rest.rfind(b"\n") + 1)
 
 
 @contextlib.contextmanager

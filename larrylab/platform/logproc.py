@@ -30,6 +30,10 @@ Losing nothing:
 - When the router exits or dies, its indexer stores the rest and removes the folder. A folder
   whose router and indexer are both gone is adopted by the next indexer for the same database.
 - While the database is down the journal simply grows (no spill file): the indexer retries.
+- A row the database refuses for what it holds (a data error, not an outage) would stop the
+  journal for good if the batch were retried as it is: the store finds it by splitting the
+  batch, puts it in the quarantine file with the reason and stores the rest
+  (`logstore.BatchStore.write_rows`); the indexer tells the router how many it quarantined.
 - The indexer ignores SIGINT and SIGTERM (they reach the whole process group): it stops when
   the router closes the pipe.
 
@@ -37,7 +41,7 @@ Pipe: the router sends frames of a 4-byte little-endian length and a pickle of
 `("config", dict)`, `("store",)` (store now: a flush or a backlog near its bound waits) or
 `("replay",)` (legacy spill files of the thread writer); the indexer
 answers with 9-byte frames: a kind byte (`A` rows of the router's folder stored so far, `R`
-rows replayed, `E` replay failed) and a count.
+rows replayed, `E` replay failed, `Q` rows just quarantined) and a count.
 """
 
 from __future__ import annotations
@@ -269,6 +273,8 @@ class ProcessLogWriter(WriterBase):
                     await self._stored(count)
                 elif kind == b"R":
                     _settle(self._replays.popleft(), count)
+                elif kind == b"Q":
+                    self._quarantined_elsewhere += count
                 else:
                     _settle(self._replays.popleft(), RuntimeError("see the log writer's warning"))
         except asyncio.IncompleteReadError:
@@ -425,6 +431,7 @@ class _Indexer:
         self.root = Path(config["journal_root"])
         self.own = _Folder(Path(config["journal_dir"]))
         self.reported = False  # whether the router heard of the rows a checkpoint holds
+        self.quarantined = 0  # rows quarantined that the router heard of
 
     def pace(self, rows: int, elapsed: float) -> None:
         """Set the interval (and so the batch size, `cap`) for the next round from the rows
@@ -447,6 +454,13 @@ class _Indexer:
         with contextlib.suppress(BrokenPipeError):  # router gone: go on storing
             self.answers.write(_ANSWER.pack(kind, count))
 
+    def report_quarantined(self) -> None:
+        """Tell the router of rows the store quarantined since the last report."""
+        new = self.store.quarantined - self.quarantined
+        if new > 0:
+            self.quarantined += new
+            self.answer(b"Q", new)
+
     def store_folder(self, folder: _Folder, *, own: bool, drain: bool = True) -> None:
         """Store what the folder holds now, a batch at a time (raises if the database refuses;
         the checkpoint keeps what was stored). With `drain` false, stop after the first batch
@@ -462,9 +476,10 @@ class _Indexer:
                 if batch is None:
                     break
                 records, offset = batch
-                self.store.write_rows(records)
+                self.store.write_rows(records)  # rows it refuses are quarantined
                 count = len(records)
                 del records, batch  # freed by reference counting, before the collector resumes
+            self.report_quarantined()
             cp = folder.checkpoint
             cp.offset, cp.rows = offset, cp.rows + count
             cp.save(folder.directory)
@@ -494,7 +509,9 @@ class _Indexer:
 
     def replay(self) -> None:
         try:
-            self.answer(b"R", self.store.replay(self.batch_size))
+            replayed = self.store.replay(self.batch_size)
+            self.report_quarantined()
+            self.answer(b"R", replayed)
         except Exception as exc:  # the database is still down: the router asks again later
             log.warning("replaying spilled request rows failed: %s", exc)
             self.answer(b"E", 0)

@@ -9,6 +9,16 @@ neither hashed nor sent again (`transcripts.ChainCache`), nor are (experiment, a
 pairs already counted. (A set of every message id stored lately, kept besides until session 10,
 caught only what the chain cache had evicted, and cost 2-6% of a row's CPU to keep;
 `ON CONFLICT DO NOTHING` keeps a message sent again stored once.)
+
+One bad row never blocks the others. Text is stored the same way on SQLite and PostgreSQL:
+PostgreSQL refuses U+0000 (NUL) in text, so the request log replaces it with U+FFFD in every
+text column (`clean_row`, `transcripts.without_nul`; a thread id "a\\u0000b" is stored, and
+looked up, as "a\\ufffdb"). Transcript message bodies are JSON text, where a NUL stays the
+escape `\\u0000`: transcripts keep it exactly. A batch the database still refuses for its
+data (`is_data_error`: a value out of range, text too long for its column) is split in halves
+until the refused rows are found; they go to the quarantine file with the database's reason
+(`spill.Quarantine`) and the rest is stored. Any other failure (the database unreachable, a
+lock) raises: the rows wait and are retried, nothing is quarantined.
 """
 
 from __future__ import annotations
@@ -22,12 +32,21 @@ from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DataError, IntegrityError
 
 from larrylab.platform.models import RequestLog
 from larrylab.platform.rollup import Pair, add_requests
-from larrylab.platform.spill import SpillDir
-from larrylab.platform.transcripts import MESSAGE_COLUMNS, ChainCache, Chains, MessageRow
+from larrylab.platform.spill import Quarantine, SpillDir
+from larrylab.platform.transcripts import (
+    MESSAGE_COLUMNS,
+    NUL,
+    REPLACEMENT,
+    ChainCache,
+    Chains,
+    MessageRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +103,47 @@ _CREATED, _FINISHED, _PROMPT, _REPLY = range(_N_PLAIN, _N_PLAIN + 4)
 _FACTS = ("experiment", "arm", "thread_id", "status", "latency_ms", "ttft_ms", "fallback_from")
 _facts = itemgetter(*map(RECORD_FIELDS.index, _FACTS))
 """What the rollups read of a stored request's row (`rollup.RequestFacts`)."""
+
+
+def clean_row(row: list[Any]) -> list[Any]:
+    """`row` (a record's values) with its text values as the store keeps them, in place: U+0000
+    replaced by U+FFFD (`transcripts.without_nul`). The prompt and reply are left as they are:
+    they are stored as JSON, which escapes a NUL."""
+    for i in range(_N_PLAIN):
+        value = row[i]
+        if type(value) is str and NUL in value:
+            row[i] = value.replace(NUL, REPLACEMENT)
+    return row
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether the database (or its driver) refused rows for what they hold, so that storing
+    them again would fail again: a value out of range, text too long or with a character the
+    column cannot hold, a constraint. Not an outage, a lock or a missing table, which pass."""
+    if isinstance(exc, (DataError, IntegrityError)):
+        return not exc.connection_invalidated
+    # Raised while a row is prepared or bound, before anything reached the database: a time
+    # that does not parse, an integer past 64 bits (sqlite3), a lone surrogate UTF-8 cannot
+    # encode (a UnicodeError is a ValueError).
+    return isinstance(exc, (ValueError, OverflowError, TypeError))
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of a refusal's message (without SQLAlchemy's statement and parameters)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _row_dict(row: Row) -> dict[str, Any]:
+    """A record's values by field name, the prompt decoded if a journal gave its JSON text."""
+    named = dict(zip(RECORD_FIELDS, row, strict=True))
+    prompt = named["prompt"]
+    if isinstance(prompt, bytes):
+        try:
+            named["prompt"] = orjson.loads(prompt)
+        except orjson.JSONDecodeError:
+            named["prompt"] = prompt.decode("utf-8", "replace")
+    return named
 
 
 class _Duplicates(Exception):
@@ -168,9 +228,12 @@ def record_from_dict(row: dict[str, Any]) -> RequestRecord:
 class BatchStore:
     """Writes batches of request records to one store, remembering what it stored already."""
 
-    def __init__(self, engine: Engine, spill: SpillDir) -> None:
+    def __init__(
+        self, engine: Engine, spill: SpillDir, quarantine: Quarantine | None = None
+    ) -> None:
         self._engine = engine
         self.spill = spill
+        self.quarantine = quarantine or Quarantine(spill.directory / "quarantine")
         self._counted: set[Pair] = set()  # (experiment, arm, thread) pairs stored in arm_thread
         self._chains = ChainCache()
         self._sql = _Statements.for_engine(engine)
@@ -194,17 +257,61 @@ class BatchStore:
         log.error("database unavailable: %d request rows spilled to %s", len(batch), path)
         return False
 
+    @property
+    def quarantined(self) -> int:
+        """Request rows this store put in the quarantine file."""
+        return self.quarantine.counts.get("requests", 0)
+
     def write(self, batch: Sequence[RequestRecord]) -> None:
-        """Write a batch in one transaction (a replayed batch counts only its new rows)."""
-        self.write_rows([record_values(rec) for rec in batch])
+        """Write a batch in one transaction (a replayed batch counts only its new rows); rows
+        the database refuses go to the quarantine file."""
+        self.write_rows([clean_row(list(record_values(rec))) for rec in batch])
 
     def write_rows(self, rows: Sequence[Row]) -> None:
-        """`write` for records given as their values (the journal's lines, read as they are)."""
+        """`write` for records given as their values (the journal's lines, read as they are,
+        text already without NUL: `clean_row`). Raises if the database cannot be reached (no
+        row is quarantined then: the caller retries the whole batch)."""
         with self._lock:
             try:
-                self._store(rows, exact=False)
-            except _Duplicates:
-                self._store(rows, exact=True)
+                self._store_batch(rows)
+            except Exception as exc:
+                if not is_data_error(exc):
+                    raise
+                refused: list[tuple[Row, str]] = []
+                self._isolate(rows, exc, refused)
+                self._quarantine(refused)
+
+    def _store_batch(self, rows: Sequence[Row]) -> None:
+        """Store rows in one transaction, row by row if some ids are stored already."""
+        try:
+            self._store(rows, exact=False)
+        except _Duplicates:
+            self._store(rows, exact=True)
+
+    def _isolate(self, rows: Sequence[Row], exc: Exception, refused: list[tuple[Row, str]]) -> None:
+        """Store `rows`, which the database refused together (`exc`), in halves, down to the
+        single rows it refuses, which are added to `refused` with the reason."""
+        if len(rows) == 1:
+            refused.append((rows[0], reason(exc)))
+            return
+        middle = len(rows) // 2
+        for half in (rows[:middle], rows[middle:]):
+            try:
+                self._store_batch(half)
+            except Exception as half_exc:
+                if not is_data_error(half_exc):
+                    raise
+                self._isolate(half, half_exc, refused)
+
+    def _quarantine(self, refused: Sequence[tuple[Row, str]]) -> None:
+        """Put the rows the database refused in the quarantine file, and say so."""
+        if not refused:
+            return
+        path = self.quarantine.add("requests", [(_row_dict(row), why) for row, why in refused])
+        for row, why in refused:
+            log.error(
+                "request %s refused by the database (%s): quarantined in %s", row[0], why, path
+            )
 
     def replay(self, batch_size: int) -> int:
         """Write spilled request rows back to the store; returns how many were written."""

@@ -13,7 +13,9 @@ Handlers `submit()` finished requests and go on. Two writers share this interfac
 
 Either way a bounded number of records may wait (`submit()` then waits: back-pressure, never a
 dropped row), `flush()` waits until the database holds every record submitted before it, and
-`close()` stores everything.
+`close()` stores everything. A row the database refuses for what it holds is put in the
+quarantine file instead (`logstore`), and counted (`quarantined`, for `/healthz` and
+`/metrics`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy import Engine
 
 from larrylab.platform.feedback import Attribution
 from larrylab.platform.logstore import BatchStore, RequestRecord, record_from_dict
-from larrylab.platform.spill import SpillDir
+from larrylab.platform.spill import Quarantine, SpillDir
 
 __all__ = ["LogWriter", "RequestRecord", "WriterBase", "record_from_dict"]
 
@@ -41,6 +43,8 @@ class WriterBase(ABC):
         self, *, batch_size: int, flush_interval_s: float, queue_size: int, spill_dir: Path
     ) -> None:
         self.spill = SpillDir(spill_dir)  # batches the store refused (ratings spill here too)
+        self.quarantine = Quarantine(spill_dir / "quarantine")  # rows the database refused
+        self._quarantined_elsewhere = 0  # request rows another process (the indexer) refused
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._max_depth = queue_size
@@ -59,6 +63,16 @@ class WriterBase(ABC):
     def written(self) -> tuple[int, int]:
         """Records written so far, and the batches they were written in."""
         return self._written, self._batches
+
+    @property
+    def quarantined(self) -> dict[str, int]:
+        """Rows put in the quarantine file since this writer started: request rows (by this
+        process or its indexer) and spilled ratings."""
+        counts = self.quarantine.counts
+        return {
+            "requests": counts.get("requests", 0) + self._quarantined_elsewhere,
+            "feedback": counts.get("feedback", 0),
+        }
 
     def pending(self, request_id: str) -> Attribution | None:
         """The attribution of a request submitted here and not written yet."""
@@ -128,7 +142,7 @@ class LogWriter(WriterBase):
             queue_size=queue_size,
             spill_dir=spill_dir,
         )
-        self._store = BatchStore(engine, self.spill)
+        self._store = BatchStore(engine, self.spill, self.quarantine)
         self._queue: list[RequestRecord] = []
         self._arrived = asyncio.Event()  # the queue is not empty
         self._full = asyncio.Event()  # the queue holds a whole batch

@@ -61,7 +61,17 @@ class RouterMetrics:
             "Batches the request rows were written in (rows / batches: the mean batch)",
             registry=self.registry,
         )
+        self.log_quarantined = Counter(
+            "larrylab_log_rows_quarantined",
+            "Rows the database refused, kept in the quarantine file with the reason "
+            "(kind: requests or feedback)",
+            ("kind",),
+            registry=self.registry,
+        )
+        for kind in ("requests", "feedback"):
+            self.log_quarantined.labels(kind)  # shown at 0 from the start
         self._log_seen = (0, 0)  # (rows, batches) the two counters hold
+        self._quarantined_seen: dict[str, int] = {}  # kind -> rows the counter holds
 
     def observe(
         self,
@@ -91,8 +101,16 @@ class RouterMetrics:
         if fallback:
             self.fallbacks.labels(route, arm).inc()
 
-    def log_writer_state(self, depth: int, written: tuple[int, int]) -> None:
-        """Follow the log writer: rows waiting, and rows and batches written so far."""
+    def log_writer_state(
+        self, depth: int, written: tuple[int, int], quarantined: dict[str, int] | None = None
+    ) -> None:
+        """Follow the log writer: rows waiting, rows and batches written so far, and rows
+        quarantined so far per kind."""
+        for kind, rows in (quarantined or {}).items():
+            seen = self._quarantined_seen.get(kind, 0)
+            if rows > seen:
+                self.log_quarantined.labels(kind).inc(rows - seen)
+                self._quarantined_seen[kind] = rows
         self.queue_depth.set(depth)
         rows, batches = written
         seen_rows, seen_batches = self._log_seen

@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from larrylab.config import ModelSpec
+from larrylab.config import ModelSpec, Settings, check_key_env, check_name
 from larrylab.platform.audit import AuditEventPublic, list_events, record_event
 from larrylab.platform.experiments import ConflictError, NotFoundError
 from larrylab.platform.models import Experiment, ModelEntry, Route, utcnow
@@ -69,6 +69,16 @@ def to_public(entry: ModelEntry) -> ModelPublic:
     )
 
 
+def check_spec_key_env(spec: ModelSpec, allowed_key_envs: str | None = None) -> None:
+    """Refuse a spec whose `api_key_env` the deployment does not allow.
+
+    `allowed_key_envs` is `LARRYLAB_ALLOWED_KEY_ENVS`; None reads it from the environment.
+    """
+    if spec.api_key_env is not None:
+        allowed = Settings().allowed_key_envs if allowed_key_envs is None else allowed_key_envs
+        check_key_env(spec.api_key_env, allowed)
+
+
 def _apply(entry: ModelEntry, spec: ModelSpec) -> None:
     entry.api = spec.api
     entry.base_url = spec.base_url
@@ -100,8 +110,11 @@ def create_model(
     spec: ModelSpec,
     state: str = "registered",
     lineage: dict[str, Any] | None = None,
+    allowed_key_envs: str | None = None,
 ) -> ModelPublic:
-    """Register a model under a new name."""
+    """Register a model under a new name (see `check_spec_key_env` for `allowed_key_envs`)."""
+    check_name(name, "model name")
+    check_spec_key_env(spec, allowed_key_envs)
     if session.get(ModelEntry, name) is not None:
         raise ConflictError(f"model {name!r} already exists")
     if (
@@ -117,11 +130,14 @@ def create_model(
     return to_public(entry)
 
 
-def update_model(*, session: Session, name: str, spec: ModelSpec) -> ModelPublic:
+def update_model(
+    *, session: Session, name: str, spec: ModelSpec, allowed_key_envs: str | None = None
+) -> ModelPublic:
     """Change how a model is reached (base URL, upstream model, credentials, timeouts)."""
     entry = session.get(ModelEntry, name)
     if entry is None:
         raise NotFoundError(f"unknown model {name!r}")
+    check_spec_key_env(spec, allowed_key_envs)
     _apply(entry, spec)
     entry.updated_at = utcnow()
     session.add(entry)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from larrylab.config import check_key_env_name
 from larrylab.platform.assignment import ArmRanges, assign
 from larrylab.platform.models import Arm, Experiment, ModelEntry, Route
 
@@ -42,18 +44,35 @@ class Target:
 
     @classmethod
     def from_entry(cls, m: ModelEntry) -> Target:
-        """The call target for a registry entry."""
+        """The call target for a registry entry; a key variable it may not read is dropped."""
         return cls(
             name=m.name,
             api=m.api,
             base_url=(m.base_url or "").rstrip("/") or None,
             upstream_model=m.upstream_model or m.name,
-            api_key_env=m.api_key_env,
+            api_key_env=m.api_key_env if _key_env_refused(m) is None else None,
             litellm_model=m.litellm_model,
             connect_timeout_s=m.connect_timeout_s,
             first_token_timeout_s=m.first_token_timeout_s,
             total_timeout_s=m.total_timeout_s,
         )
+
+
+def _key_env_refused(m: ModelEntry) -> str | None:
+    """Why the entry's key variable may not be read (a row stored before the rule, such as
+    `LARRYLAB_ADMIN_KEY`: its value is never sent anywhere), or None if it may."""
+    if m.api_key_env is None:
+        return None
+    try:
+        check_key_env_name(m.api_key_env)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _weights_ok(weights: list[float]) -> bool:
+    """Finite, non-negative weights with a positive, finite sum."""
+    return all(math.isfinite(w) and w >= 0 for w in weights) and 0 < math.fsum(weights) < math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +108,7 @@ class RoutingTable:
     models: Mapping[str, Target]
     routes: Mapping[str, str]
     experiments: Mapping[str, ExperimentPlan]
+    refused_keys: frozenset[tuple[str, str]] = frozenset()  # (model, why its key is not read)
 
     def names(self) -> list[str]:
         """Every name a client may put in `model`: routes first, then models."""
@@ -114,7 +134,9 @@ class RoutingTable:
 def load_routing_table(engine: Engine) -> RoutingTable:
     """Read a fresh routing table from the store."""
     with Session(engine) as session:
-        models = {m.name: Target.from_entry(m) for m in session.exec(select(ModelEntry))}
+        entries = list(session.exec(select(ModelEntry)))
+        models = {m.name: Target.from_entry(m) for m in entries}
+        refused = {(m.name, why) for m in entries if (why := _key_env_refused(m)) is not None}
         routes = {r.name: r.model for r in session.exec(select(Route))}
         experiments: dict[str, ExperimentPlan] = {}
         running = session.exec(select(Experiment).where(Experiment.status == "running"))
@@ -122,14 +144,32 @@ def load_routing_table(engine: Engine) -> RoutingTable:
             query = select(Arm).where(Arm.experiment_id == exp.id)
             arms = sorted(session.exec(query), key=lambda a: a.position)
             controls = [a.model for a in arms if a.control]
-            if not arms or len(controls) != 1 or any(a.model not in models for a in arms):
+            weights = [a.weight for a in arms]
+            if (
+                not arms
+                or len(controls) != 1
+                or any(a.model not in models for a in arms)
+                or not _weights_ok(weights)
+            ):
                 log.warning("experiment %s is inconsistent and is skipped", exp.name)
                 continue
-            ranges = ArmRanges.from_weights([a.model for a in arms], [a.weight for a in arms])
+            ranges = ArmRanges.from_weights([a.model for a in arms], weights)
             experiments[exp.route] = ExperimentPlan(
                 exp.name, exp.route, exp.seed, controls[0], ranges
             )
-    return RoutingTable(models=models, routes=routes, experiments=experiments)
+    return RoutingTable(
+        models=models, routes=routes, experiments=experiments, refused_keys=frozenset(refused)
+    )
+
+
+def key_warnings(table: RoutingTable) -> frozenset[tuple[str, str]]:
+    """(model, problem) for each model that will be called without its key."""
+    missing = {
+        (t.name, f"api_key_env {t.api_key_env} is not set in the router's environment")
+        for t in table.models.values()
+        if t.api_key_env is not None and t.api_key() is None
+    }
+    return frozenset(missing | table.refused_keys)
 
 
 class RoutingCache:
@@ -138,11 +178,20 @@ class RoutingCache:
     def __init__(self, engine: Engine, refresh_s: float) -> None:
         self._engine = engine
         self._refresh_s = refresh_s
-        self.table = load_routing_table(engine)
+        self._warned: frozenset[tuple[str, str]] = frozenset()
+        self.table = self._checked(load_routing_table(engine))
+
+    def _checked(self, table: RoutingTable) -> RoutingTable:
+        """Warn once (per problem, while it lasts) about each model called without its key."""
+        problems = key_warnings(table)
+        for model, why in sorted(problems - self._warned):
+            log.warning("model %s: %s; its requests go without a key", model, why)
+        self._warned = problems
+        return table
 
     async def reload(self) -> None:
         """Swap in a fresh table read from the store."""
-        self.table = await asyncio.to_thread(load_routing_table, self._engine)
+        self.table = self._checked(await asyncio.to_thread(load_routing_table, self._engine))
 
     async def run(self) -> None:
         """Refresh forever (cancel to stop); a failed read keeps the last good table."""

@@ -5,13 +5,19 @@ Each process appends JSON lines to its own file per kind (`requests-<pid>.jsonl`
 of processes that no longer run by renaming them (`*.replaying-<pid>`), writes their rows
 (idempotently: request ids and message hashes are primary keys), and deletes them. A replay
 that fails leaves the claimed file for the next attempt.
+
+Rows the database refuses as they are (a data error: a value out of range, text too long for
+its column) would fail every retry; they go to the quarantine folder instead (`Quarantine`),
+one JSON line each with the reason, so that the rows after them are stored.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +102,46 @@ class SpillDir:
             except orjson.JSONDecodeError:
                 continue
         return rows
+
+
+class Quarantine:
+    """Rows the database refused, kept with the reason in `<spill dir>/quarantine/<kind>-<pid>
+    .jsonl` (one JSON object a line: `kind`, `reason`, `at`, `row`), and how many this process
+    put there per kind."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.counts: dict[str, int] = {}
+
+    def add(self, kind: str, entries: Sequence[tuple[dict[str, Any], str]]) -> Path:
+        """Append (row, reason) entries for `kind` and flush them to disk."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{kind}-{os.getpid()}.jsonl"
+        at = datetime.now(UTC).isoformat()
+        data = b"".join(
+            _json_line({"kind": kind, "reason": reason, "at": at, "row": row})
+            for row, reason in entries
+        )
+        with path.open("ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.counts[kind] = self.counts.get(kind, 0) + len(entries)
+        return path
+
+    def has_rows(self) -> bool:
+        """Whether any quarantine file here holds a row (of this process or another)."""
+        if not self.directory.is_dir():
+            return False
+        return any(
+            path.suffix == ".jsonl" and path.stat().st_size > 0 for path in self.directory.iterdir()
+        )
+
+
+def _json_line(entry: dict[str, Any]) -> bytes:
+    """One JSON line for a quarantine entry; values orjson cannot write (an integer past 64
+    bits, say: often the reason the row was refused) are written by the standard library."""
+    try:
+        return orjson.dumps(entry) + b"\n"
+    except TypeError:
+        return json.dumps(entry, default=str).encode() + b"\n"

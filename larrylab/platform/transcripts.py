@@ -16,6 +16,16 @@ from sqlalchemy import Connection, select
 
 from larrylab.platform.models import Message
 
+NUL = "\x00"
+REPLACEMENT = "\ufffd"
+
+
+def without_nul(text: str) -> str:
+    """`text` as the store keeps it in a text column: each U+0000, which PostgreSQL refuses in
+    text, replaced by U+FFFD, the Unicode replacement character (on SQLite too, so that both
+    stores hold the same). A message's body is JSON, where a NUL is the escape `\\u0000`."""
+    return text.replace(NUL, REPLACEMENT) if NUL in text else text
+
 
 def canonical(message: dict[str, Any]) -> bytes:
     """The message as canonical JSON (sorted keys, no null fields)."""
@@ -81,7 +91,7 @@ def _extend(
         key = b"\x00".join((thread, (parent_id or "").encode("ascii"), body))
         mid = blake2b(key, digest_size=16).hexdigest()
         if mid not in rows:
-            role = str(messages[i].get("role", ""))
+            role = without_nul(str(messages[i].get("role", "")))
             rows[mid] = (mid, thread_id, parent_id, depth + i, role, body.decode(), stamp)
         ids.append(mid)
         parent_id = mid

@@ -43,19 +43,6 @@ ATTEMPTS = 8  # a cold server's first run can outlast the virtual-time budget
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
-    """The Chromium binary (skips, or fails when LARRYLAB_REQUIRE_BROWSER is set, if absent)."""
-    found = shutil.which("chromium") or (
-        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-    )
-    if found is None:
-        if os.environ.get("LARRYLAB_REQUIRE_BROWSER"):
-            pytest.fail("Chromium is not installed but LARRYLAB_REQUIRE_BROWSER is set")
-        pytest.skip("Chromium is not installed (Debian package `chromium`)")
-    return found
-
-
-@pytest.fixture(scope="module")
 def dashboard(
     chromium: str, seeded: Seeded, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from larrylab.localproc import LocalProcess, start_router, start_sim
+from larrylab.localproc import LocalProcess, free_port, start_router, start_sim
 from larrylab.platform.db import make_engine, upgrade
 from tests.tcpproxy import TcpProxy
 
@@ -138,6 +140,174 @@ def test_database_outage_keeps_rows_locally_and_stores_them_later(
         router.stop()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_rating_accepted_during_an_outage_is_stored_after_it(
+    tmp_path: Path,
+    fast_sim: LocalProcess,
+    proxied_postgres: tuple[str, TcpProxy],
+    postgres_url: str,
+    workers: int,
+) -> None:
+    """A 202 is a promise: ratings of requests served during the outage are stored once the
+    database is back, even when their request rows reach it after the ratings are replayed
+    (with two workers, a rating may reach the worker that did not serve its request)."""
+    url, proxy = proxied_postgres
+    config = _config(tmp_path / "c.yaml", {"gemini-flash": fast_sim.url})
+    spill = tmp_path / "spill"
+    env = {
+        "LARRYLAB_REPLAY_INTERVAL_S": "0.5",
+        "LARRYLAB_LOG_FLUSH_INTERVAL_S": "0.05",
+        "LARRYLAB_SPILL_DIR": str(spill),
+    }
+    router = start_router(
+        log_dir=tmp_path,
+        database_url=url,
+        config=config,
+        env=env,
+        extra=["--workers", str(workers)],
+    )
+    http = httpx.Client(base_url=router.url, timeout=30)
+    accepted: list[str] = []
+    try:
+        assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+        assert _wait_for(lambda: _count(postgres_url, "request") == 1)
+        proxy.cut()
+        for i in range(40):
+            served = http.post("/v1/chat/completions", json={**CHAT, "user": f"o{i}"})
+            assert served.status_code == 200
+            rid = served.headers["x-larrylab-request-id"]
+            # a connection of its own: with two workers, either may take it
+            rated = httpx.post(
+                f"{router.url}/v1/feedback",
+                json={"request_id": rid, "score": 1 + i % 5},
+                timeout=30,
+            )
+            assert rated.status_code == 202, rated.text
+            accepted.append(rid)
+        proxy.start()
+        _wait_for(lambda: _count(postgres_url, "feedback") == len(accepted), timeout=60)
+        with make_engine(postgres_url).connect() as conn:
+            stored = {r[0] for r in conn.execute(text("SELECT request_id FROM feedback"))}
+        print(
+            f"database outage ({workers} worker(s)): {len(accepted)} ratings accepted with HTTP "
+            f"202, {len(stored & set(accepted))} stored after it"
+        )
+        for line in router.log().splitlines():
+            if "spilled ratings" in line:
+                print(f"  router: {line}")
+        assert stored == set(accepted)
+        assert _wait_for(lambda: _count(postgres_url, "request") == 41)
+        assert _wait_for(lambda: not list(spill.glob("feedback-*")))
+    finally:
+        http.close()
+        router.stop()
+
+
+class _HugeUsage(BaseHTTPRequestHandler):
+    """An OpenAI-compatible upstream whose replies claim 3 billion prompt tokens (more than
+    PostgreSQL's `integer` holds)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = json.dumps(
+            {
+                "id": "chatcmpl-huge",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": "huge",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "so many"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 3_000_000_000, "completion_tokens": 2},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def huge_usage_upstream() -> Iterator[str]:
+    """The base URL of a loopback `_HugeUsage` upstream."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _HugeUsage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _metric(http: httpx.Client, name: str) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+@pytest.mark.postgres
+def test_one_bad_row_never_stops_the_request_log(
+    tmp_path: Path, fast_sim: LocalProcess, huge_usage_upstream: str, postgres_url: str
+) -> None:
+    """A NUL in a thread id is stored (as U+FFFD); a row PostgreSQL still refuses (a token
+    count past its integer) is quarantined with the reason; every other row is stored, ratings
+    and flushes go on, and `/healthz` and `/metrics` say so."""
+    upgrade(postgres_url)
+    config = _config(
+        tmp_path / "c.yaml", {"gemini-flash": fast_sim.url, "huge": huge_usage_upstream}
+    )
+    spill = tmp_path / "spill"
+    env = {"LARRYLAB_LOG_FLUSH_INTERVAL_S": "0.05", "LARRYLAB_SPILL_DIR": str(spill)}
+    router = start_router(log_dir=tmp_path, database_url=postgres_url, config=config, env=env)
+    http = httpx.Client(base_url=router.url, timeout=30)
+    try:
+        nul = http.post("/v1/chat/completions", json={**CHAT, "user": "a\u0000b"})
+        assert nul.status_code == 200
+        huge = http.post("/v1/chat/completions", json={**CHAT, "model": "huge", "user": "h"})
+        assert huge.status_code == 200
+        normal = [
+            http.post("/v1/chat/completions", json={**CHAT, "user": f"n{i}"}) for i in range(20)
+        ]
+        assert all(r.status_code == 200 for r in normal)
+        # A rating of the NUL thread waits for its rows (a flush) and finds it.
+        rated = http.post("/v1/feedback", json={"thread_id": "a\u0000b", "score": 4})
+        assert rated.status_code == 200, rated.text
+        ids = {r.headers["x-larrylab-request-id"] for r in normal}
+        ids.add(nul.headers["x-larrylab-request-id"])
+        assert _wait_for(lambda: _count(postgres_url, "request") == 21)
+        with make_engine(postgres_url).connect() as conn:
+            stored = {r[0]: r[1] for r in conn.execute(text("SELECT id, thread_id FROM request"))}
+        assert set(stored) == ids
+        assert stored[nul.headers["x-larrylab-request-id"]] == "a\ufffdb"
+        assert rated.json()["thread_id"] == "a\ufffdb"
+        ((entry,),) = [
+            [json.loads(line) for line in path.read_text().splitlines()]
+            for path in (spill / "quarantine").glob("requests-*.jsonl")
+        ]
+        assert entry["row"]["id"] == huge.headers["x-larrylab-request-id"]
+        assert "out of range" in entry["reason"]
+        health = http.get("/healthz")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded"
+        assert health.json()["log_rows_quarantined"] == {"requests": 1, "feedback": 0}
+        assert _metric(http, 'larrylab_log_rows_quarantined_total{kind="requests"}') == 1
+        assert _wait_for(lambda: _queue_depth(http) == 0)
+    finally:
+        http.close()
+        router.stop()
+    assert "cut short" not in router.log()
+
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -222,6 +392,29 @@ def test_sigkill_loses_at_most_the_last_batch_interval(
         assert 0 <= lost <= last_moments
     else:
         assert 0 <= lost <= recent
+
+
+def test_a_clean_stop_reports_no_journal_line_cut_short(
+    tmp_path: Path, fast_sim: LocalProcess
+) -> None:
+    """SIGTERM of an idle router, and `serve` failing on a busy port, are no crash: nothing is
+    said of a journal line cut short."""
+    db = f"sqlite:///{tmp_path / 'idle.db'}"
+    config = _config(tmp_path / "c.yaml", {"gemini-flash": fast_sim.url})
+    env = {"LARRYLAB_SPILL_DIR": str(tmp_path / "spill")}
+    idle = start_router(log_dir=tmp_path / "idle", database_url=db, config=config, env=env)
+    assert idle.stop() in (0, -signal.SIGTERM)
+    assert "cut short" not in idle.log()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError) as failed:
+            start_router(
+                log_dir=tmp_path / "busy", database_url=db, config=config, env=env, port=port
+            )
+    assert "cut short" not in str(failed.value)
+    assert not list((tmp_path / "spill" / "journal").iterdir())  # both journals were removed
 
 
 @pytest.fixture

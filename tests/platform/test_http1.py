@@ -108,6 +108,27 @@ def test_a_stalled_stream_times_out_per_read() -> None:
     asyncio.run(_serve(stall, use))
 
 
+def test_a_read_waits_until_its_deadline_and_no_longer() -> None:
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await reader.read()
+
+    async def use(client: Http1Client, url: str) -> None:
+        loop = asyncio.get_running_loop()
+        resp = await client.post(url, b"{}", {}, connect_timeout_s=2)
+        await asyncio.sleep(0.05)
+        # what has arrived is returned even past the deadline; waiting for more is not
+        assert await resp.next_chunk(deadline=loop.time() - 1) == b"hello"
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await resp.next_chunk(timeout=5, deadline=started + 0.15)  # the earlier one counts
+        assert 0.14 < loop.time() - started < 0.5
+        resp.release()
+
+    asyncio.run(_serve(stall, use))
+
+
 def test_a_body_ended_by_close_is_read_whole_and_a_cut_one_is_an_error() -> None:
     async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)

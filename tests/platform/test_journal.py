@@ -152,3 +152,24 @@ def test_lines_keep_the_prompt_as_text_after_a_tab(tmp_path: Path) -> None:
     assert [orjson.loads(row[prompt_at]) for row in rows] == [r.prompt for r in records]
     assert all(line.count(b"\t") == 1 for line in path.read_bytes().splitlines()[1:4])
     assert reader.skipped == 1
+
+
+def test_only_a_line_truly_cut_short_counts_as_a_torn_tail(tmp_path: Path) -> None:
+    """A folder never stored has its checkpoint at offset 0, before the segment's header: the
+    header is no torn line, nor is anything whole after the offset stored so far."""
+    writer = JournalWriter(tmp_path, DB)
+    ((_, path),) = journal.segments(writer.directory)
+    header = len(journal.header())
+    assert SegmentReader(path).tail_bytes(0) == 0  # an idle router's segment
+    reader = SegmentReader(path)
+    assert reader.read(0, 10) == ([], header)
+    assert reader.tail_bytes(0) == 0
+    writer.append(_records(3, seed=5))
+    _, offset = SegmentReader(path).read(0, 10)
+    assert SegmentReader(path).tail_bytes(offset) == 0
+    with path.open("ab") as fh:
+        fh.write(b'["cut')
+    assert SegmentReader(path).tail_bytes(offset) == len(b'["cut')
+    cut_header = tmp_path / "cut-header.jsonl"
+    cut_header.write_bytes(journal.header()[:9])  # a crash while the header was written
+    assert SegmentReader(cut_header).tail_bytes(0) == 9

@@ -163,6 +163,24 @@ def test_closing_an_idle_writer_stops_its_child(migrated_url: str, tmp_path: Pat
         raise AssertionError(f"log writer process {pid} still runs after close()")
 
 
+def test_closing_a_writer_reports_a_cut_short_line_only_when_there_is_one(
+    migrated_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An idle router's journal holds only a segment header: closing it is no crash."""
+
+    async def go(records: list[RequestRecord]) -> None:
+        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path, flush_interval_s=0.02)
+        await writer.start()
+        for rec in records:
+            writer.submit_nowait(rec)
+        await asyncio.wait_for(writer.close(), timeout=30)
+
+    asyncio.run(go([]))
+    asyncio.run(go(_records(30, seed=15)))
+    assert "cut short" not in capfd.readouterr().err
+    assert _stored(migrated_url) == (30, 30)
+
+
 def test_a_replay_abandoned_by_its_caller_leaves_the_writer_working(
     migrated_url: str, tmp_path: Path
 ) -> None:
@@ -233,7 +251,9 @@ def test_segments_rotate_and_the_indexer_runs_at_lower_priority(
     _rollup_matches_a_recount(migrated_url)
 
 
-def test_the_journal_of_a_dead_router_is_adopted(migrated_url: str, tmp_path: Path) -> None:
+def test_the_journal_of_a_dead_router_is_adopted(
+    migrated_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     from larrylab.platform.journal import JournalWriter
 
     orphan = _records(120, seed=9)
@@ -259,6 +279,7 @@ def test_the_journal_of_a_dead_router_is_adopted(migrated_url: str, tmp_path: Pa
         await writer.close()
 
     asyncio.run(go())
+    assert "dropped 27 bytes of a journal line cut short by a crash" in capfd.readouterr().err
     assert not dead.directory.exists()
     assert foreign.directory.exists(), "another database's journal is left alone"
     assert _stored(migrated_url) == (120, 120)

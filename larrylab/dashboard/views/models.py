@@ -1,5 +1,6 @@
 """Models: the registry with lineage, eval results per category against the baseline, the gate
-decision with its evidence, and Promote / Rollback (with a confirmation step)."""
+decision with its evidence, and Promote / Rollback (with a confirmation step), shown only to a
+session that may act (`auth.current_access`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from larrylab.dashboard import charts, tables
+from larrylab.dashboard import auth, charts, tables
 from larrylab.dashboard.data import database_url, friendly_errors
 from larrylab.dashboard.models_data import (
     ModelDetail,
@@ -108,7 +109,7 @@ def _confirm(kind: str, question: str, run: Any) -> None:
         st.rerun()
 
 
-def _promote(url: str, detail: ModelDetail) -> None:
+def _promote(url: str, detail: ModelDetail, actor: str) -> None:
     st.subheader("Promote")
     name = detail.model.name
     if not detail.readiness:
@@ -132,7 +133,9 @@ def _promote(url: str, detail: ModelDetail) -> None:
         }
 
     def go(p: dict[str, Any]) -> str:
-        r = run_promote(url, candidate=p["model"], route=p["route"], canary_weight=p["weight"])
+        r = run_promote(
+            url, candidate=p["model"], route=p["route"], canary_weight=p["weight"], actor=actor
+        )
         return f"Canary started: {r.candidate} at {r.weight:g}% on {r.route} ({r.experiment})."
 
     _confirm(
@@ -143,7 +146,7 @@ def _promote(url: str, detail: ModelDetail) -> None:
     )
 
 
-def _rollback(url: str, reg: RegistryData) -> None:
+def _rollback(url: str, reg: RegistryData, actor: str) -> None:
     st.subheader("Roll back")
     routes = sorted({*reg.routes, *(r.route for r in reg.rollouts)})
     if not routes:
@@ -164,10 +167,23 @@ def _rollback(url: str, reg: RegistryData) -> None:
         }
 
     def go(p: dict[str, Any]) -> str:
-        r = run_rollback(url, route=p["route"], reason=p["reason"])
+        r = run_rollback(url, route=p["route"], reason=p["reason"], actor=actor)
         return f"Rolled back route {r.route}: {r.candidate} is out ({r.status})."
 
     _confirm("rollback", "Roll back route **{route}**? This {what}.", go)
+
+
+def _actions(url: str, reg: RegistryData, detail: ModelDetail) -> None:
+    """Promote and Roll back for a session that may act; a sentence saying why not otherwise
+    (no buttons are drawn, and a pending action is dropped)."""
+    access = auth.current_access()
+    if not access.can_act:
+        st.session_state.pop(PENDING, None)
+        st.subheader("Promote and roll back")
+        st.info(access.why_not, icon=":material/lock:")
+        return
+    _promote(url, detail, access.actor)
+    _rollback(url, reg, access.actor)
 
 
 def _history(reg: RegistryData, detail: ModelDetail) -> None:
@@ -207,8 +223,7 @@ def render() -> None:
     _lineage(detail)
     _evals(detail)
     _gate(detail)
-    _promote(url, detail)
-    _rollback(url, reg)
+    _actions(url, reg, detail)
     _history(reg, detail)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Generic, Literal, TypeVar
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
+from larrylab.config import ArmSpec, Description, ExperimentSpec, ModelSpec, Name
 from larrylab.platform.analysis import analysis_dict, analyze
 from larrylab.platform.api.deps import SessionDep, StateDep, require_admin
 from larrylab.platform.api.errors import ApiError, error_responses
@@ -58,13 +58,13 @@ class ExperimentUpdate(BaseModel):
 
     arms: list[ArmSpec] | None = Field(default=None, min_length=1)
     status: Literal["running", "stopped"] | None = None
-    description: str | None = None
+    description: Description | None = None
 
 
 class ModelCreate(ModelSpec):
     """A model to register: its name and how to reach it."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
 
 class RouteUpdate(BaseModel):
@@ -72,7 +72,7 @@ class RouteUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
+    model: Name
 
 
 class RoutePublic(BaseModel):
@@ -202,7 +202,14 @@ async def admin_create_model(
 ) -> ModelPublic:
     """Register a model."""
     spec = ModelSpec.model_validate(body.model_dump(exclude={"name"}))
-    return await apply_change(state, create_model, session=session, name=body.name, spec=spec)
+    return await apply_change(
+        state,
+        create_model,
+        session=session,
+        name=body.name,
+        spec=spec,
+        allowed_key_envs=state.settings.allowed_key_envs,
+    )
 
 
 @router.get("/models/{name}", response_model=ModelPublic)
@@ -216,7 +223,14 @@ async def admin_update_model(
     name: str, spec: ModelSpec, session: SessionDep, state: StateDep
 ) -> ModelPublic:
     """Change how a model is reached."""
-    return await apply_change(state, update_model, session=session, name=name, spec=spec)
+    return await apply_change(
+        state,
+        update_model,
+        session=session,
+        name=name,
+        spec=spec,
+        allowed_key_envs=state.settings.allowed_key_envs,
+    )
 
 
 @router.get("/routes", response_model=Page[RoutePublic])

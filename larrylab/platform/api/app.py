@@ -21,6 +21,7 @@ from larrylab.config import Settings
 from larrylab.platform.api import admin, admin_registry, chat, feedback, health
 from larrylab.platform.api.deps import RouterState
 from larrylab.platform.api.errors import install_error_handlers
+from larrylab.platform.api.guard import guard
 from larrylab.platform.api.schemas import ChatCompletionRequest
 from larrylab.platform.breaker import CircuitBreakers
 from larrylab.platform.db import make_engine
@@ -61,23 +62,49 @@ async def _rollout_loop(state: RouterState) -> None:
 
 
 async def _replay_loop(state: RouterState) -> None:
-    """Replay spilled rows whenever the database takes them again."""
+    """Replay spilled rows whenever the database takes them again: request rows first, then
+    ratings. A rating whose request is not stored yet (another worker's journal, say) stays in
+    the spill for the next round (`feedback.replay_feedback`)."""
+    writer = state.writer
+    said: tuple[int, ...] = ()
     while True:
         try:
-            if state.writer.spill.has("requests"):
-                await state.writer.replay()
-            if state.writer.spill.has("feedback"):
-                written, dropped = await asyncio.to_thread(
-                    replay_feedback, state.engine, state.writer.spill
+            if writer.spill.has("requests"):
+                await writer.replay()
+            if writer.spill.has("feedback"):
+                done = await asyncio.to_thread(
+                    replay_feedback,
+                    state.engine,
+                    writer.spill,
+                    writer.quarantine,
+                    pending=writer.pending,
                 )
-                log.warning(
-                    "replayed %d spilled ratings (%d for unknown requests dropped)",
-                    written,
-                    dropped,
-                )
+                if any(done) and tuple(done) != said:  # not the same waiting ones every round
+                    log.warning(
+                        "replayed %d spilled ratings; %d wait for their request or thread "
+                        "(kept for the next replay), %d superseded by a newer rating, %d "
+                        "quarantined, %d dropped (their request still unknown long after)",
+                        done.written,
+                        done.waiting,
+                        done.superseded,
+                        done.quarantined,
+                        done.dropped,
+                    )
+                said = tuple(done)
         except Exception as exc:  # still unreachable: keep the files, try again later
             log.warning("replaying spilled rows failed, will retry: %s", exc)
         await asyncio.sleep(state.settings.replay_interval_s)
+
+
+def _sse_event_schema() -> dict[str, Any]:
+    """One server-sent event of a streamed chat completion (OpenAPI 3.1: `schema` is one
+    event)."""
+    data = "a `chat.completion.chunk` or an `{error: ...}` as JSON, or `[DONE]` at the end"
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"type": "string", "description": data}},
+    }
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -90,7 +117,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(body.pop("$defs", {}))
         components["ChatCompletionRequest"] = body
-        schema["paths"]["/v1/chat/completions"]["post"]["requestBody"] = {
+        chat_op = schema["paths"]["/v1/chat/completions"]["post"]
+        chat_op["requestBody"] = {
             "required": True,
             "content": {
                 "application/json": {
@@ -98,24 +126,55 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 }
             },
         }
+        chat_op["responses"]["200"] = {
+            "description": "A chat completion; with `stream: true`, its chunks as server-sent "
+            "events",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/event-stream": {"schema": _sse_event_schema()},
+            },
+        }
+        _document_gate_errors(schema)
         app.openapi_schema = schema
     return app.openapi_schema
 
 
+def _document_gate_errors(schema: dict[str, Any]) -> None:
+    """Add the errors every keyed operation may give besides its own: a missing or wrong key
+    (`guard.py` checks it), a body over the limit, a database that cannot be reached."""
+    errors = {
+        "401": "authentication_error: a missing or wrong key",
+        "413": "invalid_request_error: the request body is over the limit",
+        "503": "the database is unreachable; try again after `Retry-After` seconds",
+    }
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, operations in schema["paths"].items():
+        if not path.startswith(("/admin/", "/v1/")):
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, description in errors.items():
+                if status != "413" or "requestBody" in operation:
+                    responses.setdefault(status, {"description": description, "content": body})
+
+
 class RouterApp(FastAPI):
-    """FastAPI, with the hot path (`POST /v1/chat/completions`) served before its stack."""
+    """FastAPI, with the hot path (`POST /v1/chat/completions`) served before its stack and
+    every other HTTP request through the gate of `guard.py` (key first, bounded body)."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send chat completions straight to `chat.serve_chat`; everything else to FastAPI."""
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] == "/v1/chat/completions"
-        ):
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+        elif scope["method"] == "POST" and scope["path"] == "/v1/chat/completions":
             scope["app"] = self
             await chat.serve_chat(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+        else:
+            await guard(super().__call__, self.settings, scope, receive, send)
 
 
 def _writer(settings: Settings, engine: Engine) -> WriterBase:
@@ -185,6 +244,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("router stopped; every request row written")
 
     app = RouterApp(
+        settings,
         title="larrylab router",
         version=__version__,
         description="OpenAI-compatible router splitting threads between models by experiment.",

@@ -19,11 +19,13 @@ from larrylab.platform.api.deps import RouterState, StateDep, require_client
 from larrylab.platform.api.errors import (
     ApiError,
     api_error_response,
+    body_too_large,
     error_body,
     error_response,
     error_responses,
     unexpected_error_response,
 )
+from larrylab.platform.api.guard import closing_if_large_body, read_head
 from larrylab.platform.api.relay import RelayResponse
 from larrylab.platform.api.schemas import parse_chat_body
 from larrylab.platform.http1 import Http1Client
@@ -40,7 +42,8 @@ router = APIRouter(
 )
 
 T = TypeVar("T")
-Call = Callable[[Http1Client, Target, dict[str, Any]], Awaitable[T]]
+# (client, target, body, start): `start` is when the call to the target began (`loop.time()`)
+Call = Callable[[Http1Client, Target, dict[str, Any], float], Awaitable[T]]
 
 
 @dataclass(slots=True)
@@ -130,30 +133,28 @@ def _thread_unit(body: dict[str, Any], request: Request) -> tuple[str, str]:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, up to `limit` bytes; a longer one is a 413 that closes the connection."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
-        raise ApiError(
-            413, f"request body is larger than the limit of {limit} bytes", code="body_too_large"
-        )
+        raise body_too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(
-                413,
-                f"request body is larger than the limit of {limit} bytes",
-                code="body_too_large",
-            )
+            raise body_too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 async def _call_target(state: RouterState, att: Attempt, target: Target, call: Call[T]) -> T:
-    """Call one model, retrying once on a connect error (nothing was sent); feed its breaker."""
+    """Call one model, retrying once on a connect error (nothing was sent); feed its breaker.
+
+    The model's deadlines count from here, once: the retry shares them."""
+    start = asyncio.get_running_loop().time()
     for attempt in range(2):
         try:
-            out = await call(state.client, target, att.body)
+            out = await call(state.client, target, att.body, start)
         except UpstreamError as err:
             if err.error_class == "connect" and attempt == 0:
                 await asyncio.sleep(0.05)
@@ -348,8 +349,13 @@ async def serve_chat(scope: Scope, receive: Receive, send: Send) -> None:
     """
     request = Request(scope, receive)
     try:
-        await require_client(request)
         state: RouterState = request.app.state.router
+        try:
+            await require_client(request)
+        except ApiError as exc:  # the body is not read: a large one closes the connection
+            raise closing_if_large_body(
+                exc, read_head(scope), state.settings.max_body_bytes
+            ) from None
         response = await chat_completions(request, state)
     except ApiError as exc:
         response = api_error_response(exc)

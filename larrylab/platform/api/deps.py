@@ -51,9 +51,9 @@ def get_session(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value, if it is one."""
+    scheme, _, token = authorization.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
@@ -61,29 +61,47 @@ def _matches(token: str, keys: frozenset[str]) -> bool:
     return any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
 
 
-async def require_client(request: Request) -> None:
-    """Check the client key when `LARRYLAB_API_KEYS` is set."""
-    keys = request.app.state.router.settings.client_keys
+def client_key_error(settings: Settings, authorization: str) -> ApiError | None:
+    """Why an `Authorization` header value is refused on `/v1/*` (no error without
+    `LARRYLAB_API_KEYS`)."""
+    keys = settings.client_keys
     if not keys:
-        return
-    token = _bearer(request)
+        return None
+    token = bearer_token(authorization)
     if token is None:
-        raise ApiError(
+        return ApiError(
             401, "missing API key: send `Authorization: Bearer <key>`", code="invalid_api_key"
         )
     if not _matches(token, keys):
-        raise ApiError(401, "invalid API key", code="invalid_api_key")
+        return ApiError(401, "invalid API key", code="invalid_api_key")
+    return None
 
 
-async def require_admin(request: Request) -> None:
-    """Check the admin key when `LARRYLAB_ADMIN_KEY` is set."""
-    key = request.app.state.router.settings.admin_key
+def admin_key_error(settings: Settings, authorization: str) -> ApiError | None:
+    """Why an `Authorization` header value is refused on `/admin/*` (no error without
+    `LARRYLAB_ADMIN_KEY`)."""
+    key = settings.admin_key
     if not key:
-        return
-    token = _bearer(request)
+        return None
+    token = bearer_token(authorization)
     if token is None or not _matches(token, frozenset([key])):
-        raise ApiError(
+        return ApiError(
             401,
             "the admin API needs `Authorization: Bearer <LARRYLAB_ADMIN_KEY>`",
             code="invalid_admin_key",
         )
+    return None
+
+
+async def require_client(request: Request) -> None:
+    """Check the client key when `LARRYLAB_API_KEYS` is set."""
+    settings = request.app.state.router.settings
+    if error := client_key_error(settings, request.headers.get("authorization", "")):
+        raise error
+
+
+async def require_admin(request: Request) -> None:
+    """Check the admin key when `LARRYLAB_ADMIN_KEY` is set."""
+    settings = request.app.state.router.settings
+    if error := admin_key_error(settings, request.headers.get("authorization", "")):
+        raise error

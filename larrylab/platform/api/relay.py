@@ -11,9 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 
+import orjson
 from starlette.types import Receive, Scope, Send
+
+from larrylab.platform.api.errors import error_body
+
+log = logging.getLogger(__name__)
+
+
+def _error_event(exc: Exception) -> bytes:
+    """Log an unexpected error of a relay; the event that tells the client, as a 500 would."""
+    log.exception("unexpected error while relaying a stream", exc_info=exc)
+    body = error_body(500, f"internal error ({type(exc).__name__}); see the server log")
+    return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
 class RelayResponse:
@@ -43,8 +56,13 @@ class RelayResponse:
         watcher = asyncio.create_task(watch(), name="larrylab-relay-disconnect")
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for chunk in self.body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            try:
+                async for chunk in self.body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except Exception as exc:  # a bug mid-stream: say so, and end the stream cleanly
+                await send(
+                    {"type": "http.response.body", "body": _error_event(exc), "more_body": True}
+                )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not cancelled:

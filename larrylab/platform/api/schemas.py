@@ -5,8 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from larrylab.platform.api.errors import ApiError
 
@@ -14,12 +21,13 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 
 
 class ChatMessage(BaseModel):
-    """One message of a chat (OpenAI format; extra fields pass through)."""
+    """One message of a chat (OpenAI format; extra fields pass through). `content` is required
+    for the system, developer and user roles; an assistant's may be left out (tool calls)."""
 
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]]
+    content: str | list[dict[str, Any]] | None = None
     name: str | None = None
 
 
@@ -30,7 +38,24 @@ class ChatCompletionRequest(BaseModel):
     unit for this request. Other OpenAI parameters pass through to the upstream unchanged.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "larry",
+                    "messages": [{"role": "user", "content": "What problem am I solving?"}],
+                    "user": "thread-42",
+                },
+                {
+                    "model": "larry",
+                    "messages": [{"role": "user", "content": "Where do I start?"}],
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                },
+            ]
+        },
+    )
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -42,23 +67,40 @@ def _bad(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, message, param=param, code="invalid_request")
 
 
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    names = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _check_message(i: int, msg: Any) -> None:
     if not isinstance(msg, dict):
         raise _bad(f"messages[{i}] must be an object with `role` and `content`", f"messages[{i}]")
     role = msg.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # a dict or list is not even hashable
+        shown = repr(role) if isinstance(role, str) else f"a JSON {_json_type(role)}"
         raise _bad(
-            f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}; got {role!r}",
+            f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}; got {shown}",
             f"messages[{i}].role",
         )
     content = msg.get("content")
-    if content is not None and not isinstance(content, (str, list)):  # a constant, not a union
+    if content is not None and not (
+        isinstance(content, str)
+        or (isinstance(content, list) and all(isinstance(part, dict) for part in content))
+    ):
         raise _bad(
-            f"messages[{i}].content must be a string or a list of content parts",
+            f"messages[{i}].content must be a string or a list of content parts (objects)",
             f"messages[{i}].content",
         )
     if content is None and role in ("system", "developer", "user"):
         raise _bad(f"messages[{i}].content is required for role {role!r}", f"messages[{i}].content")
+    name = msg.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _bad(f"messages[{i}].name must be a string", f"messages[{i}].name")
 
 
 def parse_chat_body(raw: bytes) -> dict[str, Any]:
@@ -97,6 +139,18 @@ def _whole_number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+# A string of bounded length, or `null` for "not given" (the schema shows only the string). The
+# limits apply to the string alone: set on the union, they raised a TypeError for `null` (a 500).
+OptionalRequestId = Annotated[
+    Annotated[str, StringConstraints(min_length=1, max_length=64)] | None,
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 64}),
+]
+OptionalThreadId = Annotated[
+    Annotated[str, StringConstraints(min_length=1, max_length=256)] | None,
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 256}),
+]
+
+
 class FeedbackIn(BaseModel):
     """A 1-5 star rating of a request (`request_id`) or a whole thread (`thread_id`)."""
 
@@ -105,8 +159,8 @@ class FeedbackIn(BaseModel):
         json_schema_extra={"anyOf": [{"required": ["request_id"]}, {"required": ["thread_id"]}]},
     )
 
-    request_id: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=64)
-    thread_id: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=256)
+    request_id: OptionalRequestId = None
+    thread_id: OptionalThreadId = None
     score: Annotated[int, BeforeValidator(_whole_number)] = Field(ge=1, le=5, strict=True)
     comment: str | None = Field(default=None, max_length=10_000)
     source: str = Field(default="user", min_length=1, max_length=100)

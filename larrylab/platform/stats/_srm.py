@@ -47,8 +47,11 @@ def srm_pvalue(observed: Sequence[int], weights: Sequence[float]) -> float:
         return 1.0
     if any(o > 0 and w == 0 for o, w in zip(observed, weights, strict=True)):
         return 0.0
-    total_weight = math.fsum(weights)
-    arms = [(o, w / total_weight * total) for o, w in zip(observed, weights, strict=True) if w > 0]
+    # Scaled by the largest weight first, so weights near the float limit cannot overflow.
+    largest = max(weights)
+    shares = [w / largest for w in weights]
+    total_share = math.fsum(shares)
+    arms = [(o, s / total_share * total) for o, s in zip(observed, shares, strict=True) if s > 0]
     if len(arms) < 2:
         return 1.0
     statistic = math.fsum((o - e) ** 2 / e for o, e in arms)
