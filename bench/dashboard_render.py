@@ -4,10 +4,8 @@ Fills a fresh database with realistic rows (`request_rows.py`: COPY, then the ru
 rebuilt and VACUUM ANALYZE) and records a pipeline run with 2,600 filtered items, then runs
 every page through Streamlit's AppTest: a cold render (caches cleared, so every aggregate is
 queried) and a warm one (within the cache's TTL), several times each. Also times the per-arm
-summary both ways (`summary.summarize` and `insights.arm_summaries`; since migration 0005 both
-read the rollups, percentiles from the latency buckets; the recorded run predates it, when
-PostgreSQL's percentiles sorted every arm and the dashboard walked a covering index).
-Usage:
+summary both ways (`summary.summarize` and `insights.arm_summaries`; both read the rollups,
+percentiles from the latency buckets). Usage:
 
     python bench/dashboard_render.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
     python bench/dashboard_render.py --database-url URL   # an already filled database
@@ -43,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from request_rows import CANDIDATE, CONTROL, EXPERIMENT, fill
 
+from larrylab.dashboard.insights import arm_summaries
+from larrylab.db._engine import make_engine, normalize_url
+from larrylab.experiments._summary import summarize
 from larrylab.pipeline.records import Record, atomic_writer, write_records
-from larrylab.platform.db import make_engine, normalize_url
-from larrylab.platform.insights import arm_summaries
-from larrylab.platform.pipeline_runs import record_pipeline_stage
-from larrylab.platform.summary import summarize
+from larrylab.pipeline.runs import record_pipeline_stage
 
 APP = Path(__file__).resolve().parents[1] / "larrylab" / "dashboard" / "app.py"
 # (label, page, query parameters, time-series window); the experiment page's default window

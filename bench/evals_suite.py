@@ -20,12 +20,12 @@ from typing import Any
 from sqlmodel import Session
 
 from larrylab.config import ModelSpec
+from larrylab.db._engine import make_engine, upgrade
 from larrylab.evals.evalset import load_eval_items
 from larrylab.evals.runner import run_evals
+from larrylab.experiments._experiments import set_route
 from larrylab.localproc import start_sim
-from larrylab.platform.db import make_engine, upgrade
-from larrylab.platform.experiments import set_route
-from larrylab.platform.registry import create_model
+from larrylab.release._registry import create_model
 
 PROFILES: dict[str, list[str]] = {
     "instant": ["--ttft-ms", "1", "--tokens-per-s", "0", "--latency-sigma", "0"],

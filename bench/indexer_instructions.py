@@ -43,12 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from logwriter_cpu import conversation_record, record
 from router_overhead import git_state, record_run
 
-from larrylab.platform import journal
-from larrylab.platform.db import make_engine, upgrade
-from larrylab.platform.journal import SegmentReader
-from larrylab.platform.logproc import collector_paused
-from larrylab.platform.logstore import BatchStore
-from larrylab.platform.spill import SpillDir
+from larrylab.db._engine import make_engine, upgrade
+from larrylab.requestlog import _journal as journal
+from larrylab.requestlog._indexer import collector_paused
+from larrylab.requestlog._journal import SegmentReader
+from larrylab.requestlog._spill import SpillDir
+from larrylab.requestlog._store import BatchStore
 
 TRAFFIC = {"branching": record, "conversations": conversation_record}
 MARKER = "functools_reduce"  # the C function the measured batches run inside

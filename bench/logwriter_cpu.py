@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import larrylab
-from larrylab.platform.db import make_engine, upgrade
-from larrylab.platform.logwriter import LogWriter, RequestRecord
+from larrylab.db._engine import make_engine, upgrade
+from larrylab.requestlog._writer import LogWriter, RequestRecord
 
 TURNS = (
     ("system", "You are Larry, a coach for the PWS method. Ask one question at a time."),
@@ -49,7 +49,7 @@ REPLY = "Test whether staff would change the order quantities if they saw yester
 def new_id() -> str:
     """The router's request id (random ids on a checkout from before `platform.ids`)."""
     try:
-        from larrylab.platform.ids import request_id
+        from larrylab.router._ids import request_id
     except ImportError:
         import uuid
 
@@ -137,7 +137,7 @@ async def _write(writer: Any, warm: list[RequestRecord], records: list[RequestRe
 
 def _writer(kind: str, url: str, engine: Any, batch_size: int, spill: Path) -> Any:
     if kind == "process":
-        from larrylab.platform.logproc import ProcessLogWriter
+        from larrylab.requestlog._indexer import ProcessLogWriter
 
         return ProcessLogWriter(url, batch_size=batch_size, spill_dir=spill)
     return LogWriter(engine, batch_size=batch_size, spill_dir=spill)

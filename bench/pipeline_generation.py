@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline_memory import build_store, start_sim
 
+from larrylab.db._engine import make_engine
 from larrylab.pipeline.context import PipelineContext
 from larrylab.pipeline.export import ExportOptions, run_export
 from larrylab.pipeline.generate import GenerateOptions, run_generate
 from larrylab.pipeline.llm import DEFAULT_CONCURRENCY, LLMOptions
-from larrylab.platform.db import make_engine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline_generation.json"
 

@@ -32,12 +32,12 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
+from larrylab.db._engine import make_engine, upgrade
+from larrylab.db._schema import Feedback
 from larrylab.demo.learners import FOLLOW_UPS, OPENERS
 from larrylab.localproc import free_port
 from larrylab.pipeline.llm import DEFAULT_CONCURRENCY
-from larrylab.platform.db import make_engine, upgrade
-from larrylab.platform.logwriter import LogWriter, RequestRecord
-from larrylab.platform.models import Feedback
+from larrylab.requestlog._writer import LogWriter, RequestRecord
 from larrylab.sim.corpus import PWS_REPLIES
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,9 +1,9 @@
 """How long `larrylab report` (summary + analysis) takes over 1k, 100k and 1M request rows.
 
 The analysis reads per-arm running totals (arm_stat), so it costs the same at any size; the
-summary's counts come from the same totals and, since migration 0005, its percentiles from the
-per-arm latency buckets (arm_latency; before, exact percentiles walked an index per arm).
-Rows are bulk-inserted behind the log writer, so the totals are rebuilt once (timed apart). Usage:
+summary's counts come from the same totals and its percentiles from the per-arm latency
+buckets (arm_latency). Rows are bulk-inserted behind the log writer, so the totals are rebuilt
+once (timed apart). Usage:
 
     python bench/report_scaling.py [--postgres URL] [--sizes 1000,100000,1000000]
 
@@ -29,13 +29,13 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
-from larrylab.platform.analysis import analyze
-from larrylab.platform.db import make_engine, normalize_url, upgrade
-from larrylab.platform.experiments import create_experiment
-from larrylab.platform.models import Feedback, RequestLog
-from larrylab.platform.registry import create_model
-from larrylab.platform.rollup import rebuild_rollups
-from larrylab.platform.summary import summarize
+from larrylab.db._engine import make_engine, normalize_url, upgrade
+from larrylab.db._schema import Feedback, RequestLog
+from larrylab.experiments._analysis import analyze
+from larrylab.experiments._experiments import create_experiment
+from larrylab.experiments._summary import summarize
+from larrylab.release._registry import create_model
+from larrylab.requestlog._rollup import rebuild_rollups
 
 ARMS = [("gemini", True, 90.0), ("larry-v1", False, 10.0)]
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -27,18 +27,18 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, col
 
 from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
-from larrylab.platform.db import make_engine, normalize_url, upgrade
-from larrylab.platform.evalstore import (
+from larrylab.db._engine import make_engine, normalize_url, upgrade
+from larrylab.db._schema import Experiment, Feedback, RequestLog
+from larrylab.experiments._experiments import create_experiment, set_route
+from larrylab.release._evalstore import (
     EvalTaskResult,
     GateDecisionIn,
     record_eval_run,
     record_gate_decision,
     register_eval_set,
 )
-from larrylab.platform.experiments import create_experiment, set_route
-from larrylab.platform.models import Experiment, Feedback, RequestLog
-from larrylab.platform.registry import create_model
-from larrylab.platform.rollup import rebuild_rollups
+from larrylab.release._registry import create_model
+from larrylab.requestlog._rollup import rebuild_rollups
 
 EXPERIMENT = "larry-v1-vs-gemini"
 CONTROL, CANDIDATE = "gemini-flash", "larry-v1"

@@ -1,22 +1,22 @@
 """What storing one logged request costs the indexer as the store grows, and why.
 
-Writes `--rows` records shaped like `bench/router_overhead.py`'s traffic (`logwriter_cpu.record`:
-256 threads, a new user turn and a reply per request, a 2-arm experiment) through `BatchStore`
-in batches of `--batch-sizes`, into a fresh SQLite store, and reports per fifth of
-the rows: CPU and wall milliseconds per row, and the bytes the process wrote and read per row
-(/proc/self/io: WAL appends, checkpoints, pages read back). Engines: `plain` (`make_engine`, as
-the router and the thread writer use it) and `bulk` (`make_engine(bulk_writer=True)`, the
-indexer's: a larger page cache, rarer checkpoints). Sources: `journal` (the default, the
-indexer's way: each batch is appended to a journal segment as the router does, untimed, then
-read back as rows and stored with the cyclic garbage collector paused) and `records`
-(`RequestRecord` objects through `BatchStore.write`, as the thread writer does and as this
-benchmark did before commit d54f665). Traffic: `branching` (the default, as above: each
-request of a thread resends the same 5 messages with a new last turn, so every thread gathers
-thousands of branches) and `conversations` (`logwriter_cpu.conversation_record`: conversations of
-8 turns, each request resending the conversation so far). Message keys: `unique` (the store's
-schema: unique (thread_id, id)) and `rowid` (measured only, never shipped: the scratch store's
-message table rebuilt keyed by row id with a plain thread_id index, inserts without a conflict
-clause, duplicates left to the indexer's caches). Run it on two checkouts to compare them:
+Writes `--rows` records shaped like `bench/router_overhead.py`'s traffic
+(`logwriter_cpu.record`: 256 threads, a new user turn and a reply per request, a 2-arm
+experiment) through `BatchStore` in batches of `--batch-sizes`, into a fresh SQLite store, and
+reports per fifth of the rows: CPU and wall milliseconds per row, and the bytes the process
+wrote and read per row (/proc/self/io: WAL appends, checkpoints, pages read back). Engines:
+`plain` (`make_engine`, as the router and the thread writer use it) and `bulk`
+(`make_engine(bulk_writer=True)`, the indexer's: a larger page cache, rarer checkpoints).
+Sources: `journal` (the default, the indexer's way: each batch is appended to a journal segment
+as the router does, untimed, then read back as rows and stored with the cyclic garbage collector
+paused) and `records` (`RequestRecord` objects through `BatchStore.write`, as the thread writer
+does). Traffic: `branching` (the default, as above: each request of a thread resends the same 5
+messages with a new last turn, so every thread gathers thousands of branches) and
+`conversations` (`logwriter_cpu.conversation_record`: conversations of 8 turns, each request
+resending the conversation so far). Message keys: `unique` (the store's schema: unique
+(thread_id, id)) and `rowid` (measured only, never shipped: the scratch store's message table
+rebuilt keyed by row id with a plain thread_id index, inserts without a conflict clause,
+duplicates left to the indexer's caches). Run it on two checkouts to compare them:
 
     python bench/store_write_cost.py [--rows 150000] [--batch-sizes 1000,5000]
         [--engines plain,bulk] [--source journal] [--traffic branching]
@@ -42,11 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from logwriter_cpu import conversation_record, record
 
 import larrylab
-from larrylab.platform import journal
-from larrylab.platform.db import make_engine, upgrade
-from larrylab.platform.logproc import collector_paused
-from larrylab.platform.logstore import BatchStore
-from larrylab.platform.spill import SpillDir
+from larrylab.db._engine import make_engine, upgrade
+from larrylab.requestlog import _journal as journal
+from larrylab.requestlog._indexer import collector_paused
+from larrylab.requestlog._spill import SpillDir
+from larrylab.requestlog._store import BatchStore
 
 HEADER = journal.header()
 TRAFFIC = {"branching": record, "conversations": conversation_record}
@@ -154,7 +154,7 @@ def main() -> None:
         for key in args.message_keys.split(","):
             for engine in args.engines.split(","):
                 for size in (int(s) for s in args.batch_sizes.split(",")):
-                    # Names as before for the default traffic and key.
+                    # The default traffic and key add nothing to the name.
                     name = f"{engine}/{size}"
                     name += "" if traffic == "branching" else f"/{traffic}"
                     name += "" if key == "unique" else f"/{key}"

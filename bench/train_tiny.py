@@ -24,7 +24,7 @@ from unittest import mock
 
 import torch
 
-from larrylab.pipeline import train as train_module
+from larrylab.training import _train as train_module
 
 TOPICS = ("clinic waiting rooms", "school lunches", "bike commuting", "small-shop pricing")
 REPLIES = (

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from larrylab.db._engine import make_engine, normalize_url, upgrade
 from larrylab.localproc import LocalProcess, start_sim
-from larrylab.platform.db import make_engine, normalize_url, upgrade
-from larrylab.platform.logwriter import LogWriter, RequestRecord
+from larrylab.requestlog._writer import LogWriter, RequestRecord
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 

@@ -161,7 +161,7 @@ def test_settings_refuse_an_admin_key_that_is_a_client_key() -> None:
 
 
 def test_key_variables_a_config_may_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from larrylab.platform.service import prepare_store
+    from larrylab.release._prepare import prepare_store
 
     config = _write(tmp_path, "models: {m: {base_url: 'http://x/v1', api_key_env: MY_TOKEN}}")
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", config=config)

@@ -11,8 +11,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from larrylab.platform.analysis import CandidateResult
-from larrylab.platform.insights import HistogramBin, RatingCount, SeriesPoint
+from larrylab.dashboard.insights import HistogramBin, RatingCount, SeriesPoint
+from larrylab.experiments import CandidateResult
 
 HEIGHT = 260
 AnyChart = alt.Chart | alt.LayerChart | alt.VConcatChart | alt.FacetChart

@@ -1,4 +1,4 @@
-"""What the pages show, read through larrylab.platform: one engine per database URL, a session
+"""What the pages show, read through the lower packages: one engine per database URL, a session
 per load, and short-lived caches so a page that reruns on every click does not re-query.
 
 Every loader takes the database URL as its first argument (the cache key) and returns plain
@@ -23,19 +23,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from larrylab.config import Settings
-from larrylab.platform import insights
-from larrylab.platform.analysis import ExperimentAnalysis, analyze
-from larrylab.platform.db import make_engine, normalize_url
-from larrylab.platform.experiments import (
+from larrylab.dashboard import insights
+from larrylab.db import make_engine, normalize_url, utcnow
+from larrylab.experiments import (
+    ArmSummary,
+    ExperimentAnalysis,
     ExperimentPublic,
+    analyze,
     get_experiment,
     list_experiments,
     list_routes,
 )
-from larrylab.platform.models import utcnow
-from larrylab.platform.rollup import LATENCY, read_rollup
-from larrylab.platform.stats import SampleStats
-from larrylab.platform.summary import ArmSummary
+from larrylab.experiments.stats import SampleStats
+from larrylab.requestlog import LATENCY, read_rollup
 
 T = TypeVar("T")
 TTL_S = 10.0
@@ -236,8 +236,8 @@ def clear_caches() -> None:
 @contextmanager
 def friendly_errors() -> Iterator[None]:
     """Show a store problem as one sentence on the page (and stop it), never as a traceback."""
-    from larrylab.platform.db import DatabaseURLError
-    from larrylab.platform.experiments import ConflictError, NotFoundError
+    from larrylab.db import DatabaseURLError
+    from larrylab.experiments import ConflictError, NotFoundError
 
     try:
         yield

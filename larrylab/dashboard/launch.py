@@ -22,7 +22,7 @@ from types import FrameType
 from urllib.parse import urlsplit
 
 from larrylab.dashboard.guard import LOOPBACK_NAMES
-from larrylab.platform.db import normalize_url
+from larrylab.db import normalize_url
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "app.py"

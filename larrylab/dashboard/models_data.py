@@ -8,26 +8,27 @@ from dataclasses import dataclass
 import streamlit as st
 
 from larrylab.dashboard.data import TTL_S, clear_caches, session
-from larrylab.platform.audit import AuditEventPublic
-from larrylab.platform.evalstore import (
+from larrylab.experiments import list_routes
+from larrylab.release import (
+    AuditEventPublic,
     EvalResultPublic,
     EvalSetPublic,
     GateDecisionPublic,
-    current_eval_set,
-    latest_eval_results,
-    latest_gate_decision,
-)
-from larrylab.platform.experiments import list_routes
-from larrylab.platform.promotion import (
+    ModelPublic,
     Readiness,
     RolloutPublic,
+    current_eval_set,
+    get_model,
+    latest_eval_results,
+    latest_gate_decision,
+    list_model_events,
+    list_models,
     list_rollouts,
     promote,
     promotion_readiness,
     rollback,
     rollback_readiness,
 )
-from larrylab.platform.registry import ModelPublic, get_model, list_model_events, list_models
 
 ACTOR = "dashboard"
 

@@ -19,7 +19,7 @@ import streamlit as st
 
 from larrylab.dashboard.data import TTL_S, session
 from larrylab.dashboard.tables import NONE
-from larrylab.platform.pipeline_runs import PipelineStagePublic, list_pipeline_runs
+from larrylab.pipeline.runs import PipelineStagePublic, list_pipeline_runs
 
 STAGE_ORDER = ("export", "generate", "filter", "dataset", "train", "package")
 MAX_ITEMS = 500

@@ -10,13 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from larrylab.platform.analysis import CandidateResult
-from larrylab.platform.audit import AuditEventPublic
-from larrylab.platform.evalstore import EvalResultPublic
-from larrylab.platform.insights import RouteTraffic
-from larrylab.platform.promotion import RolloutPublic
-from larrylab.platform.registry import ModelPublic
-from larrylab.platform.summary import ArmSummary
+from larrylab.dashboard.insights import RouteTraffic
+from larrylab.experiments import ArmSummary, CandidateResult
+from larrylab.release import AuditEventPublic, EvalResultPublic, ModelPublic, RolloutPublic
 
 NONE = "\u2013"  # an en dash for a missing value ("-" starts a Markdown list in a cell)
 

@@ -19,6 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from larrylab.cli import summary_table
+from larrylab.db import make_engine
 from larrylab.demo.flywheel import (
     FlywheelOptions,
     FlywheelResult,
@@ -28,12 +30,8 @@ from larrylab.demo.flywheel import (
 )
 from larrylab.demo.learners import LearnerTaste
 from larrylab.demo.traffic import send_workshop_traffic
+from larrylab.experiments import analyze, get_experiment, summarize
 from larrylab.localproc import LocalProcess, start_router, start_sim
-from larrylab.platform.analysis import analyze
-from larrylab.platform.db import make_engine
-from larrylab.platform.experiments import get_experiment
-from larrylab.platform.summary import summarize
-from larrylab.tables import summary_table
 
 EXPERIMENT = "larry-v1-vs-gemini"
 ROUTE = "larry"

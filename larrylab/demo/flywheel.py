@@ -21,10 +21,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from larrylab.config import ModelSpec
-from larrylab.platform.evalstore import GateDecisionPublic
-from larrylab.platform.experiments import update_experiment
-from larrylab.platform.promotion import RolloutPublic, promote
-from larrylab.platform.registry import register_trained_model, update_lineage
+from larrylab.experiments import update_experiment
+from larrylab.release import (
+    GateDecisionPublic,
+    RolloutPublic,
+    promote,
+    register_trained_model,
+    update_lineage,
+)
 
 # litellm's OpenAI provider wants a key even for a local endpoint; the simulator ignores it.
 DEMO_KEY_ENV = "LARRYLAB_DEMO_API_KEY"
@@ -112,9 +116,8 @@ def train_and_register(
     """Train the tiny LoRA adapter on the dataset, register it and write its Modelfile."""
     import torch
 
-    from larrylab.pipeline.package import create_command, modelfile_text, plan_package
-    from larrylab.pipeline.train import TrainOptions, train
-    from larrylab.pipeline.training_cli import lineage_for
+    from larrylab.cli import lineage_for
+    from larrylab.training import TrainOptions, create_command, modelfile_text, plan_package, train
 
     assert result.dataset_dir is not None
     torch.set_num_threads(1)  # the tiny model: more threads only add overhead on small CPUs

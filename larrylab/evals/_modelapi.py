@@ -1,7 +1,7 @@
 """The `larrylab` inspect model API: evaluate a registry model the way the router serves it.
 
 `--model larrylab/<name>` resolves `<name>` in the model registry (through the routing table
-the router reads) and calls it with `larrylab.platform.upstream.complete`, the router's own
+the router reads) and calls it with `larrylab.router._upstream.complete`, the router's own
 provider layer: the direct HTTP path for OpenAI-compatible upstreams, litellm otherwise.
 So what is evaluated is what is served.
 
@@ -31,8 +31,7 @@ from inspect_ai.model._model_output import as_stop_reason
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from larrylab.evals._resolve import model_target, routing_table, target_from_spec
-from larrylab.platform.routing import Target
-from larrylab.platform.upstream import UpstreamError, complete, new_client
+from larrylab.router import Target, UpstreamError, complete, new_client
 
 # Connections one eval opens to one upstream; inspect's own max_connections caps concurrency.
 _CLIENT_CONNECTIONS = 32

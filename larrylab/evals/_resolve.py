@@ -1,7 +1,7 @@
 """Resolving registry names to call targets, through the routing table the router reads.
 
 An eval calls a model exactly as the router would: the `Target` comes from
-`larrylab.platform.routing.load_routing_table`. A target travels to inspect (model and task
+`larrylab.router._routing.load_routing_table`. A target travels to inspect (model and task
 arguments, which inspect writes into its logs) as a spec without secrets: the credential stays
 in the environment variable the entry names.
 """
@@ -12,9 +12,9 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from larrylab.config import Settings
-from larrylab.platform.db import make_engine, sqlite_file
-from larrylab.platform.experiments import NotFoundError
-from larrylab.platform.routing import RoutingTable, Target, load_routing_table
+from larrylab.db import make_engine, sqlite_file
+from larrylab.experiments import NotFoundError
+from larrylab.router import RoutingTable, Target, load_routing_table
 
 _SPEC_FIELDS = tuple(f.name for f in fields(Target) if f.name != "name")
 

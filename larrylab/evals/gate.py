@@ -35,20 +35,20 @@ from typing import Any
 from inspect_ai.log import read_eval_log
 from sqlmodel import Session
 
+from larrylab.db import make_engine
 from larrylab.evals._resolve import model_target, routing_table, target_spec
 from larrylab.evals._stats import mean_interval, paired_interval
 from larrylab.evals.evalset import EVAL_SET_VERSION, eval_set_hash
 from larrylab.evals.runner import expected_sample_ids, resolve_judges, run_evals, task_names
-from larrylab.platform.db import make_engine
-from larrylab.platform.evalstore import (
+from larrylab.experiments import NotFoundError
+from larrylab.release import (
     EvalTaskResult,
     GateDecisionIn,
     GateDecisionPublic,
     latest_eval_results,
     record_gate_decision,
 )
-from larrylab.platform.experiments import NotFoundError
-from larrylab.platform.routing import RoutingTable
+from larrylab.router import RoutingTable
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 `run_evals` resolves the model and the judge(s) in the registry, runs the inspect tasks with
 `inspect_ai.eval` (logs go to `log_dir`, so `inspect view --log-dir DIR` opens them), turns each
 task's log into an `EvalTaskResult` (per-sample scores, mean, standard error, 95% CI) and records
-the run with `larrylab.platform.evalstore`.
+the run with `larrylab.release._evalstore`.
 
 A sample whose model call failed (after inspect's retries) scores 0: an unreliable model must
 not look better by losing its hard samples. More than `MAX_ERROR_SHARE` failed samples in a
@@ -20,6 +20,7 @@ from inspect_ai import Task, eval
 from inspect_ai.log import EvalLog
 from sqlmodel import Session
 
+from larrylab.db import make_engine
 from larrylab.evals import _registry  # noqa: F401 (registers the larrylab model API)
 from larrylab.evals._resolve import control_model, model_target, routing_table, target_spec
 from larrylab.evals._scorer import judge_names
@@ -32,9 +33,8 @@ from larrylab.evals.evalset import (
     load_eval_items,
 )
 from larrylab.evals.tasks import TASKS
-from larrylab.platform.db import make_engine
-from larrylab.platform.evalstore import EvalTaskResult, record_eval_run, register_eval_set
-from larrylab.platform.routing import RoutingTable
+from larrylab.release import EvalTaskResult, record_eval_run, register_eval_set
+from larrylab.router import RoutingTable
 
 Display = Literal["full", "conversation", "rich", "plain", "log", "none"]
 MAX_ERROR_SHARE = 0.1

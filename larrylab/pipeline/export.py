@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, func, select
 
+from larrylab.db import Feedback, Message, RequestLog
 from larrylab.pipeline.categories import CATEGORIES, keyword_category
 from larrylab.pipeline.context import PipelineContext
 from larrylab.pipeline.llm import LLMClient, ReplyError, map_ordered
@@ -31,7 +32,6 @@ from larrylab.pipeline.records import (
     write_records,
 )
 from larrylab.pipeline.scrub import scrub_messages
-from larrylab.platform.models import Feedback, Message, RequestLog
 
 STAGE = "export"
 OUTPUT = "records.jsonl"

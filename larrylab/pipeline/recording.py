@@ -18,7 +18,7 @@ def record_stage(engine: Engine | None, run_dir: str, result: StageResult) -> st
         return None
     from sqlmodel import Session
 
-    from larrylab.platform.pipeline_runs import record_pipeline_stage
+    from larrylab.pipeline.runs import record_pipeline_stage
 
     try:
         with Session(engine) as session:

@@ -18,21 +18,21 @@ from sqlalchemy import update
 from sqlmodel import Session
 
 from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
+from larrylab.db._engine import make_engine, upgrade
+from larrylab.db._schema import Experiment
+from larrylab.experiments._experiments import create_experiment, set_route
+from larrylab.experiments._feedback import Attribution, upsert_feedback
 from larrylab.pipeline.records import Record, atomic_writer, write_records
-from larrylab.platform.db import make_engine, upgrade
-from larrylab.platform.evalstore import (
+from larrylab.pipeline.runs import record_pipeline_stage
+from larrylab.release._evalstore import (
     EvalTaskResult,
     GateDecisionIn,
     record_eval_run,
     record_gate_decision,
     register_eval_set,
 )
-from larrylab.platform.experiments import create_experiment, set_route
-from larrylab.platform.feedback import Attribution, upsert_feedback
-from larrylab.platform.logwriter import RequestRecord
-from larrylab.platform.models import Experiment
-from larrylab.platform.pipeline_runs import record_pipeline_stage
-from larrylab.platform.registry import create_model, register_trained_model
+from larrylab.release._registry import create_model, register_trained_model
+from larrylab.requestlog._writer import RequestRecord
 from tests.conftest import write_records as log_records
 
 EXPERIMENT = "larry-v1-vs-gemini"

@@ -9,9 +9,9 @@ import pytest
 from sqlmodel import Session
 from streamlit.testing.v1 import AppTest
 
-from larrylab.platform.db import make_engine
-from larrylab.platform.promotion import list_rollouts
-from larrylab.platform.registry import get_model
+from larrylab.db._engine import make_engine
+from larrylab.release._promotion import list_rollouts
+from larrylab.release._registry import get_model
 from tests.dashboard.conftest import APP
 from tests.dashboard.seed import GATED, seed
 

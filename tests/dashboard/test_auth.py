@@ -14,9 +14,9 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from larrylab.dashboard import auth
-from larrylab.platform.db import make_engine
-from larrylab.platform.promotion import list_rollouts
-from larrylab.platform.registry import list_model_events
+from larrylab.db._engine import make_engine
+from larrylab.release._promotion import list_rollouts
+from larrylab.release._registry import list_model_events
 from tests.dashboard.conftest import APP
 from tests.dashboard.seed import GATED, seed
 

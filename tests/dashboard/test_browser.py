@@ -23,11 +23,11 @@ from sqlmodel import Session
 
 from larrylab.dashboard import tables
 from larrylab.dashboard.launch import dashboard_env, streamlit_command
+from larrylab.db._engine import make_engine
+from larrylab.experiments._experiments import get_experiment
+from larrylab.experiments._summary import summarize
 from larrylab.localproc import free_port
-from larrylab.platform.db import make_engine
-from larrylab.platform.evalstore import latest_eval_results
-from larrylab.platform.experiments import get_experiment
-from larrylab.platform.summary import summarize
+from larrylab.release._evalstore import latest_eval_results
 from tests.dashboard.seed import CANDIDATE, CONTROL, EXPERIMENT, GATED, Seeded
 
 FLAGS = [

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from larrylab.dashboard import launch
-from larrylab.platform.db import DatabaseURLError
+from larrylab.db._engine import DatabaseURLError
 
 
 def _options(cmd: list[str]) -> dict[str, list[str]]:

@@ -12,12 +12,12 @@ from sqlmodel import Session
 from streamlit.testing.v1 import AppTest
 
 from larrylab.dashboard import tables
-from larrylab.platform.analysis import analyze
-from larrylab.platform.db import make_engine
-from larrylab.platform.evalstore import latest_eval_results
-from larrylab.platform.experiments import get_experiment
-from larrylab.platform.promotion import promotion_readiness
-from larrylab.platform.summary import summarize
+from larrylab.db._engine import make_engine
+from larrylab.experiments._analysis import analyze
+from larrylab.experiments._experiments import get_experiment
+from larrylab.experiments._summary import summarize
+from larrylab.release._evalstore import latest_eval_results
+from larrylab.release._promotion import promotion_readiness
 from tests.dashboard.conftest import APP
 from tests.dashboard.seed import (
     CANDIDATE,

@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from larrylab.db._engine import make_engine, upgrade
 from larrylab.localproc import LocalProcess, free_port, start_router, start_sim
-from larrylab.platform.db import make_engine, upgrade
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.e2e

@@ -17,9 +17,9 @@ import openai
 import pytest
 from sqlalchemy import text
 
+from larrylab.db._engine import make_engine
 from larrylab.localproc import LocalProcess, start_router
-from larrylab.platform.assignment import ArmRanges, assign
-from larrylab.platform.db import make_engine
+from larrylab.router._assignment import ArmRanges, assign
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +46,7 @@ def router(
     )
     config.write_text(text_)
     if database_url.startswith("postgresql"):
-        from larrylab.platform.db import upgrade
+        from larrylab.db._engine import upgrade
 
         upgrade(database_url)
     proc = start_router(log_dir=tmp_path, database_url=database_url, config=config)

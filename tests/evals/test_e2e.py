@@ -20,21 +20,21 @@ from inspect_ai.log import read_eval_log
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from larrylab.cli._evals import eval_app, gate_command
 from larrylab.config import ModelSpec, load_config_file
-from larrylab.evals.cli import eval_app, gate_command
+from larrylab.db._engine import make_engine, upgrade
 from larrylab.evals.evalset import eval_set_hash
 from larrylab.evals.runner import EvalRunError, result_from_log
 from larrylab.localproc import LocalProcess
-from larrylab.platform.bootstrap import bootstrap
-from larrylab.platform.db import make_engine, upgrade
-from larrylab.platform.evalstore import current_eval_set, latest_eval_results
-from larrylab.platform.registry import create_model, get_model, update_model
+from larrylab.release._bootstrap import bootstrap
+from larrylab.release._evalstore import current_eval_set, latest_eval_results
+from larrylab.release._registry import create_model, get_model, update_model
 
 pytestmark = pytest.mark.e2e
 
 
 def _cli() -> typer.Typer:
-    # the wiring larrylab/cli.py does for these commands
+    # the wiring larrylab/cli/_main.py does for these commands
     app = typer.Typer()
     app.add_typer(eval_app, name="eval")
     app.command("gate")(gate_command)

@@ -7,7 +7,7 @@ from scipy import stats
 
 from larrylab.evals._stats import mean_interval, paired_interval
 from larrylab.evals.gate import GateConfig, decide_gate
-from larrylab.platform.evalstore import EvalTaskResult, GateDecisionIn
+from larrylab.release._evalstore import EvalTaskResult, GateDecisionIn
 
 HASH = "ab" * 32
 

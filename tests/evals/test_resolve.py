@@ -8,9 +8,9 @@ import pytest
 
 from larrylab.evals._resolve import control_model, model_target, routing_table
 from larrylab.evals.gate import route_model
-from larrylab.platform.assignment import ArmRanges
-from larrylab.platform.experiments import NotFoundError
-from larrylab.platform.routing import ExperimentPlan, RoutingTable, Target
+from larrylab.experiments._experiments import NotFoundError
+from larrylab.router._assignment import ArmRanges
+from larrylab.router._routing import ExperimentPlan, RoutingTable, Target
 
 
 def _target(name: str) -> Target:

@@ -17,8 +17,8 @@ from larrylab.evals._resolve import target_from_spec, target_spec
 from larrylab.evals._scorer import combined_score, judge_names
 from larrylab.evals.evalset import CATEGORIES, EvalItem, load_eval_items
 from larrylab.evals.tasks import TASKS, pws_task, record_to_sample
-from larrylab.platform.routing import Target
-from larrylab.platform.upstream import UpstreamError
+from larrylab.router._routing import Target
+from larrylab.router._upstream import UpstreamError
 
 
 def test_record_to_sample_keeps_the_conversation_and_rubric() -> None:

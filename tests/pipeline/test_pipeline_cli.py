@@ -9,10 +9,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from larrylab.pipeline.cli import pipeline_app
-from larrylab.platform.db import upgrade
+from larrylab.cli._pipeline import pipeline_app
+from larrylab.db._engine import upgrade
 from larrylab.sim import SimConfig
-from tests.pipeline.pipeline_helpers import counting_sim, seed_store, simple_threads
+from tests.pipeline.factories import counting_sim, seed_store, simple_threads
 
 
 def _app() -> typer.Typer:

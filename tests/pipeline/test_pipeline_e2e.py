@@ -13,15 +13,15 @@ from datasets import load_from_disk
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from larrylab.cli._pipeline import pipeline_app
+from larrylab.db._engine import make_engine
 from larrylab.demo.learners import LearnerTaste
 from larrylab.demo.traffic import send_workshop_traffic
 from larrylab.localproc import LocalProcess, start_router
-from larrylab.pipeline.cli import pipeline_app
-from larrylab.platform.db import make_engine
-from larrylab.platform.pipeline_runs import list_pipeline_runs
+from larrylab.pipeline.runs import list_pipeline_runs
 from larrylab.sim import SimConfig
 from tests.conftest import write_config
-from tests.pipeline.pipeline_helpers import counting_sim
+from tests.pipeline.factories import counting_sim
 
 pytestmark = pytest.mark.e2e
 

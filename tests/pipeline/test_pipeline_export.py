@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from larrylab.db._engine import make_engine
 from larrylab.pipeline.categories import CATEGORIES
 from larrylab.pipeline.context import PipelineContext
 from larrylab.pipeline.export import ExportOptions, run_export
 from larrylab.pipeline.llm import LLMOptions
 from larrylab.pipeline.records import read_records
-from larrylab.platform.db import make_engine
 from larrylab.sim import SimConfig
-from tests.pipeline.pipeline_helpers import (
+from tests.pipeline.factories import (
     SYSTEM,
     ThreadSpec,
     counting_sim,
@@ -128,7 +128,7 @@ def test_the_classifier_prompt_categorises_through_the_model_and_caches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    from larrylab.platform.db import upgrade
+    from larrylab.db._engine import upgrade
 
     upgrade(url)
     seed_store(url, [_thread("c1", (5,)), _thread("c2", (4,))])

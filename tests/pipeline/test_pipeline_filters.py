@@ -21,7 +21,7 @@ from larrylab.pipeline.judge import JudgeOptions, decide, judge_record
 from larrylab.pipeline.llm import LLMClient, LLMOptions, RequestCache
 from larrylab.pipeline.records import Record
 from larrylab.pipeline.rules import RuleOptions, check_rules
-from tests.pipeline.pipeline_helpers import ScriptedCompleter
+from tests.pipeline.factories import ScriptedCompleter
 
 REPLY = "Who exactly struggles with this today, and what do they do about it now?"
 

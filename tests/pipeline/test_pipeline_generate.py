@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+from larrylab.db._engine import make_engine, upgrade
 from larrylab.pipeline.context import PipelineContext
 from larrylab.pipeline.export import ExportOptions, run_export
 from larrylab.pipeline.generate import GenerateOptions, plan_jobs, run_generate
 from larrylab.pipeline.llm import LLMOptions
 from larrylab.pipeline.prompts import STRATEGIES
 from larrylab.pipeline.records import read_records
-from larrylab.platform.db import make_engine, upgrade
 from larrylab.sim import SimConfig
-from tests.pipeline.pipeline_helpers import counting_sim, seed_store, sim_context, simple_threads
+from tests.pipeline.factories import counting_sim, seed_store, sim_context, simple_threads
 
 ZERO = dict.fromkeys(
     [
@@ -98,7 +98,7 @@ def test_five_variations_per_thread_on_the_simulator(tmp_path: Path) -> None:
     assert quotas["problem_clarification"]["progress"] == "4%"
 
 
-CLI = "from larrylab.pipeline.cli import pipeline_app; pipeline_app()"
+CLI = "from larrylab.cli._pipeline import pipeline_app; pipeline_app()"
 
 
 def test_killed_generation_resumes_and_pays_only_for_the_rest(tmp_path: Path) -> None:

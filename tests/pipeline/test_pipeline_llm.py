@@ -19,7 +19,7 @@ from larrylab.pipeline.llm import (
     map_ordered,
     parse_json_reply,
 )
-from tests.pipeline.pipeline_helpers import ScriptedCompleter
+from tests.pipeline.factories import ScriptedCompleter
 
 SCHEMA = {
     "type": "object",
@@ -119,7 +119,7 @@ def test_concurrency_is_bounded(tmp_path: Path) -> None:
         peak = max(peak, running)
         await asyncio.sleep(0.01)
         running -= 1
-        from tests.pipeline.pipeline_helpers import reply
+        from tests.pipeline.factories import reply
 
         return reply('{"score": 1}')
 

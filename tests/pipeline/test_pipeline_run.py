@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from larrylab.db._engine import make_engine, upgrade
 from larrylab.pipeline.export import ExportOptions
 from larrylab.pipeline.filter import FilterOptions
 from larrylab.pipeline.run import RunOptions, run_pipeline
-from larrylab.platform.db import make_engine, upgrade
 from larrylab.sim import SimConfig
-from tests.pipeline.pipeline_helpers import (
+from tests.pipeline.factories import (
     ThreadSpec,
     counting_sim,
     seed_store,

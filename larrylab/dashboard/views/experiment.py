@@ -13,7 +13,7 @@ from larrylab.dashboard.data import (
     friendly_errors,
     load_experiment,
 )
-from larrylab.platform.analysis import CandidateResult
+from larrylab.experiments import CandidateResult
 
 WINDOWS = {"last 24 hours": 1, "last 7 days": 7, "whole experiment": None}
 DEFAULT_WINDOW = "last 7 days"

@@ -18,8 +18,8 @@ from larrylab.dashboard.models_data import (
     run_promote,
     run_rollback,
 )
-from larrylab.platform.db import DatabaseURLError
-from larrylab.platform.experiments import ConflictError, NotFoundError
+from larrylab.db import DatabaseURLError
+from larrylab.experiments import ConflictError, NotFoundError
 
 PENDING = "models_pending_action"
 FLASH = "models_flash"

@@ -1,0 +1,18 @@
+"""The router: OpenAI-compatible chat ingress, upstream calls, routing and assignment, circuit
+breakers, metrics, and the feedback and admin APIs."""
+
+from larrylab.router._app import create_app
+from larrylab.router._protocol import CoalescingHttpToolsProtocol
+from larrylab.router._routing import RoutingTable, Target, load_routing_table
+from larrylab.router._upstream import UpstreamError, complete, new_client
+
+__all__ = [
+    "CoalescingHttpToolsProtocol",
+    "RoutingTable",
+    "Target",
+    "UpstreamError",
+    "complete",
+    "create_app",
+    "load_routing_table",
+    "new_client",
+]

@@ -1,0 +1,245 @@
+"""The admin API under `/admin`: experiments, models, routes and per-arm summaries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Generic, Literal, TypeVar
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from larrylab.config import ArmSpec, Description, ExperimentSpec, ModelSpec, Name
+from larrylab.experiments import (
+    ArmSummary,
+    ConflictError,
+    ExperimentPublic,
+    NotFoundError,
+    analysis_dict,
+    analyze,
+    create_experiment,
+    get_experiment,
+    list_experiments,
+    list_routes,
+    set_route,
+    summarize,
+    update_experiment,
+)
+from larrylab.release import ModelPublic, create_model, get_model, list_models, update_model
+from larrylab.router._deps import SessionDep, StateDep, require_admin
+from larrylab.router._errors import ApiError, error_responses
+
+router = APIRouter(
+    prefix="/admin",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses=error_responses(401, 404, 409, 422),
+)
+T = TypeVar("T")
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    """A list response: the items and how many there are."""
+
+    data: list[Item]
+    count: int
+
+
+class ExperimentUpdate(BaseModel):
+    """Fields of an experiment that may change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arms: list[ArmSpec] | None = Field(default=None, min_length=1)
+    status: Literal["running", "stopped"] | None = None
+    description: Description | None = None
+
+
+class ModelCreate(ModelSpec):
+    """A model to register: its name and how to reach it."""
+
+    name: Name
+
+
+class RouteUpdate(BaseModel):
+    """The model a route falls back to when no experiment runs on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Name
+
+
+class RoutePublic(BaseModel):
+    """A route and its default model."""
+
+    name: str
+    model: str
+
+
+class ExperimentSummary(BaseModel):
+    """Per-arm numbers of one experiment, and its statistical analysis."""
+
+    experiment: str
+    route: str
+    status: str
+    arms: list[ArmSummary]
+    breakers: dict[str, str]
+    analysis: dict[str, Any]
+
+
+def call_service(fn: Callable[..., T], **kwargs: Any) -> T:
+    try:
+        return fn(**kwargs)
+    except NotFoundError as exc:
+        raise ApiError(404, str(exc), code="not_found") from None
+    except ConflictError as exc:
+        raise ApiError(409, str(exc), code="conflict") from None
+    except ValueError as exc:
+        raise ApiError(422, str(exc), code="invalid_value") from None
+
+
+async def apply_change(state: StateDep, fn: Callable[..., T], **kwargs: Any) -> T:
+    """Apply a change in a worker thread, then reload this process's routing table at once."""
+    out: T = await asyncio.to_thread(partial(call_service, fn, **kwargs))
+    await state.routing.reload()
+    return out
+
+
+@router.get("/experiments", response_model=Page[ExperimentPublic])
+def admin_list_experiments(session: SessionDep, route: str | None = None) -> Page[ExperimentPublic]:
+    """All experiments, newest first."""
+    items = list_experiments(session=session, route=route)
+    return Page(data=items, count=len(items))
+
+
+@router.post("/experiments", status_code=201, response_model=ExperimentPublic)
+async def admin_create_experiment(
+    spec: ExperimentSpec, session: SessionDep, state: StateDep
+) -> ExperimentPublic:
+    """Create an experiment; it runs at once unless `status` is `stopped`."""
+    return await apply_change(state, create_experiment, session=session, spec=spec)
+
+
+@router.get("/experiments/{name}", response_model=ExperimentPublic)
+def admin_get_experiment(name: str, session: SessionDep) -> ExperimentPublic:
+    """One experiment."""
+    return call_service(get_experiment, session=session, name=name)
+
+
+@router.patch("/experiments/{name}", response_model=ExperimentPublic)
+async def admin_update_experiment(
+    name: str, change: ExperimentUpdate, session: SessionDep, state: StateDep
+) -> ExperimentPublic:
+    """Change arms and weights, start or stop, or edit the description."""
+    return await apply_change(
+        state,
+        update_experiment,
+        session=session,
+        name=name,
+        arms=change.arms,
+        status=change.status,
+        description=change.description,
+    )
+
+
+@router.post("/experiments/{name}/start", response_model=ExperimentPublic)
+async def admin_start_experiment(
+    name: str, session: SessionDep, state: StateDep
+) -> ExperimentPublic:
+    """Start (or resume) an experiment."""
+    return await apply_change(
+        state, update_experiment, session=session, name=name, status="running"
+    )
+
+
+@router.post("/experiments/{name}/stop", response_model=ExperimentPublic)
+async def admin_stop_experiment(
+    name: str, session: SessionDep, state: StateDep
+) -> ExperimentPublic:
+    """Stop an experiment; its route goes back to its default model."""
+    return await apply_change(
+        state, update_experiment, session=session, name=name, status="stopped"
+    )
+
+
+@router.get("/experiments/{name}/summary", response_model=ExperimentSummary)
+async def admin_experiment_summary(
+    name: str, session: SessionDep, state: StateDep
+) -> ExperimentSummary:
+    """Per-arm requests, threads, errors, fallbacks, latency percentiles and ratings."""
+    exp = call_service(get_experiment, session=session, name=name)
+    await state.writer.flush()
+    arms = [(a.model, a.control, a.weight) for a in exp.arms]
+    rows = await asyncio.to_thread(summarize, state.engine, exp.name, arms)
+    analysis = await asyncio.to_thread(analyze, state.engine, exp.name, arms)
+    breakers = {a.model: state.breakers.state(a.model) for a in exp.arms}
+    return ExperimentSummary(
+        experiment=exp.name,
+        route=exp.route,
+        status=exp.status,
+        arms=rows,
+        breakers=breakers,
+        analysis=analysis_dict(analysis),
+    )
+
+
+@router.get("/models", response_model=Page[ModelPublic])
+def admin_list_models(session: SessionDep) -> Page[ModelPublic]:
+    """Every registered model."""
+    items = list_models(session=session)
+    return Page(data=items, count=len(items))
+
+
+@router.post("/models", status_code=201, response_model=ModelPublic)
+async def admin_create_model(
+    body: ModelCreate, session: SessionDep, state: StateDep
+) -> ModelPublic:
+    """Register a model."""
+    spec = ModelSpec.model_validate(body.model_dump(exclude={"name"}))
+    return await apply_change(
+        state,
+        create_model,
+        session=session,
+        name=body.name,
+        spec=spec,
+        allowed_key_envs=state.settings.allowed_key_envs,
+    )
+
+
+@router.get("/models/{name}", response_model=ModelPublic)
+def admin_get_model(name: str, session: SessionDep) -> ModelPublic:
+    """One registered model."""
+    return call_service(get_model, session=session, name=name)
+
+
+@router.put("/models/{name}", response_model=ModelPublic)
+async def admin_update_model(
+    name: str, spec: ModelSpec, session: SessionDep, state: StateDep
+) -> ModelPublic:
+    """Change how a model is reached."""
+    return await apply_change(
+        state,
+        update_model,
+        session=session,
+        name=name,
+        spec=spec,
+        allowed_key_envs=state.settings.allowed_key_envs,
+    )
+
+
+@router.get("/routes", response_model=Page[RoutePublic])
+def admin_list_routes(session: SessionDep) -> Page[RoutePublic]:
+    """Routes and their default models."""
+    items = [RoutePublic(name=r.name, model=r.model) for r in list_routes(session=session)]
+    return Page(data=items, count=len(items))
+
+
+@router.put("/routes/{name}", response_model=RoutePublic)
+async def admin_set_route(
+    name: str, body: RouteUpdate, session: SessionDep, state: StateDep
+) -> RoutePublic:
+    """Create a route or point it at another model."""
+    route = await apply_change(state, set_route, session=session, name=name, model=body.model)
+    return RoutePublic(name=route.name, model=route.model)

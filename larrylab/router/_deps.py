@@ -1,0 +1,107 @@
+"""Shared state and dependencies of the router's HTTP API."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from larrylab.config import Settings
+from larrylab.requestlog import WriterBase
+from larrylab.router._breaker import CircuitBreakers
+from larrylab.router._errors import ApiError
+from larrylab.router._http1 import Http1Client
+from larrylab.router._metrics import RouterMetrics
+from larrylab.router._routing import RoutingCache
+
+
+@dataclass
+class RouterState:
+    """Everything a request handler needs, created once per app in its lifespan."""
+
+    settings: Settings
+    engine: Engine
+    routing: RoutingCache
+    writer: WriterBase
+    client: Http1Client
+    metrics: RouterMetrics
+    breakers: CircuitBreakers
+
+
+async def get_state(request: Request) -> RouterState:
+    """The app's RouterState (async: FastAPI would run a sync dependency in a thread)."""
+    state: RouterState = request.app.state.router
+    return state
+
+
+StateDep = Annotated[RouterState, Depends(get_state)]
+
+
+def get_session(state: StateDep) -> Iterator[Session]:
+    """A database session for one request."""
+    with Session(state.engine) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value, if it is one."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(token: str, keys: frozenset[str]) -> bool:
+    return any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
+
+
+def client_key_error(settings: Settings, authorization: str) -> ApiError | None:
+    """Why an `Authorization` header value is refused on `/v1/*` (no error without
+    `LARRYLAB_API_KEYS`)."""
+    keys = settings.client_keys
+    if not keys:
+        return None
+    token = bearer_token(authorization)
+    if token is None:
+        return ApiError(
+            401, "missing API key: send `Authorization: Bearer <key>`", code="invalid_api_key"
+        )
+    if not _matches(token, keys):
+        return ApiError(401, "invalid API key", code="invalid_api_key")
+    return None
+
+
+def admin_key_error(settings: Settings, authorization: str) -> ApiError | None:
+    """Why an `Authorization` header value is refused on `/admin/*` (no error without
+    `LARRYLAB_ADMIN_KEY`)."""
+    key = settings.admin_key
+    if not key:
+        return None
+    token = bearer_token(authorization)
+    if token is None or not _matches(token, frozenset([key])):
+        return ApiError(
+            401,
+            "the admin API needs `Authorization: Bearer <LARRYLAB_ADMIN_KEY>`",
+            code="invalid_admin_key",
+        )
+    return None
+
+
+async def require_client(request: Request) -> None:
+    """Check the client key when `LARRYLAB_API_KEYS` is set."""
+    settings = request.app.state.router.settings
+    if error := client_key_error(settings, request.headers.get("authorization", "")):
+        raise error
+
+
+async def require_admin(request: Request) -> None:
+    """Check the admin key when `LARRYLAB_ADMIN_KEY` is set."""
+    settings = request.app.state.router.settings
+    if error := admin_key_error(settings, request.headers.get("authorization", "")):
+        raise error

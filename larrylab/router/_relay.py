@@ -1,0 +1,77 @@
+"""The streaming response of the hot path: server-sent events relayed as they come.
+
+Starlette's StreamingResponse watches for a client disconnect with an anyio task group per
+response (two tasks and cancel scopes); on a sequentially streamed request that measured about
+a sixth of the router's busy time. `RelayResponse` does the same job with one plain task that
+waits for `http.disconnect` and cancels the relay, whose own cleanup then logs the request as
+cancelled and closes the upstream stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from larrylab.router._errors import error_body
+
+log = logging.getLogger(__name__)
+
+
+def _error_event(exc: Exception) -> bytes:
+    """Log an unexpected error of a relay; the event that tells the client, as a 500 would."""
+    log.exception("unexpected error while relaying a stream", exc_info=exc)
+    body = error_body(500, f"internal error ({type(exc).__name__}); see the server log")
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+class RelayResponse:
+    """An ASGI `text/event-stream` response sending each bytes chunk `body` yields."""
+
+    def __init__(self, body: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
+        self.body = body
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Relay `body` until it ends or the client goes away (then the relay is cancelled)."""
+        task = asyncio.current_task()
+        assert task is not None
+        relaying, cancelled = True, False
+
+        async def watch() -> None:
+            nonlocal cancelled
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if relaying:
+                cancelled = True
+                task.cancel()
+
+        watcher = asyncio.create_task(watch(), name="larrylab-relay-disconnect")
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            try:
+                async for chunk in self.body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except Exception as exc:  # a bug mid-stream: say so, and end the stream cleanly
+                await send(
+                    {"type": "http.response.body", "body": _error_event(exc), "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not cancelled:
+                raise  # cancelled from outside (shutdown): not ours to swallow
+            task.uncancel()
+        finally:
+            relaying = False
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            # Runs the relay's own cleanup (log row, upstream closed) if it has not run yet.
+            await self.body.aclose()  # type: ignore[attr-defined]

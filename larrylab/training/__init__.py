@@ -1,0 +1,26 @@
+"""Training: LoRA/QLoRA fine-tunes of a base model on a pipeline dataset, chat templates, the
+tiny offline base, and packaging for Ollama."""
+
+from larrylab.training._package import (
+    PackagingError,
+    create_command,
+    create_on_ollama,
+    modelfile_text,
+    plan_package,
+    serving_info,
+)
+from larrylab.training._train import RUN_FILE, TrainingError, TrainOptions, TrainResult, train
+
+__all__ = [
+    "RUN_FILE",
+    "PackagingError",
+    "TrainOptions",
+    "TrainResult",
+    "TrainingError",
+    "create_command",
+    "create_on_ollama",
+    "modelfile_text",
+    "plan_package",
+    "serving_info",
+    "train",
+]
