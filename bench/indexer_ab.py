@@ -88,7 +88,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     log_dir=home,
                     database_url=f"sqlite:///{home / 'larrylab.db'}",
                     config=cfg,
-                    env={"LARRYLAB_SPILL_DIR": str(home / "spill"), **env},
+                    env={
+                        "LARRYLAB_SPILL_DIR": str(home / "spill"),
+                        "LARRYLAB_JOURNAL_DIR": str(home / "spill" / "journal"),
+                        **env,
+                    },
                     cwd=home,  # so that a PYTHONPATH side runs its own checkout's code
                 )
                 procs.append(router)

@@ -47,7 +47,7 @@ from larrylab.db._engine import make_engine, upgrade
 from larrylab.requestlog import _journal as journal
 from larrylab.requestlog._indexer import collector_paused
 from larrylab.requestlog._journal import SegmentReader
-from larrylab.requestlog._spill import SpillDir
+from larrylab.requestlog._spill import Quarantine
 from larrylab.requestlog._store import BatchStore
 
 TRAFFIC = {"branching": record, "conversations": conversation_record}
@@ -65,7 +65,7 @@ def store(rows: int, batch_size: int, traffic: str) -> tuple[int, float]:
         url = f"sqlite:///{tmp / 'larrylab.db'}"
         upgrade(url)
         engine = make_engine(url, pool_size=1, bulk_writer=True)
-        batch_store = BatchStore(engine, SpillDir(tmp / "spill"))
+        batch_store = BatchStore(engine, Quarantine(tmp / "spill" / "quarantine"))
         reader = SegmentReader(segment)
         first, offset = reader.read_rows(0, batch_size)
         batch_store.write_rows(first)

@@ -3,16 +3,13 @@
 Writes `--rows` records shaped like `bench/router_overhead.py`'s traffic (256 threads; a
 6-message prompt whose last turn is new each time and a reply; a 2-arm experiment) through
 a log writer into a fresh SQLite store that already holds 2,000 rows, and reports the CPU and
-the wall time per row, for each writer and batch size: `thread` (`LogWriter`, in the router's
-process) and `process` (`ProcessLogWriter`, whose child process's CPU, read from /proc, is
-added; the CPU left in the router's own process is reported apart). Run it on two checkouts to
+the wall time per row, for each batch size: `process` (`RequestJournal`, whose indexer's CPU,
+read from /proc, is added; the CPU left in the router's own process is reported apart; the
+thread writer, `thread`, was removed). Run it on two checkouts to
 compare them:
 
     python bench/logwriter_cpu.py [--rows 20000] [--batch-sizes 200,1000] [--repeats 3]
-        [--writers thread,process] [--out bench/results/logwriter_cpu.json]
-
-With the thread writer, the SQLite part of this CPU runs with the GIL released; the rest holds
-the GIL the router's event loop needs.
+        [--writers process] [--out bench/results/logwriter_cpu.json]
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ from typing import Any
 
 import larrylab
 from larrylab.db._engine import make_engine, upgrade
-from larrylab.requestlog._writer import LogWriter, RequestRecord
+from larrylab.requestlog import RequestJournal, RequestRecord
 
 TURNS = (
     ("system", "You are Larry, a coach for the PWS method. Ask one question at a time."),
@@ -136,14 +133,14 @@ async def _write(writer: Any, warm: list[RequestRecord], records: list[RequestRe
 
 
 def _writer(kind: str, url: str, engine: Any, batch_size: int, spill: Path) -> Any:
-    if kind == "process":
-        from larrylab.requestlog._indexer import ProcessLogWriter
+    if kind != "process":
+        raise SystemExit(f"writer {kind!r}: only `process` remains")
+    return RequestJournal(
+        url, batch_size=batch_size, journal_dir=spill / "journal", spill_dir=spill
+    )
 
-        return ProcessLogWriter(url, batch_size=batch_size, spill_dir=spill)
-    return LogWriter(engine, batch_size=batch_size, spill_dir=spill)
 
-
-def measure(rows: int, batch_size: int, kind: str = "thread") -> dict[str, float]:
+def measure(rows: int, batch_size: int, kind: str = "process") -> dict[str, float]:
     """CPU and wall milliseconds per row for `rows` records after 2,000 warm-up rows: in the
     router's process (`router_cpu_ms_per_row`) and in all (`cpu_ms_per_row`, which adds the
     writer process when `kind` is "process")."""
@@ -168,7 +165,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--batch-sizes", default="200,1000")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--writers", default="thread", help="thread and/or process, comma-separated")
+    ap.add_argument("--writers", default="process", help="process (the only writer left)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/logwriter_cpu.json"))
     args = ap.parse_args()
     sizes = [int(s) for s in args.batch_sizes.split(",")]

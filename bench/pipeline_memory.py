@@ -37,7 +37,7 @@ from larrylab.db._schema import Feedback
 from larrylab.demo.learners import FOLLOW_UPS, OPENERS
 from larrylab.localproc import free_port
 from larrylab.pipeline.llm import DEFAULT_CONCURRENCY
-from larrylab.requestlog._writer import LogWriter, RequestRecord
+from larrylab.requestlog import RequestJournal, RequestRecord
 from larrylab.sim.corpus import PWS_REPLIES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,8 +67,11 @@ def build_store(url: str, threads: int, *, seed: int = 1) -> float:
     ratings: list[dict[str, Any]] = []
 
     async def write() -> None:
-        writer = LogWriter(engine, batch_size=500, flush_interval_s=0.05, queue_size=5000)
-        writer.start()
+        home = Path(tempfile.mkdtemp())
+        writer = RequestJournal(
+            url, journal_dir=home / "journal", spill_dir=home, batch_size=500, flush_interval_s=0.05
+        )
+        await writer.start()
         for i in range(threads):
             thread_id, turns = _thread(i, rng)
             messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}]

@@ -3,8 +3,7 @@
 One simulated upstream (`larrylab sim`, zero latency, instant replies) is called three ways in one
 run: directly; through `larrylab serve` (by model name, and by a route running a 2-arm experiment,
 each from its own router logging to SQLite; a third router with LARRYLAB_LOG_REQUESTS=false prices
-the logging, a fourth logs from a thread, LARRYLAB_LOG_WRITER=thread, instead of the default
-journal and indexer process, and a fifth lets at most 1000 rows wait for its indexer, which gives
+the logging, and a fourth lets at most 1000 rows wait for its indexer, which gives
 the sustained throughput with logging); and through LiteLLM's proxy (one worker, own venv, made by
 `--setup-litellm`). Before each concurrent window every router has stored all it logged; after
 it, the rows still waiting and the time and CPU to store them are recorded, with the log
@@ -70,15 +69,12 @@ LARRYLAB_WAYS = (
     ("larrylab-model", "sim-a"),
     ("larrylab-route", "larry"),
     ("larrylab-nolog", "larry"),
-    ("larrylab-thread", "larry"),
     ("larrylab-bounded", "larry"),
 )
-# `larrylab-thread`: the route on a router whose log writer is a thread of its own process.
 # `larrylab-bounded`: the default writer, but at most 1000 rows may wait for the indexer, so
 # past the first ~1000 requests of a window the router serves only as fast as the store takes
 # rows: the sustained throughput with logging, no work deferred past the window.
 WRITER_ENV = {
-    "larrylab-thread": {"LARRYLAB_LOG_WRITER": "thread"},
     "larrylab-bounded": {"LARRYLAB_LOG_JOURNAL_MAX_ROWS": "1000"},
 }
 MODES = ("json", "stream")
@@ -710,7 +706,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             dbs = {name: tmp / name / "larrylab.db" for name, _ in larrylab_ways}
             for name, model in larrylab_ways:
                 dbs[name].parent.mkdir()
-                env = {"LARRYLAB_SPILL_DIR": str(dbs[name].parent / "spill")}
+                env = {
+                    "LARRYLAB_SPILL_DIR": str(dbs[name].parent / "spill"),
+                    "LARRYLAB_JOURNAL_DIR": str(dbs[name].parent / "spill" / "journal"),
+                }
                 env |= {LOG_OFF_ENV: "false"} if name == "larrylab-nolog" else {}
                 env |= WRITER_ENV.get(name, {}) | args.sustained_variant.get(name, {})
                 url = f"sqlite:///{dbs[name]}"
@@ -802,7 +801,7 @@ def logging_cost(res: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
         c = res["concurrent"][mode]
         route, nolog = c["larrylab-route"], c["larrylab-nolog"]
         on, off = route["rps"], nolog["rps"]
-        thread, bounded = c["larrylab-thread"]["rps"], c["larrylab-bounded"]["rps"]
+        bounded = c["larrylab-bounded"]["rps"]
         # All the CPU logging costs per request, the rows stored after the window included,
         # over the machine's CPU per request without logging: the throughput cost if every
         # row were stored within the window and the CPU bound the throughput (an upper bound
@@ -830,8 +829,6 @@ def logging_cost(res: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
             "cpu_accounted_cost_pct": round(100 * logging_cpu / (machine + logging_cpu), 1)
             if valid
             else None,
-            "rps_on_thread_writer": thread,
-            "thread_writer_cost_pct": round(100 * (1 - thread / off), 1) if valid else None,
             "rps_on_sustained": bounded,
             "sustained_cost_pct": round(100 * (1 - bounded / off), 1) if valid else None,
         }

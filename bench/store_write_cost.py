@@ -45,7 +45,7 @@ import larrylab
 from larrylab.db._engine import make_engine, upgrade
 from larrylab.requestlog import _journal as journal
 from larrylab.requestlog._indexer import collector_paused
-from larrylab.requestlog._spill import SpillDir
+from larrylab.requestlog._spill import Quarantine
 from larrylab.requestlog._store import BatchStore
 
 HEADER = journal.header()
@@ -92,7 +92,7 @@ def measure(
         url = f"sqlite:///{tmp}/store.db"
         upgrade(url)
         engine = make_engine(url, bulk_writer=True) if bulk else make_engine(url)
-        store = BatchStore(engine, SpillDir(Path(tmp) / "spill"))
+        store = BatchStore(engine, Quarantine(Path(tmp) / "quarantine"))
         if message_key == "rowid":
             _rowid_keyed(url, store)
         chunk = rows // 5

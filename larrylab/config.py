@@ -7,7 +7,10 @@ after that the database is the source of truth and the admin API changes it.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import re
+import ssl
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -110,6 +113,25 @@ def check_base_url(url: str) -> str:
     return url
 
 
+def check_ca_file(path: str) -> str:
+    """Refuse a `ca_file` that is not a readable PEM bundle of CA certificates; the path made
+    absolute (the router may run from another directory)."""
+    if len(path) > MAX_URL_CHARS or not path.strip() or any(ord(c) < 32 for c in path):
+        raise ValueError(f"ca_file {_shown(path, 300)} is not a file path")
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise ValueError(f"ca_file {_shown(path, 300)} does not exist or is not a file")
+    try:
+        ssl.create_default_context(cafile=str(resolved))
+    except PermissionError:
+        raise ValueError(f"ca_file {_shown(path, 300)} is not readable") from None
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(
+            f"ca_file {_shown(path, 300)} holds no PEM CA certificate larrylab can load: {exc}"
+        ) from None
+    return str(resolved)
+
+
 def check_key_env_name(name: str) -> str:
     """Refuse an `api_key_env` that is not an environment variable name, or is larrylab's own."""
     if len(name) > MAX_NAME_CHARS or not _KEY_ENV.fullmatch(name):
@@ -142,7 +164,17 @@ Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
 TimeoutS = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)]
 BaseUrl = Annotated[str, AfterValidator(check_base_url)]
 KeyEnv = Annotated[str, AfterValidator(check_key_env_name)]
+CaFile = Annotated[str, AfterValidator(check_ca_file)]
 Description = Annotated[str, Field(max_length=10_000)]
+
+
+REMOVED_SETTINGS = {
+    "LARRYLAB_LOG_WRITER": "the thread writer is gone; every router journals its requests and "
+    "its indexer process stores them (docs/resilience.md)",
+    "LARRYLAB_LOG_QUEUE_SIZE": "it bounded the thread writer's queue, which is gone; "
+    "LARRYLAB_LOG_JOURNAL_MAX_ROWS bounds the journal",
+}
+"""Settings that no longer exist: `Settings` warns if the environment still sets them."""
 
 
 class Settings(BaseSettings):
@@ -161,14 +193,13 @@ class Settings(BaseSettings):
     log_batch_size: int = Field(default=5000, ge=1)
     log_flush_interval_s: float = Field(default=1.0, gt=0)
     log_flush_interval_max_s: float = Field(default=4.0, gt=0)
-    log_queue_size: int = Field(default=10_000, ge=1)
-    log_writer: Literal["process", "thread"] = "process"
     log_journal_max_rows: int = Field(default=200_000, ge=1)
     log_indexer_nice: int = Field(default=10, ge=0, le=19)
     routing_refresh_s: float = Field(default=2.0, gt=0)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # every route but chat completions (admin, feedback): small bodies only
     max_api_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    journal_dir: str = "larrylab-journal"
     spill_dir: str = "larrylab-spill"
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
@@ -200,6 +231,12 @@ class Settings(BaseSettings):
                 "(letters, digits, '_', '*', '?'), such as '*_API_KEY,HF_TOKEN'"
             )
         return value
+
+    @model_validator(mode="after")
+    def _warn_of_removed_settings(self) -> Settings:
+        for name in sorted(REMOVED_SETTINGS.keys() & os.environ.keys()):
+            logging.getLogger(__name__).warning("%s is ignored: %s", name, REMOVED_SETTINGS[name])
+        return self
 
     @model_validator(mode="after")
     def _admin_key_is_not_a_client_key(self) -> Settings:
@@ -242,6 +279,8 @@ class ModelSpec(_Strict):
     connect_timeout_s: TimeoutS = 5.0
     first_token_timeout_s: TimeoutS = 30.0
     total_timeout_s: TimeoutS = 120.0
+    ca_file: CaFile | None = None
+    verify: bool = True
 
     @model_validator(mode="before")
     @classmethod

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +14,8 @@ from sqlalchemy.engine import make_url
 
 from larrylab.db._engine import make_engine, normalize_url, upgrade
 from larrylab.localproc import LocalProcess, start_sim
-from larrylab.requestlog._writer import LogWriter, RequestRecord
+from larrylab.requestlog._spill import Quarantine
+from larrylab.requestlog._store import BatchStore, RequestRecord
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -96,16 +97,12 @@ def dropping_sim(sim_dir: Path) -> Iterator[LocalProcess]:
 
 
 def write_records(url: str, records: list[RequestRecord], *, batch_size: int = 7) -> None:
-    """Log `records` through a real LogWriter (small batches), then close it (flushes all)."""
-
-    async def go() -> None:
-        writer = LogWriter(make_engine(url), batch_size=batch_size, flush_interval_s=0.01)
-        await writer.start()
-        for rec in records:
-            await writer.submit(rec)
-        await writer.close()
-
-    asyncio.run(go())
+    """Store `records` as the indexer does, in small batches."""
+    engine = make_engine(url)
+    store = BatchStore(engine, Quarantine(Path(tempfile.gettempdir()) / "larrylab-quarantine"))
+    for start in range(0, len(records), batch_size):
+        store.write(records[start : start + batch_size])
+    engine.dispose()
 
 
 def write_config(

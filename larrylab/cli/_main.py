@@ -88,7 +88,6 @@ def serve(
     import uvicorn
 
     from larrylab.release import prepare_store
-    from larrylab.router import CoalescingHttpToolsProtocol
 
     settings = settings_from(database_url, config)
     if not _is_loopback(host) and (not settings.client_keys or not settings.admin_key):
@@ -116,7 +115,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        http=CoalescingHttpToolsProtocol,
+        http="httptools",
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=30,

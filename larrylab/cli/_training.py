@@ -276,6 +276,8 @@ def _update_serving(database_url: str | None, plan: Any, host: str) -> str:
             connect_timeout_s=current.connect_timeout_s,
             first_token_timeout_s=current.first_token_timeout_s,
             total_timeout_s=current.total_timeout_s,
+            ca_file=current.ca_file,
+            verify=current.verify,
         )
         update_model(session=session, name=entry_name, spec=spec)
         update_lineage(session=session, name=entry_name, lineage={"serving": serving})

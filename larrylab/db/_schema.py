@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, Index, PrimaryKeyConstraint, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    true,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -33,6 +42,10 @@ class ModelEntry(SQLModel, table=True):
     connect_timeout_s: float = 5.0
     first_token_timeout_s: float = 30.0
     total_timeout_s: float = 120.0
+    ca_file: str | None = Field(default=None, max_length=2000)
+    verify: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default=true())
+    )
     state: str = Field(default="registered", max_length=20)
     lineage: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
     created_at: datetime = Field(default_factory=utcnow)

@@ -78,7 +78,10 @@ def _start_all(directory: Path, console: Console) -> tuple[list[LocalProcess], L
     config.write_text(demo_config(gemini.url, ollama.url))
     db_url = f"sqlite:///{(directory / 'larrylab.db').resolve()}"
     # The router's journal and spill files stay in the demo's folder too.
-    env = {"LARRYLAB_SPILL_DIR": str((directory / "spill").resolve())}
+    env = {
+        "LARRYLAB_JOURNAL_DIR": str((directory / "journal").resolve()),
+        "LARRYLAB_SPILL_DIR": str((directory / "spill").resolve()),
+    }
     router = start_router(log_dir=logs, database_url=db_url, config=config, env=env)
     console.print(f"  router on {router.url}/v1 (SQLite at {directory / 'larrylab.db'})")
     return [gemini, ollama], router, db_url

@@ -206,7 +206,8 @@ def _serialized(engine: Engine, key: str) -> Iterator[Connection]:
 RATING_WAIT = timedelta(days=7)
 
 Pending = Callable[[str], "Attribution | None"]
-"""The attribution of a request this router served and has not stored yet (`WriterBase.pending`)."""
+"""The attribution of a request this router served and has not stored yet
+(`RequestJournal.pending`)."""
 
 
 class FeedbackReplay(NamedTuple):

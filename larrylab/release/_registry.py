@@ -44,6 +44,8 @@ class ModelPublic(BaseModel):
     connect_timeout_s: float
     first_token_timeout_s: float
     total_timeout_s: float
+    ca_file: str | None
+    verify: bool
     state: str
     lineage: dict[str, Any]
     created_at: datetime
@@ -62,6 +64,8 @@ def to_public(entry: ModelEntry) -> ModelPublic:
         connect_timeout_s=entry.connect_timeout_s,
         first_token_timeout_s=entry.first_token_timeout_s,
         total_timeout_s=entry.total_timeout_s,
+        ca_file=entry.ca_file,
+        verify=entry.verify,
         state=entry.state,
         lineage=orjson.loads(entry.lineage or "{}"),
         created_at=entry.created_at,
@@ -88,6 +92,8 @@ def _apply(entry: ModelEntry, spec: ModelSpec) -> None:
     entry.connect_timeout_s = spec.connect_timeout_s
     entry.first_token_timeout_s = spec.first_token_timeout_s
     entry.total_timeout_s = spec.total_timeout_s
+    entry.ca_file = spec.ca_file
+    entry.verify = spec.verify
 
 
 def list_models(*, session: Session) -> list[ModelPublic]:

@@ -1,7 +1,8 @@
-"""The request log: each router's journal of finished requests, the indexer that stores it,
-transcripts, per-arm rollups, and the spill kept while the database is down."""
+"""The request log: each router's journal of finished requests (`RequestJournal`), the
+indexer process that stores it, transcripts, per-arm rollups, the ratings kept while the
+database is down, and the quarantine of rows it refused."""
 
-from larrylab.requestlog._indexer import ProcessLogWriter
+from larrylab.requestlog._journal import Attribution, RequestJournal
 from larrylab.requestlog._rollup import (
     ERRORS,
     FALLBACKS,
@@ -19,9 +20,8 @@ from larrylab.requestlog._rollup import (
 )
 from larrylab.requestlog._sketch import bucket_value, percentiles
 from larrylab.requestlog._spill import Quarantine, SpillDir
-from larrylab.requestlog._store import is_data_error, reason
+from larrylab.requestlog._store import RequestRecord, is_data_error, reason
 from larrylab.requestlog._transcripts import without_nul
-from larrylab.requestlog._writer import Attribution, LogWriter, RequestRecord, WriterBase
 
 __all__ = [
     "ERRORS",
@@ -34,12 +34,10 @@ __all__ = [
     "THREADS",
     "TTFT",
     "Attribution",
-    "LogWriter",
-    "ProcessLogWriter",
     "Quarantine",
+    "RequestJournal",
     "RequestRecord",
     "SpillDir",
-    "WriterBase",
     "apply_totals",
     "bucket_value",
     "is_data_error",

@@ -1,52 +1,16 @@
-"""The router's default log writer: a local journal, stored in the database by a child process
-of lower CPU priority (the indexer).
+"""The indexer: the child process (`python -m larrylab.requestlog`, at `nice` 10 by default)
+that stores a router's journal folder in the database in batches, and the folders of routers
+that are gone (`requestlog._journal` describes the journal, the pipe and what is never lost).
 
-Storing a request costs several times the router's own work on it (transcript hashing, the
-request row, messages, thread and rollups; `bench/results/router_overhead.md`). In the
-router's process that work competed with the event loop; in a child of equal priority it
-still took its share of a saturated CPU. So the router only appends finished requests to its
-journal folder (`journal`), one write per 10 ms; the indexer, `python -m
-larrylab.requestlog` started at `nice` 10 by default, stores the journal in batches
-when the CPU allows. Under saturation the store lags; once `queue_size` rows wait, the
-router's `submit()` waits for the indexer (back-pressure).
-
-While many rows arrive (at least a fifth of `batch_size` per `flush_interval_s`), the indexer
+While many rows arrive (at least a fifth of `batch_size` per `flush_interval_s`) the indexer
 stores less often and in larger batches: its interval doubles after each such round, up to
-`flush_interval_max_s`, and its batches may hold `batch_size` rows per `flush_interval_s` of
-it; once fewer than half as many arrive, it halves back. A commit writes every page its batch
-dirtied, and the pages a small batch dirties are nearly as many as a large one's: batches of
-up to 20,000 rows every 4 s cost 14-17% less indexer CPU per row than 5,000 every second, in
-paired runs (`bench/results/indexer_instructions.md`). Rows then reach the database up to
-`flush_interval_max_s` after their request, under load only; a flush (`flush()`, the experiment
-summary) still stores at once.
-
-Losing nothing:
-- A record is durable once appended (a process crash keeps it; like SQLite's WAL mode with
-  `synchronous=NORMAL`, a power cut may not). A SIGKILL of the router, or of the router and
-  its indexer, loses only the records of its last 10 ms, not yet appended.
-- The indexer records how far it stored in the folder's checkpoint after each batch. One that
-  dies is replaced and goes on from the checkpoint; a batch stored again counts once (request
-  ids are primary keys, rollups count only rows stored now).
-- When the router exits or dies, its indexer stores the rest and removes the folder. A folder
-  whose router and indexer are both gone is adopted by the next indexer for the same database.
-- While the database is down the journal simply grows (no spill file): the indexer retries.
-- A row the database refuses for what it holds (a data error, not an outage) would stop the
-  journal for good if the batch were retried as it is: the store finds it by splitting the
-  batch, puts it in the quarantine file with the reason and stores the rest
-  (`logstore.BatchStore.write_rows`); the indexer tells the router how many it quarantined.
-- The indexer ignores SIGINT and SIGTERM (they reach the whole process group): it stops when
-  the router closes the pipe.
-
-Pipe: the router sends frames of a 4-byte little-endian length and a pickle of
-`("config", dict)`, `("store",)` (store now: a flush or a backlog near its bound waits) or
-`("replay",)` (legacy spill files of the thread writer); the indexer
-answers with 9-byte frames: a kind byte (`A` rows of the router's folder stored so far, `R`
-rows replayed, `E` replay failed, `Q` rows just quarantined) and a count.
+`flush_interval_max_s`, and a batch may hold `batch_size` rows per `flush_interval_s` of it;
+once fewer than half as many arrive, it halves back (larger batches cost less CPU per row,
+`bench/results/indexer_instructions.md`). A flush still stores at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -54,268 +18,20 @@ import os
 import pickle
 import select
 import signal
-import struct
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from larrylab.requestlog import _journal as journal
-from larrylab.requestlog._journal import Checkpoint, JournalWriter, SegmentReader
-from larrylab.requestlog._spill import SpillDir
-from larrylab.requestlog._store import BatchStore, RequestRecord
-from larrylab.requestlog._writer import WriterBase
+from larrylab.requestlog._journal import ANSWER, LENGTH, MAX_BACKOFF_S, Checkpoint, SegmentReader
+from larrylab.requestlog._spill import Quarantine
+from larrylab.requestlog._store import BatchStore
 
 log = logging.getLogger(__name__)
 
-_LENGTH = struct.Struct("<I")
-_ANSWER = struct.Struct("<cQ")
-_MAX_BACKOFF_S = 5.0
-# Records are appended in one write per interval: a SIGKILL of the router loses at most this
-# interval's records.
-_APPEND_EVERY_S = 0.01
 _ADOPT_EVERY_S = 5.0
-
-
-def _frame(message: tuple[Any, ...]) -> bytes:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(payload)) + payload
-
-
-class ProcessLogWriter(WriterBase):
-    """Appends request records to a journal folder and has a child process store them."""
-
-    def __init__(
-        self,
-        database_url: str,
-        *,
-        batch_size: int = 5000,
-        flush_interval_s: float = 1.0,
-        flush_interval_max_s: float | None = None,
-        queue_size: int = 200_000,
-        spill_dir: Path = Path("larrylab-spill"),
-        journal_dir: Path | None = None,
-        nice: int = 10,
-        segment_bytes: int = 64 << 20,
-    ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
-            queue_size=queue_size,
-            spill_dir=spill_dir,
-        )
-        self._database_url = database_url
-        self._journal_root = journal_dir or spill_dir / "journal"
-        self._segment_bytes = segment_bytes
-        self._config: dict[str, Any] = {
-            "database_url": database_url,
-            "batch_size": batch_size,
-            "flush_interval_s": flush_interval_s,
-            "flush_interval_max_s": flush_interval_max_s,  # None: a fixed pace
-            "spill_dir": str(spill_dir),
-            "journal_root": str(self._journal_root),
-            "nice": nice,
-        }
-        self._journal: JournalWriter | None = None
-        self._order: deque[str] = deque()  # ids of the records not yet stored, oldest first
-        self._outbox: list[bytes] = []  # journal lines not yet appended
-        self._append_timer: asyncio.TimerHandle | None = None
-        self._append_failed = False
-        self._replays: deque[asyncio.Future[int]] = deque()
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._closing = False
-        self._failures = 0  # indexer exits in a row with no progress
-        self._nudged = False  # asked the indexer to store now; cleared by its next progress
-
-    @property
-    def pid(self) -> int | None:
-        """The indexer's process id (None before `start()`)."""
-        return self._proc.pid if self._proc else None
-
-    @property
-    def journal_folder(self) -> Path | None:
-        """This router's journal folder (None before `start()`)."""
-        return self._journal.directory if self._journal else None
-
-    async def start(self) -> None:
-        """Create this router's journal folder and start the indexer."""
-        self._journal = JournalWriter(
-            self._journal_root, self._database_url, segment_bytes=self._segment_bytes
-        )
-        self._config["journal_dir"] = str(self._journal.directory)
-        await self._spawn()
-
-    async def _spawn(self) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "larrylab.requestlog",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert proc.stdin is not None
-        self._proc = proc
-        proc.stdin.write(_frame(("config", self._config)))
-        if self._closing:
-            proc.stdin.close()
-        self._reader = asyncio.create_task(self._answers(proc), name="larrylab-log-acks")
-
-    def _nudge(self) -> None:
-        """Append what is waiting and ask the indexer to store it now rather than at its next
-        interval (once until it reports progress)."""
-        self._append()
-        proc = self._proc
-        if self._nudged or proc is None or proc.stdin is None or proc.stdin.is_closing():
-            return
-        self._nudged = True
-        proc.stdin.write(_frame(("store",)))
-
-    async def flush(self) -> None:
-        """Wait until every record submitted before this call is stored."""
-        target = self._submitted
-        while self._written < target:
-            seen = self._written
-            self._nudge()
-            async with self._progress:
-                await self._progress.wait_for(lambda: self._written > seen)  # noqa: B023
-
-    def _enqueue(self, record: RequestRecord) -> None:
-        if self.depth >= self._max_depth // 2:
-            self._nudge()  # the backlog nears its bound: store without waiting for the interval
-        self._order.append(record.id)
-        # Encoded now, while the request's objects are fresh in the CPU's caches; they are then
-        # freed with the request instead of living until the next append (which, with 10 ms of
-        # requests held, also set off more garbage collections).
-        self._outbox.append(journal.line(record))
-        if self._append_timer is None:
-            self._append_timer = asyncio.get_running_loop().call_later(
-                _APPEND_EVERY_S, self._append
-            )
-
-    def _append(self) -> None:
-        """Append the records finished since the last append (kept for the next try if the
-        disk refuses them)."""
-        if self._append_timer is not None:
-            self._append_timer.cancel()  # called before it fired: one append does
-            self._append_timer = None
-        if not self._outbox or self._journal is None:
-            return
-        try:
-            self._journal.append_lines(self._outbox)
-        except OSError as exc:
-            if not self._append_failed:
-                log.error("cannot append to the request journal (%s); retrying", exc)
-            self._append_failed = True
-            if not self._closing:
-                loop = asyncio.get_running_loop()
-                self._append_timer = loop.call_later(0.5, self._append)
-            return
-        if self._append_failed:
-            log.warning("the request journal takes rows again")
-            self._append_failed = False
-        self._outbox.clear()
-
-    async def replay(self) -> int:
-        """Have the indexer write spilled request rows back to the store; returns how many."""
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.stdin.is_closing():
-            return 0
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._replays.append(done)
-        proc.stdin.write(_frame(("replay",)))
-        return await done
-
-    async def close(self) -> None:
-        """Append what is left, let the indexer store the journal, and wait for it to exit.
-        (If the database is down it exits anyway; the next router's indexer stores the rest.)"""
-        if self._proc is None or self._closing:
-            return
-        self._closing = True
-        self._append()
-        assert self._journal is not None
-        self._journal.close()
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
-        while True:  # an indexer that died while closing was replaced: wait for the last one
-            reader = self._reader
-            if reader is None:
-                break
-            await reader
-            if reader is self._reader:
-                break
-        self._journal.release()
-        if self.depth:
-            log.warning(
-                "%d request rows are in the journal %s, not in the database yet: the next "
-                "router for this database stores them",
-                self.depth,
-                self._journal.directory,
-            )
-
-    async def _stored(self, rows: int) -> None:
-        """The indexer stored `rows` of this router's records in all."""
-        new = rows - self._written
-        if new > 0:
-            self._failures = 0
-            self._nudged = False
-            await self._done(self._order.popleft() for _ in range(new))
-
-    async def _answers(self, proc: asyncio.subprocess.Process) -> None:
-        """Read the indexer's answers until it exits; start another unless closing."""
-        assert proc.stdout is not None
-        try:
-            while True:
-                kind, count = _ANSWER.unpack(await proc.stdout.readexactly(_ANSWER.size))
-                if kind == b"A":
-                    await self._stored(count)
-                elif kind == b"R":
-                    _settle(self._replays.popleft(), count)
-                elif kind == b"Q":
-                    self._quarantined_elsewhere += count
-                else:
-                    _settle(self._replays.popleft(), RuntimeError("see the log writer's warning"))
-        except asyncio.IncompleteReadError:
-            pass
-        code = await proc.wait()
-        for pending in self._replays:
-            _settle(pending, RuntimeError("the log indexer process exited during a replay"))
-        self._replays.clear()
-        if self._closing and code == 0:
-            return
-        self._failures += 1
-        delay = min(_MAX_BACKOFF_S, 0.1 * 2 ** (self._failures - 1))
-        log.error(
-            "log indexer process %d exited with %s; starting another in %.1f s (%d rows wait "
-            "in the journal)",
-            proc.pid,
-            code,
-            delay,
-            self.depth,
-        )
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self._spawn()
-                return
-            except OSError as exc:  # rows wait in the journal (back-pressure) until one starts
-                delay = min(_MAX_BACKOFF_S, delay * 2)
-                log.error("cannot start the log indexer process (%s); retry in %.1f s", exc, delay)
-
-
-def _settle(future: asyncio.Future[int], outcome: int | Exception) -> None:
-    """Resolve a replay's future unless its caller stopped waiting (cancelled at shutdown)."""
-    if future.done():
-        return
-    if isinstance(outcome, Exception):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
-# The child process.
 
 
 class _Frames:
@@ -336,12 +52,12 @@ class _Frames:
             return None
         self.buffer += data
         messages, pos = [], 0
-        while len(self.buffer) - pos >= _LENGTH.size:
-            (length,) = _LENGTH.unpack_from(self.buffer, pos)
-            end = pos + _LENGTH.size + length
+        while len(self.buffer) - pos >= LENGTH.size:
+            (length,) = LENGTH.unpack_from(self.buffer, pos)
+            end = pos + LENGTH.size + length
             if end > len(self.buffer):
                 break
-            messages.append(pickle.loads(self.buffer[pos + _LENGTH.size : end]))
+            messages.append(pickle.loads(self.buffer[pos + LENGTH.size : end]))
             pos = end
         del self.buffer[:pos]
         return messages
@@ -356,9 +72,8 @@ class _Folder:
         self.reader: SegmentReader | None = None
 
     def next_batch(self, batch_size: int) -> tuple[list[list[Any]], int] | None:
-        """The next records to store (as `SegmentReader.read_rows` gives them) and the offset
-        after them; moves past finished segments.
-        None when nothing more is there now."""
+        """The next rows to store (`SegmentReader.read_rows`) and the offset after them, moving
+        past finished segments; None when nothing more is there now."""
         cp = self.checkpoint
         while True:
             # List before reading: a later segment seen now means this one was complete.
@@ -387,11 +102,8 @@ class _Folder:
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while one batch is read and stored. A batch's
-    thousands of decoded rows, all alive until it is stored, would otherwise set off collection
-    after collection, each walking them again; reference counting frees them when the batch
-    ends, and the collector resumes for any cycles (-12% CPU per stored row with this
-    benchmark's traffic)."""
+    """Pause the cyclic garbage collector while one batch is read and stored: its thousands
+    of live rows would set off collection after collection (-12% CPU per stored row)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -452,7 +164,7 @@ class _Indexer:
 
     def answer(self, kind: bytes, count: int) -> None:
         with contextlib.suppress(BrokenPipeError):  # router gone: go on storing
-            self.answers.write(_ANSWER.pack(kind, count))
+            self.answers.write(ANSWER.pack(kind, count))
 
     def report_quarantined(self) -> None:
         """Tell the router of rows the store quarantined since the last report."""
@@ -507,15 +219,6 @@ class _Indexer:
                 log.warning("storing the journal left by %s", directory.name)
                 self.finish(folder)
 
-    def replay(self) -> None:
-        try:
-            replayed = self.store.replay(self.batch_size)
-            self.report_quarantined()
-            self.answer(b"R", replayed)
-        except Exception as exc:  # the database is still down: the router asks again later
-            log.warning("replaying spilled request rows failed: %s", exc)
-            self.answer(b"E", 0)
-
     def run(self, frames: _Frames, messages: list[tuple[Any, ...]]) -> None:
         """Store the journal every interval until the router closes the pipe, then the rest."""
         wait = 0.0
@@ -523,9 +226,6 @@ class _Indexer:
         failing = False
         round_at = time.monotonic()
         while True:
-            for message in messages:
-                if message[0] == "replay":
-                    self.replay()
             # Asked to store now (a flush, or a backlog near its bound that requests wait on):
             # store everything there is; otherwise a batch per interval.
             urgent = any(message[0] == "store" for message in messages)
@@ -539,7 +239,7 @@ class _Indexer:
                 if not failing:
                     log.warning("storing the request journal failed, will retry: %s", exc)
                 failing = True
-                wait = min(_MAX_BACKOFF_S, max(wait * 2, self.interval))
+                wait = min(MAX_BACKOFF_S, max(wait * 2, self.interval))
             else:
                 if failing:
                     log.warning("storing the request journal works again")
@@ -565,18 +265,14 @@ class _Indexer:
 
 
 def _lower_priority(nice: int) -> None:
-    """Run at `nice` relative to the router. Linux schedules each session as one group
-    ("autogroup") when the process is in the root cgroup, and `nice` only orders processes
-    within a group: in the router's session the indexer would take whatever CPU the router's
-    group is entitled to and the router leaves unused. So the indexer starts a session of its
-    own and lowers that group's priority too (`/proc/self/autogroup`). (Under systemd or in a
-    container, cgroups replace autogroups and plain `nice` applies within the service.)"""
+    """Run at `nice` relative to the router, in a session of its own whose autogroup gets the
+    same `nice` (Linux orders processes by `nice` only within an autogroup)."""
     if nice <= 0:
         return
     try:
         os.nice(nice)
     except OSError as exc:
-        log.warning("cannot lower the log indexer's priority: %s", exc)
+        log.warning("cannot lower the indexer's priority: %s", exc)
         return
     with contextlib.suppress(OSError):
         os.setsid()
@@ -584,7 +280,7 @@ def _lower_priority(nice: int) -> None:
 
 
 def main() -> None:
-    """Run as the router's log indexer: frames on stdin, answers on stdout."""
+    """Run as the router's indexer: frames on stdin, answers on stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     answers = os.fdopen(os.dup(1), "wb", buffering=0)
@@ -592,23 +288,23 @@ def main() -> None:
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.WARNING,
-        format="larrylab log indexer [%(process)d] %(levelname)s: %(message)s",
+        format="larrylab indexer [%(process)d] %(levelname)s: %(message)s",
     )
     frames = _Frames(sys.stdin.fileno())
     first: list[tuple[Any, ...]] | None = []
     while first == []:
         first = frames.read(None)
     if not first or first[0][0] != "config":
-        sys.exit("larrylab log indexer: expected a config frame from the router on stdin")
+        sys.exit("larrylab indexer: expected a config frame from the router on stdin")
     config: dict[str, Any] = first[0][1]
     if journal.lock_for_indexing(Path(config["journal_dir"])) is None:
-        sys.exit(f"larrylab log indexer: another indexer stores {config['journal_dir']}")
+        sys.exit(f"larrylab indexer: another indexer stores {config['journal_dir']}")
     _lower_priority(int(config.get("nice", 0)))
 
     from larrylab.db import make_engine
 
     engine = make_engine(config["database_url"], pool_size=1, bulk_writer=True)
-    store = BatchStore(engine, SpillDir(Path(config["spill_dir"])))
+    store = BatchStore(engine, Quarantine(Path(config["quarantine_dir"])))
     indexer = _Indexer(store, answers, config)
     try:
         indexer.run(frames, first[1:])

@@ -1,11 +1,9 @@
-"""The request journal: finished requests appended to local files first, stored in the database
-after, by a process of lower CPU priority (`requestlog._indexer`).
-
-Storing a request (its row, the new transcript messages, the thread, the rollups) costs several
-times the router's own work per request (`bench/results/router_overhead.md`). Appending it to a
-file costs about a microsecond. So the router appends, and an indexer process stores what the
-journal holds when the CPU allows; under saturation serving comes first and the store lags, up
-to a bound (`log_journal_max_rows`) past which the router waits for the indexer.
+"""The request journal: the router appends each finished request to a local folder, and its
+indexer (`python -m larrylab.requestlog`, `requestlog._indexer`), a child process of lower CPU
+priority, stores the folder in the database in batches. Appending costs about a microsecond;
+storing several times the router's own work per request (`bench/results/router_overhead.md`),
+so under saturation serving comes first and the store lags, up to `max_rows` rows past which
+`submit()` waits for the indexer (back-pressure, never a dropped row).
 
 Layout: one folder per router process under the journal root, named
 `<database key>-<host>-<pid>-<random>`, holding
@@ -13,43 +11,65 @@ Layout: one folder per router process under the journal root, named
 - `indexer.lock`: locked by the indexer that stores this folder;
 - segments `00000001.jsonl`, ...: a header line (`{"larrylab_journal": 2, "fields": [...],
   "tail": "prompt"}`), then one line per request: a JSON array of the values of `fields`, a tab,
-  and the prompt's messages as a JSON array. The prompt comes apart so that the indexer can
-  compare its text with the thread's last chain and decode only the messages it adds
-  (`transcripts.ChainCache.chain_json`). Version 1 lines (one array of every field, no tail)
-  read as before;
+  and the prompt's messages as a JSON array (the indexer compares the prompt's text with the
+  thread's last chain and decodes only the messages it adds, `transcripts.ChainCache`). Version
+  1 lines (one array of every field, no tail) are read too;
 - `checkpoint.json`: the segment and byte offset stored so far, and the rows stored in all.
 
-A line is read back with its text as the store keeps it: U+0000 in a text value becomes U+FFFD
-(`logstore.clean_row`; the prompt after the tab is JSON, stored as JSON).
+A line is read back with its text as the store keeps it: U+0000 becomes U+FFFD (`clean_row`).
 
-A folder neither lock holds belongs to a router and indexer that are gone (a SIGKILL): any
-indexer for the same database adopts it, stores what it holds and deletes it. A line cut short
-by a crash is skipped. The database key keeps routers of different databases that share a
-journal root apart.
+Losing nothing:
+- A record is durable once appended (a process crash keeps it; a power cut may not). The
+  router appends once per 10 ms: a SIGKILL of the router loses at most those 10 ms.
+- The indexer saves the checkpoint after each batch; one that dies is replaced and goes on
+  from it (a batch stored again counts once: request ids are primary keys).
+- When the router exits, its indexer stores the rest and removes the folder. A folder neither
+  lock holds (router and indexer SIGKILLed) is adopted by the next indexer for the same
+  database; a line cut short by the crash is skipped and reported.
+- While the database is down the journal grows and the indexer retries. A row the database
+  refuses for what it holds is quarantined (`BatchStore.write_rows`) and counted.
+- The indexer ignores SIGINT and SIGTERM (they reach the process group): it stops when the
+  router closes the pipe.
+
+Pipe: the router sends frames of a 4-byte little-endian length and a pickle of
+`("config", dict)` or `("store",)` (store now: a flush, or a backlog near its bound); the
+indexer answers with 9-byte frames: a kind byte (`A`: rows of the router's folder stored so far,
+`Q`: rows just quarantined) and a count.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
 import logging
 import os
+import pickle
 import secrets
 import socket
+import struct
+import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy.engine import make_url
 
+from larrylab.requestlog._spill import Quarantine, SpillDir
 from larrylab.requestlog._store import RECORD_FIELDS, RequestRecord, clean_row
 
 log = logging.getLogger(__name__)
+
+LENGTH = struct.Struct("<I")  # a frame to the indexer: its length, then a pickle
+ANSWER = struct.Struct("<cQ")  # an answer from the indexer: a kind byte and a count
+MAX_BACKOFF_S = 5.0
+_APPEND_EVERY_S = 0.01  # a SIGKILL of the router loses at most this interval's records
 
 VERSION = 2
 _WRITER_LOCK = "writer.lock"
@@ -108,11 +128,6 @@ def line(record: RequestRecord) -> bytes:
     holds a raw tab: orjson escapes one inside a string)."""
     dumps = orjson.dumps
     return b"".join((dumps(_head_values(record)), b"\t", dumps(record.prompt), b"\n"))
-
-
-def encode(records: Sequence[RequestRecord]) -> bytes:
-    """Journal lines for `records`."""
-    return b"".join([line(r) for r in records])
 
 
 class JournalWriter:
@@ -368,3 +383,269 @@ def remove(directory: Path) -> None:
         path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         directory.rmdir()
+
+
+def frame(message: tuple[Any, ...]) -> bytes:
+    """A message to the indexer, framed."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return LENGTH.pack(len(payload)) + payload
+
+
+class Attribution(NamedTuple):
+    """Where a rating belongs: its thread and the experiment arm that served it."""
+
+    thread_id: str
+    experiment: str | None
+    arm: str | None
+
+
+class RequestJournal:
+    """The router's request log: appends finished requests to its journal folder and runs the
+    indexer that stores them. `flush()` waits until the database holds every record submitted
+    before it; `close()` has the indexer store everything and waits for it to exit. Ratings
+    kept while the database is down (`spill`) and rows it refused (`quarantine`) live under
+    `spill_dir`."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        journal_dir: Path = Path("larrylab-journal"),
+        spill_dir: Path = Path("larrylab-spill"),
+        batch_size: int = 5000,
+        flush_interval_s: float = 1.0,
+        flush_interval_max_s: float | None = None,
+        max_rows: int = 200_000,
+        nice: int = 10,
+        segment_bytes: int = 64 << 20,
+    ) -> None:
+        self.spill = SpillDir(spill_dir)
+        self.quarantine = Quarantine(spill_dir / "quarantine")
+        self._database_url = database_url
+        self._root = journal_dir
+        self._segment_bytes = segment_bytes
+        self._max_rows = max_rows
+        self._config: dict[str, Any] = {
+            "database_url": database_url,
+            "batch_size": batch_size,
+            "flush_interval_s": flush_interval_s,
+            "flush_interval_max_s": flush_interval_max_s,  # None: a fixed pace
+            "quarantine_dir": str(self.quarantine.directory),
+            "journal_root": str(journal_dir),
+            "nice": nice,
+        }
+        self._journal: JournalWriter | None = None
+        self._pending: dict[str, Attribution] = {}  # the records not stored yet, by id
+        self._order: deque[str] = deque()  # their ids, oldest first
+        self._outbox: list[bytes] = []  # journal lines not appended yet
+        self._submitted = 0
+        self._written = 0
+        self._batches = 0
+        self._quarantined_by_indexer = 0
+        self._progress = asyncio.Condition()
+        self._append_timer: asyncio.TimerHandle | None = None
+        self._append_failed = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failures = 0  # indexer exits in a row with no progress
+        self._nudged = False  # asked the indexer to store now; cleared by its next progress
+
+    @property
+    def depth(self) -> int:
+        """Records submitted but not stored yet."""
+        return self._submitted - self._written
+
+    @property
+    def written(self) -> tuple[int, int]:
+        """Records stored so far, and the batches they were stored in."""
+        return self._written, self._batches
+
+    @property
+    def quarantined(self) -> dict[str, int]:
+        """Rows quarantined since this router started: request rows (by its indexer) and
+        spilled ratings."""
+        return {
+            "requests": self._quarantined_by_indexer,
+            "feedback": self.quarantine.counts.get("feedback", 0),
+        }
+
+    @property
+    def pid(self) -> int | None:
+        """The indexer's process id (None before `start()`)."""
+        return self._proc.pid if self._proc else None
+
+    @property
+    def journal_folder(self) -> Path | None:
+        """This router's journal folder (None before `start()`)."""
+        return self._journal.directory if self._journal else None
+
+    def pending(self, request_id: str) -> Attribution | None:
+        """The attribution of a request submitted here and not stored yet."""
+        return self._pending.get(request_id)
+
+    async def start(self) -> None:
+        """Create this router's journal folder and start its indexer. Request rows spilled by
+        the thread writer of earlier versions are moved into the journal."""
+        self._journal = JournalWriter(
+            self._root, self._database_url, segment_bytes=self._segment_bytes
+        )
+        self._config["journal_dir"] = str(self._journal.directory)
+        for path in self.spill.claim("requests"):
+            for row in SpillDir.read(path):
+                for key in ("created_at", "finished_at"):
+                    row[key] = datetime.fromisoformat(row[key])
+                self.submit_nowait(RequestRecord(**row))
+            self._append()
+            path.unlink()
+        await self._spawn()
+
+    async def submit(self, record: RequestRecord) -> None:
+        """Journal a record, first waiting while `max_rows` wait (back-pressure, never drop)."""
+        while self.depth >= self._max_rows:
+            await asyncio.sleep(0.005)
+        self.submit_nowait(record)
+
+    def submit_nowait(self, record: RequestRecord) -> None:
+        """Journal a record at once, even past the bound (for paths that cannot wait)."""
+        if self.depth >= self._max_rows // 2:
+            self._nudge()  # the backlog nears its bound: store without waiting for the interval
+        self._pending[record.id] = Attribution(record.thread_id, record.experiment, record.arm)
+        self._submitted += 1
+        self._order.append(record.id)
+        # Encoded now, while the request's objects are fresh in the CPU's caches.
+        self._outbox.append(line(record))
+        if self._append_timer is None:
+            loop = asyncio.get_running_loop()
+            self._append_timer = loop.call_later(_APPEND_EVERY_S, self._append)
+
+    async def flush(self) -> None:
+        """Wait until every record submitted before this call is stored."""
+        target = self._submitted
+        while self._written < target:
+            seen = self._written
+            self._nudge()
+            async with self._progress:
+                await self._progress.wait_for(lambda: self._written > seen)  # noqa: B023
+
+    async def close(self) -> None:
+        """Append what is left, let the indexer store the journal, and wait for it to exit.
+        (If the database is down it exits anyway; the next router's indexer stores the rest.)"""
+        if self._proc is None or self._closing:
+            return
+        self._closing = True
+        self._append()
+        assert self._journal is not None
+        self._journal.close()
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        while True:  # an indexer that died while closing was replaced: wait for the last one
+            reader = self._reader
+            if reader is None:
+                break
+            await reader
+            if reader is self._reader:
+                break
+        self._journal.release()
+        if self.depth:
+            log.warning(
+                "%d request rows are in the journal %s, not in the database yet: the next "
+                "router for this database stores them",
+                self.depth,
+                self._journal.directory,
+            )
+
+    async def _spawn(self) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "larrylab.requestlog",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        self._proc = proc
+        proc.stdin.write(frame(("config", self._config)))
+        if self._closing:
+            proc.stdin.close()
+        self._reader = asyncio.create_task(self._answers(proc), name="larrylab-indexer-answers")
+
+    def _nudge(self) -> None:
+        """Append what is waiting and ask the indexer to store it now rather than at its next
+        interval (once until it reports progress)."""
+        self._append()
+        proc = self._proc
+        if self._nudged or proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        self._nudged = True
+        proc.stdin.write(frame(("store",)))
+
+    def _append(self) -> None:
+        """Append the records submitted since the last append (kept for the next try if the
+        disk refuses them)."""
+        if self._append_timer is not None:
+            self._append_timer.cancel()  # called before it fired: one append does
+            self._append_timer = None
+        if not self._outbox or self._journal is None:
+            return
+        try:
+            self._journal.append_lines(self._outbox)
+        except OSError as exc:
+            if not self._append_failed:
+                log.error("cannot append to the request journal (%s); retrying", exc)
+            self._append_failed = True
+            if not self._closing:
+                loop = asyncio.get_running_loop()
+                self._append_timer = loop.call_later(0.5, self._append)
+            return
+        if self._append_failed:
+            log.warning("the request journal takes rows again")
+            self._append_failed = False
+        self._outbox.clear()
+
+    async def _stored(self, rows: int) -> None:
+        """The indexer stored `rows` of this router's records in all."""
+        new = rows - self._written
+        if new <= 0:
+            return
+        self._failures = 0
+        self._nudged = False
+        for _ in range(new):
+            self._pending.pop(self._order.popleft(), None)
+        async with self._progress:
+            self._written += new
+            self._batches += 1
+            self._progress.notify_all()
+
+    async def _answers(self, proc: asyncio.subprocess.Process) -> None:
+        """Read the indexer's answers until it exits; start another unless closing."""
+        assert proc.stdout is not None
+        try:
+            while True:
+                kind, count = ANSWER.unpack(await proc.stdout.readexactly(ANSWER.size))
+                if kind == b"A":
+                    await self._stored(count)
+                else:
+                    self._quarantined_by_indexer += count
+        except asyncio.IncompleteReadError:
+            pass
+        code = await proc.wait()
+        if self._closing and code == 0:
+            return
+        self._failures += 1
+        delay = min(MAX_BACKOFF_S, 0.1 * 2 ** (self._failures - 1))
+        log.error(
+            "indexer %d exited with %s; starting another in %.1f s (%d rows wait in the journal)",
+            proc.pid,
+            code,
+            delay,
+            self.depth,
+        )
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn()
+                return
+            except OSError as exc:  # rows wait in the journal (back-pressure) until one starts
+                delay = min(MAX_BACKOFF_S, delay * 2)
+                log.error("cannot start the indexer (%s); retry in %.1f s", exc, delay)

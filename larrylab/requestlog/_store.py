@@ -1,32 +1,23 @@
-"""Storing request records: one batch, one transaction, or the spill file when the store refuses.
+"""Storing request records: one batch in one transaction (`BatchStore`, run by the indexer).
 
-`BatchStore` is synchronous and used by whichever writer runs it: the writer process
-(`requestlog._indexer`, the router's default) or the in-process writer thread
-(`requestlog._writer`). A batch
-writes threads, transcript messages and request rows in one transaction, as little Python as
-possible: plain SQL strings run with the driver's executemany on tuples (no statement
-compilation or per-value type processing); messages a thread's cached last chain holds are
-neither hashed nor sent again (`transcripts.ChainCache`), nor are (experiment, arm, thread)
-pairs already counted; `ON CONFLICT DO NOTHING` keeps a message sent again stored once.
+As little Python as possible: plain SQL strings run with the driver's executemany on tuples;
+messages a thread's cached last chain holds are neither hashed nor sent again
+(`transcripts.ChainCache`), nor are (experiment, arm, thread) pairs already counted;
+`ON CONFLICT DO NOTHING` keeps a message sent again stored once.
 
-One bad row never blocks the others. Text is stored the same way on SQLite and PostgreSQL:
-PostgreSQL refuses U+0000 (NUL) in text, so the request log replaces it with U+FFFD in every
-text column (`clean_row`, `transcripts.without_nul`; a thread id "a\\u0000b" is stored, and
-looked up, as "a\\ufffdb"). Transcript message bodies are JSON text, where a NUL stays the
-escape `\\u0000`: transcripts keep it exactly. A batch the database still refuses for its
-data (`is_data_error`: a value out of range, text too long for its column) is split in halves
-until the refused rows are found; they go to the quarantine file with the database's reason
-(`spill.Quarantine`) and the rest is stored. Any other failure (the database unreachable, a
-lock) raises: the rows wait and are retried, nothing is quarantined.
+Text is stored the same way on SQLite and PostgreSQL: PostgreSQL refuses U+0000 (NUL) in
+text, so every text column gets U+FFFD instead (`clean_row`, `transcripts.without_nul`);
+transcript bodies are JSON, where a NUL stays the escape `\\u0000`. A batch the database
+refuses for its data (`is_data_error`) is split in halves until the refused rows are found;
+they go to the quarantine file with the reason and the rest is stored. Any other failure (the
+database unreachable, a lock) raises: the rows wait in the journal, nothing is quarantined.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -37,7 +28,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from larrylab.db import RequestLog
 from larrylab.requestlog._rollup import Pair, add_requests
-from larrylab.requestlog._spill import Quarantine, SpillDir
+from larrylab.requestlog._spill import Quarantine
 from larrylab.requestlog._transcripts import (
     MESSAGE_COLUMNS,
     NUL,
@@ -94,7 +85,7 @@ _TIMES = ("created_at", "finished_at")
 # Request columns: the record's plain fields (those before its times), its two times, then the
 # transcript links.
 _N_PLAIN = RECORD_FIELDS.index("created_at")
-assert RECORD_FIELDS[_N_PLAIN:] == (*_TIMES, "prompt", "reply"), "logstore's row layout"
+assert RECORD_FIELDS[_N_PLAIN:] == (*_TIMES, "prompt", "reply"), "the request row layout"
 _REQUEST_COLUMNS = (*RECORD_FIELDS[:_N_PLAIN], *_TIMES, "prompt_message_id", "reply_message_id")
 _THREAD_COLUMNS = ("id", "unit_source", "route", "created_at", "last_seen_at")
 _THREAD, _UNIT_SOURCE, _ROUTE = map(RECORD_FIELDS.index, ("thread_id", "unit_source", "route"))
@@ -216,45 +207,15 @@ def _parsed_time(value: datetime | str) -> datetime:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-def record_from_dict(row: dict[str, Any]) -> RequestRecord:
-    """A RequestRecord read back from a spill file."""
-    for key in _TIMES:
-        if isinstance(row.get(key), str):
-            row[key] = datetime.fromisoformat(row[key])
-    return RequestRecord(**row)
-
-
 class BatchStore:
     """Writes batches of request records to one store, remembering what it stored already."""
 
-    def __init__(
-        self, engine: Engine, spill: SpillDir, quarantine: Quarantine | None = None
-    ) -> None:
+    def __init__(self, engine: Engine, quarantine: Quarantine) -> None:
         self._engine = engine
-        self.spill = spill
-        self.quarantine = quarantine or Quarantine(spill.directory / "quarantine")
+        self.quarantine = quarantine
         self._counted: set[Pair] = set()  # (experiment, arm, thread) pairs stored in arm_thread
         self._chains = ChainCache()
         self._sql = _Statements.for_engine(engine)
-        self._lock = threading.Lock()  # one batch at a time (a replay may run beside the writer)
-
-    def write_or_spill(
-        self, batch: Sequence[RequestRecord], *, attempts: int = 3, backoff_s: float = 0.2
-    ) -> bool:
-        """Write a batch, retrying; spill it to disk if the store still refuses it. Returns
-        whether it reached the store; either way the rows are durable when this returns."""
-        for attempt in range(attempts):
-            try:
-                self.write(batch)
-                return True
-            except Exception as exc:  # database down or refusing: retry, then spill
-                log.warning(
-                    "writing %d request rows failed (attempt %d): %s", len(batch), attempt + 1, exc
-                )
-                time.sleep(backoff_s * (attempt + 1))
-        path = self.spill.append("requests", (asdict(rec) for rec in batch))
-        log.error("database unavailable: %d request rows spilled to %s", len(batch), path)
-        return False
 
     @property
     def quarantined(self) -> int:
@@ -270,15 +231,14 @@ class BatchStore:
         """`write` for records given as their values (the journal's lines, read as they are,
         text already without NUL: `clean_row`). Raises if the database cannot be reached (no
         row is quarantined then: the caller retries the whole batch)."""
-        with self._lock:
-            try:
-                self._store_batch(rows)
-            except Exception as exc:
-                if not is_data_error(exc):
-                    raise
-                refused: list[tuple[Row, str]] = []
-                self._isolate(rows, exc, refused)
-                self._quarantine(refused)
+        try:
+            self._store_batch(rows)
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            refused: list[tuple[Row, str]] = []
+            self._isolate(rows, exc, refused)
+            self._quarantine(refused)
 
     def _store_batch(self, rows: Sequence[Row]) -> None:
         """Store rows in one transaction, row by row if some ids are stored already."""
@@ -311,18 +271,6 @@ class BatchStore:
             log.error(
                 "request %s refused by the database (%s): quarantined in %s", row[0], why, path
             )
-
-    def replay(self, batch_size: int) -> int:
-        """Write spilled request rows back to the store; returns how many were written."""
-        written = 0
-        for path in self.spill.claim("requests"):
-            records = [record_from_dict(row) for row in SpillDir.read(path)]
-            for start in range(0, len(records), batch_size):
-                self.write(records[start : start + batch_size])
-            path.unlink(missing_ok=True)
-            written += len(records)
-            log.warning("replayed %d spilled request rows from %s", len(records), path.name)
-        return written
 
     def _message_rows(
         self, rows: Sequence[Row], proposed: Chains, stamp: Any

@@ -2,14 +2,13 @@
 breakers, metrics, and the feedback and admin APIs."""
 
 from larrylab.router._app import create_app
-from larrylab.router._protocol import CoalescingHttpToolsProtocol
 from larrylab.router._routing import RoutingTable, Target, load_routing_table
-from larrylab.router._upstream import UpstreamError, complete, new_client
+from larrylab.router._upstream import UpstreamClient, UpstreamError, complete, new_client
 
 __all__ = [
-    "CoalescingHttpToolsProtocol",
     "RoutingTable",
     "Target",
+    "UpstreamClient",
     "UpstreamError",
     "complete",
     "create_app",

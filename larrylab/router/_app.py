@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.types import Receive, Scope, Send
 
@@ -21,7 +20,7 @@ from larrylab.config import Settings
 from larrylab.db import make_engine
 from larrylab.experiments import replay_feedback
 from larrylab.release import advance_rollouts, policy_from_settings
-from larrylab.requestlog import LogWriter, ProcessLogWriter, WriterBase
+from larrylab.requestlog import RequestJournal
 from larrylab.router import _admin as admin
 from larrylab.router import _admin_registry as admin_registry
 from larrylab.router import _chat as chat
@@ -65,15 +64,13 @@ async def _rollout_loop(state: RouterState) -> None:
 
 
 async def _replay_loop(state: RouterState) -> None:
-    """Replay spilled rows whenever the database takes them again: request rows first, then
-    ratings. A rating whose request is not stored yet (another worker's journal, say) stays in
-    the spill for the next round (`feedback.replay_feedback`)."""
+    """Replay spilled ratings whenever the database takes them again. A rating whose request
+    is not stored yet (another worker's journal, say) stays in the spill for the next round
+    (`feedback.replay_feedback`)."""
     writer = state.writer
     said: tuple[int, ...] = ()
     while True:
         try:
-            if writer.spill.has("requests"):
-                await writer.replay()
             if writer.spill.has("feedback"):
                 done = await asyncio.to_thread(
                     replay_feedback,
@@ -99,19 +96,9 @@ async def _replay_loop(state: RouterState) -> None:
         await asyncio.sleep(state.settings.replay_interval_s)
 
 
-def _sse_event_schema() -> dict[str, Any]:
-    """One server-sent event of a streamed chat completion (OpenAPI 3.1: `schema` is one
-    event)."""
-    data = "a `chat.completion.chunk` or an `{error: ...}` as JSON, or `[DONE]` at the end"
-    return {
-        "type": "object",
-        "required": ["data"],
-        "properties": {"data": {"type": "string", "description": data}},
-    }
-
-
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus the chat completion body, which the handler parses by hand."""
+    """FastAPI's schema plus the chat completion body's schema, which the chat route (parsing
+    its body by hand) refers to in its `openapi_extra`."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -120,23 +107,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(body.pop("$defs", {}))
         components["ChatCompletionRequest"] = body
-        chat_op = schema["paths"]["/v1/chat/completions"]["post"]
-        chat_op["requestBody"] = {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}
-                }
-            },
-        }
-        chat_op["responses"]["200"] = {
-            "description": "A chat completion; with `stream: true`, its chunks as server-sent "
-            "events",
-            "content": {
-                "application/json": {"schema": {"type": "object"}},
-                "text/event-stream": {"schema": _sse_event_schema()},
-            },
-        }
         _document_gate_errors(schema)
         app.openapi_schema = schema
     return app.openapi_schema
@@ -162,41 +132,33 @@ def _document_gate_errors(schema: dict[str, Any]) -> None:
 
 
 class RouterApp(FastAPI):
-    """FastAPI, with the hot path (`POST /v1/chat/completions`) served before its stack and
-    every other HTTP request through the gate of `guard.py` (key first, bounded body)."""
+    """FastAPI, with every HTTP request through the gate of `guard.py` first (key before body,
+    bounded body, a JSON 500 that keeps the connection)."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send chat completions straight to `chat.serve_chat`; everything else to FastAPI."""
+        """Serve HTTP requests through the gate; other scopes (lifespan) straight."""
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
-        elif scope["method"] == "POST" and scope["path"] == "/v1/chat/completions":
-            scope["app"] = self
-            await chat.serve_chat(scope, receive, send)
         else:
             await guard(super().__call__, self.settings, scope, receive, send)
 
 
-def _writer(settings: Settings, engine: Engine) -> WriterBase:
-    """The log writer `settings.log_writer` names: a journal stored by a child process of lower
-    priority (default), or a thread of the router's process."""
-    options: dict[str, Any] = {
-        "batch_size": settings.log_batch_size,
-        "flush_interval_s": settings.log_flush_interval_s,
-        "spill_dir": Path(settings.spill_dir),
-    }
-    if settings.log_writer == "process":
-        return ProcessLogWriter(
-            settings.database_url,
-            queue_size=settings.log_journal_max_rows,
-            nice=settings.log_indexer_nice,
-            flush_interval_max_s=settings.log_flush_interval_max_s,
-            **options,
-        )
-    return LogWriter(engine, queue_size=settings.log_queue_size, **options)
+def _request_journal(settings: Settings) -> RequestJournal:
+    """The request log: a journal stored by the indexer, a child process of lower priority."""
+    return RequestJournal(
+        settings.database_url,
+        journal_dir=Path(settings.journal_dir),
+        spill_dir=Path(settings.spill_dir),
+        batch_size=settings.log_batch_size,
+        flush_interval_s=settings.log_flush_interval_s,
+        flush_interval_max_s=settings.log_flush_interval_max_s,
+        max_rows=settings.log_journal_max_rows,
+        nice=settings.log_indexer_nice,
+    )
 
 
 def _freeze_startup_heap() -> None:
@@ -217,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=10)
-        writer = _writer(settings, engine)
+        writer = _request_journal(settings)
         routing = RoutingCache(engine, settings.routing_refresh_s)
         client = new_client()
         metrics = RouterMetrics()

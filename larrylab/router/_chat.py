@@ -1,8 +1,15 @@
-"""`POST /v1/chat/completions` and `GET /v1/models`: the OpenAI-compatible hot path."""
+"""`POST /v1/chat/completions` and `GET /v1/models`: the OpenAI-compatible hot path.
+
+The chat route reads its raw body itself (`_read_body`, at most `max_body_bytes`) and parses it
+with `parse_chat_body`, faster than a pydantic body parameter; its OpenAPI request body and
+replies are declared with `openapi_extra`. The client key is checked by the gate in front of
+every route (`guard.py`) before any body is read.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,37 +20,40 @@ import anyio
 import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from larrylab.db import utcnow
 from larrylab.requestlog import RequestRecord
 from larrylab.router._deps import RouterState, StateDep, require_client
 from larrylab.router._errors import (
     ApiError,
-    api_error_response,
     body_too_large,
     error_body,
     error_response,
     error_responses,
-    unexpected_error_response,
 )
-from larrylab.router._guard import closing_if_large_body, read_head
-from larrylab.router._http1 import Http1Client
 from larrylab.router._ids import request_id
 from larrylab.router._relay import RelayResponse
 from larrylab.router._routing import Resolution, Target
 from larrylab.router._schemas import parse_chat_body
-from larrylab.router._upstream import ChunkStream, Completion, UpstreamError, complete, open_stream
+from larrylab.router._upstream import (
+    ChunkStream,
+    Completion,
+    UpstreamClient,
+    UpstreamError,
+    complete,
+    open_stream,
+)
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(
-    dependencies=[Depends(require_client)],
     tags=["openai"],
     responses=error_responses(400, 401, 404, 413, 422, 429, 502, 504),
 )
 
 T = TypeVar("T")
 # (client, target, body, start): `start` is when the call to the target began (`loop.time()`)
-Call = Callable[[Http1Client, Target, dict[str, Any], float], Awaitable[T]]
+Call = Callable[[UpstreamClient, Target, dict[str, Any], float], Awaitable[T]]
 
 
 @dataclass(slots=True)
@@ -148,7 +158,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _call_target(state: RouterState, att: Attempt, target: Target, call: Call[T]) -> T:
-    """Call one model, retrying once on a connect error (nothing was sent); feed its breaker.
+    """Call one model, retrying once on a connect error (refused, unreachable: nothing was
+    sent); feed its breaker; log a failure with its cause.
 
     The model's deadlines count from here, once: the retry shares them."""
     start = asyncio.get_running_loop().time()
@@ -159,6 +170,13 @@ async def _call_target(state: RouterState, att: Attempt, target: Target, call: C
             if err.error_class == "connect" and attempt == 0:
                 await asyncio.sleep(0.05)
                 continue
+            log.warning(
+                "request %s: model %r failed (%s): %s",
+                att.id,
+                target.name,
+                err.error_class,
+                err.message,
+            )
             if err.fallback_ok:
                 state.breakers.failure(target.name)
             else:  # the model answered (e.g. 400 for a bad parameter): it is up
@@ -217,15 +235,50 @@ async def _fail(state: RouterState, att: Attempt, err: UpstreamError) -> Respons
     return error_response(err.status, err.message, code=err.error_class, headers=att.headers())
 
 
+def _sse_event_schema() -> dict[str, Any]:
+    """One server-sent event of a streamed chat completion (OpenAPI 3.1: `schema` is one
+    event)."""
+    data = "a `chat.completion.chunk` or an `{error: ...}` as JSON, or `[DONE]` at the end"
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"type": "string", "description": data}},
+    }
+
+
+# The chat route's body and reply in its OpenAPI operation (`ChatCompletionRequest` is added to
+# the schema's components by `app._openapi`).
+CHAT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "A chat completion; with `stream: true`, its chunks as server-sent "
+            "events",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/event-stream": {"schema": _sse_event_schema()},
+            },
+        }
+    },
+}
+
+
 @router.post(
     "/v1/chat/completions",
     summary="Create a chat completion (OpenAI-compatible)",
     response_model=None,
+    openapi_extra=CHAT_OPENAPI,
 )
-async def chat_completions(request: Request, state: StateDep) -> Response | RelayResponse:
+async def chat_completions(request: Request) -> Response | RelayResponse:
     """Route a chat completion to the model its route and thread select."""
     t0 = time.perf_counter()
     created = utcnow()
+    state: RouterState = request.app.state.router
     body = parse_chat_body(await _read_body(request, state.settings.max_body_bytes))
     unit, unit_source = _thread_unit(body, request)
     res = state.routing.table.resolve(body["model"], unit)
@@ -340,31 +393,11 @@ async def _relay(
         await _log(state, att, rec, wait=False)
 
 
-async def serve_chat(scope: Scope, receive: Receive, send: Send) -> None:
-    """`POST /v1/chat/completions` as a bare ASGI call, ahead of FastAPI (see `RouterApp`).
-
-    FastAPI's per-request machinery (its middleware stack, route matching, dependency solving)
-    measured about a third of the router's own CPU per request; errors get the same JSON
-    bodies its exception handlers give. The FastAPI route stays for the OpenAPI schema.
-    """
-    request = Request(scope, receive)
-    try:
-        state: RouterState = request.app.state.router
-        try:
-            await require_client(request)
-        except ApiError as exc:  # the body is not read: a large one closes the connection
-            raise closing_if_large_body(
-                exc, read_head(scope), state.settings.max_body_bytes
-            ) from None
-        response = await chat_completions(request, state)
-    except ApiError as exc:
-        response = api_error_response(exc)
-    except Exception as exc:
-        response = unexpected_error_response(request, exc)
-    await response(scope, receive, send)
-
-
-@router.get("/v1/models", summary="List the routes and models a client may call")
+@router.get(
+    "/v1/models",
+    summary="List the routes and models a client may call",
+    dependencies=[Depends(require_client)],
+)
 async def list_models(state: StateDep) -> dict[str, Any]:
     """Routes and models in OpenAI's list format."""
     table = state.routing.table

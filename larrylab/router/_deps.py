@@ -12,12 +12,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from larrylab.config import Settings
-from larrylab.requestlog import WriterBase
+from larrylab.requestlog import RequestJournal
 from larrylab.router._breaker import CircuitBreakers
 from larrylab.router._errors import ApiError
-from larrylab.router._http1 import Http1Client
 from larrylab.router._metrics import RouterMetrics
 from larrylab.router._routing import RoutingCache
+from larrylab.router._upstream import UpstreamClient
 
 
 @dataclass
@@ -27,8 +27,8 @@ class RouterState:
     settings: Settings
     engine: Engine
     routing: RoutingCache
-    writer: WriterBase
-    client: Http1Client
+    writer: RequestJournal
+    client: UpstreamClient
     metrics: RouterMetrics
     breakers: CircuitBreakers
 

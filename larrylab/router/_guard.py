@@ -1,10 +1,12 @@
-"""The gate in front of every route but the chat hot path (which checks its own; `chat.py`).
+"""The gate in front of every route (`RouterApp`).
 
 Before any body is read, the key is checked from the headers (the client key on `/v1/*`, the
-admin key on `/admin/*`) and a `Content-Length` over `max_api_body_bytes` is refused; a body
-without one (chunked) is counted as it streams in. FastAPI reads a route's body before it runs
-the route's dependencies, so without this an unauthenticated client could make the router read
-and parse a body of any size. A refused body is not read: the response closes the connection.
+admin key on `/admin/*`) and a `Content-Length` over the limit is refused: `max_body_bytes`
+for chat completions, `max_api_body_bytes` for everything else. A body without one (chunked)
+is counted as it streams in (the chat route counts its own, `chat._read_body`). FastAPI reads a
+route's body before it runs the route's dependencies, so without this an unauthenticated client
+could make the router read and parse a body of any size. A refused body is not read: the
+response closes the connection.
 
 It also keeps an unexpected error from breaking a keep-alive connection: Starlette re-raises an
 error after its last-resort handler sent the 500, and uvicorn then closes the connection without
@@ -75,10 +77,18 @@ def closing_if_large_body(error: ApiError, head: RequestHead, limit: int) -> Api
     return error
 
 
+CHAT_PATH = "/v1/chat/completions"
+
+
+def body_limit(settings: Settings, path: str) -> int:
+    """The most bytes a request body to `path` may have."""
+    return settings.max_body_bytes if path == CHAT_PATH else settings.max_api_body_bytes
+
+
 def refusal(settings: Settings, scope: Scope, head: RequestHead) -> ApiError | None:
     """The error to answer before reading the body, if any: a refused key, then a body over the
     limit."""
-    limit = settings.max_api_body_bytes
+    limit = body_limit(settings, scope["path"])
     error = key_error(settings, scope["path"], head.authorization)
     if error is not None:
         return closing_if_large_body(error, head, limit)
@@ -136,4 +146,6 @@ async def guard(
     if error is not None:
         await api_error_response(error)(scope, receive, send)
         return
-    await serve_safely(app, scope, bounded(receive, settings.max_api_body_bytes), send)
+    if scope["path"] != CHAT_PATH:  # the chat route counts its body as it reads it
+        receive = bounded(receive, settings.max_api_body_bytes)
+    await serve_safely(app, scope, receive, send)

@@ -15,6 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 
 import orjson
+from starlette.background import BackgroundTask
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from larrylab.router._errors import error_body
@@ -29,11 +31,15 @@ def _error_event(exc: Exception) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
-class RelayResponse:
-    """An ASGI `text/event-stream` response sending each bytes chunk `body` yields."""
+class RelayResponse(Response):
+    """An ASGI `text/event-stream` response sending each bytes chunk `body` yields.
+
+    A Starlette `Response` in type only (so a FastAPI route returns it as is): its body is the
+    iterator, and it runs no background task."""
 
     def __init__(self, body: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
-        self.body = body
+        self.stream = body
+        self.background: BackgroundTask | None = None
         self.raw_headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
@@ -57,7 +63,7 @@ class RelayResponse:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
-                async for chunk in self.body:
+                async for chunk in self.stream:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except Exception as exc:  # a bug mid-stream: say so, and end the stream cleanly
                 await send(
@@ -74,4 +80,4 @@ class RelayResponse:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             # Runs the relay's own cleanup (log row, upstream closed) if it has not run yet.
-            await self.body.aclose()  # type: ignore[attr-defined]
+            await self.stream.aclose()  # type: ignore[attr-defined]

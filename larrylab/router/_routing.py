@@ -36,6 +36,8 @@ class Target:
     connect_timeout_s: float
     first_token_timeout_s: float
     total_timeout_s: float
+    ca_file: str | None = None  # a PEM bundle of the CAs to trust (https), instead of the system's
+    verify: bool = True  # whether to verify the upstream's TLS certificate
 
     def api_key(self) -> str | None:
         """The credential from the provider's environment variable, if one is named."""
@@ -55,6 +57,8 @@ class Target:
             connect_timeout_s=m.connect_timeout_s,
             first_token_timeout_s=m.first_token_timeout_s,
             total_timeout_s=m.total_timeout_s,
+            ca_file=m.ca_file,
+            verify=m.verify,
         )
 
 

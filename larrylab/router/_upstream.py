@@ -1,31 +1,63 @@
 """Calling upstream models: the hot path for OpenAI-compatible APIs, litellm for the rest.
 
 Upstreams with `api: openai` (Ollama's and vLLM's `/v1`, Gemini's OpenAI-compatible endpoint)
-are called directly with one shared keep-alive HTTP/1.1 client (`http1`): litellm costs about ten
-times more CPU per call (DESIGN.md); on this 2-core machine httpx's async client measured
-1.9-2.0 ms of CPU per call at concurrency 20 against 0.11 ms for aiohttp, and aiohttp's client
-was still the largest item of the router's loop profile (bench/results/router_overhead.md). Any
-other provider goes through litellm, imported only when first needed.
+are called directly through one shared aiohttp session per router process (`UpstreamClient`):
+keep-alive connections pooled per origin, up to `max_connections` open at once. litellm costs
+about ten times more CPU per call (DESIGN.md), so any other provider goes through litellm,
+imported only when first needed.
+
+Per model, computed once per client and reused by every call (`_Endpoint`): the parsed URL,
+the TLS settings (`ca_file`, `verify`; one `ssl.SSLContext` per distinct pair) and the proxy
+the environment names for it (`HTTPS_PROXY` / `HTTP_PROXY`, unless `NO_PROXY` matches; an
+https upstream is reached through the proxy with CONNECT, and verified end to end). The
+environment is read when a client first calls a model, not per request: aiohttp's own
+`trust_env` reads it (and `~/.netrc`) on a worker thread for every request.
 
 Timeouts: each call to a model fixes its deadlines once, when it starts, on the event loop's
 monotonic clock (`Deadlines`): its first byte (a JSON reply's status line, a stream's first
 chunk) by `first_token_timeout_s`, connecting included; its end by `total_timeout_s`. Every
 wait runs under one `asyncio.timeout_at` of one of them, so a model at the limit has no race
-of two timers to win.
+of two timers to win. `connect_timeout_s` bounds each TCP connect (aiohttp's `sock_connect`).
+
+Failures are classified by cause (`UpstreamError.error_class`, see `_network_error`): `dns`,
+`connect`, `tls`, `proxy`, `timeout`, `protocol`, `config`, and for HTTP errors from the model
+`server_error`, `rate_limited`, `client_error`; the message names the model, the host and the
+cause (the resolver's, the socket's or the certificate verifier's reason).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
+import aiohttp
 import orjson
+from yarl import URL
 
-from larrylab.router._http1 import ConnectError, Http1Client, HttpError, Response
 from larrylab.router._routing import Target
+
+# The classes of failures before anything reached the client that another arm may serve
+# instead (and that count against the model's circuit breaker).
+FALLBACK_CLASSES = frozenset(
+    {
+        "dns",
+        "connect",
+        "tls",
+        "proxy",
+        "timeout",
+        "server_error",
+        "rate_limited",
+        "protocol",
+        "config",
+    }
+)
 
 
 class UpstreamError(Exception):
@@ -40,14 +72,7 @@ class UpstreamError(Exception):
     @property
     def fallback_ok(self) -> bool:
         """Whether another arm may serve the request instead (nothing reached the client)."""
-        return self.error_class in (
-            "connect",
-            "timeout",
-            "server_error",
-            "rate_limited",
-            "protocol",
-            "config",
-        )
+        return self.error_class in FALLBACK_CLASSES
 
 
 @dataclass(slots=True)
@@ -127,26 +152,224 @@ def _stalled(target: Target) -> UpstreamError:
     return UpstreamError("timeout", f"model {target.name!r} sent nothing for {limit}", 504)
 
 
+def _address(target: Target) -> tuple[str, str]:
+    """The upstream's host, and its `host:port`, for messages."""
+    url = URL(target.base_url or "")
+    host = url.host or "?"
+    return host, f"{host}:{url.port}" if url.port else host
+
+
+def _reason(exc: BaseException) -> str:
+    """A socket or TLS error's own words (`strerror`, the verifier's message), else its text."""
+    return (
+        getattr(exc, "verify_message", None)
+        or getattr(exc, "reason", None)
+        or getattr(exc, "strerror", None)
+        or str(exc)
+        or type(exc).__name__
+    )
+
+
 def _network_error(exc: BaseException, target: Target) -> UpstreamError:
-    if isinstance(exc, TimeoutError):
-        return UpstreamError("timeout", f"model {target.name!r} timed out", 504)
+    """A failure to reach or read `target`, classified by its cause (see the module)."""
+    name = target.name
+    host, where = _address(target)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        cause = _reason(exc.os_error)
+        message = f"cannot resolve host {host!r} for model {name!r}: {cause}"
+        return UpstreamError("dns", message, 502)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause = _reason(exc.certificate_error)
+        message = f"TLS certificate of {where} for model {name!r} failed verification: {cause}"
+        return UpstreamError("tls", message, 502)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        cause = _reason(exc.os_error)
+        message = f"TLS handshake with {where} for model {name!r} failed: {cause}"
+        return UpstreamError("tls", message, 502)
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        cause = _reason(exc.os_error)
+        message = f"cannot connect to the proxy {exc.host}:{exc.port} for model {name!r}: {cause}"
+        return UpstreamError("proxy", message, 502)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        message = (
+            f"the proxy refused to tunnel to {where} for model {name!r}: "
+            f"HTTP {exc.status} {exc.message}"
+        )
+        return UpstreamError("proxy", message, 502)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        refused = (
+            isinstance(os_error, ConnectionRefusedError) or os_error.errno == errno.ECONNREFUSED
+        )
+        cause = "connection refused" if refused else _reason(os_error)
+        return UpstreamError(
+            "connect", f"cannot connect to model {name!r} at {where}: {cause}", 502
+        )
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        limit = f"its connect timeout of {target.connect_timeout_s:g} s"
+        message = f"cannot connect to model {name!r} at {where} within {limit}"
+        return UpstreamError("connect", message, 502)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        message = f"model {name!r} ({where}) closed the connection before its reply ended"
+        return UpstreamError("protocol", message, 502)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        message = f"the reply of model {name!r} ({where}) was cut short: {exc}"
+        return UpstreamError("protocol", message, 502)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        message = f"model {name!r} ({where}) sent a malformed HTTP response: {exc.message}"
+        return UpstreamError("protocol", message, 502)
     if isinstance(exc, ValueError):  # e.g. an API key with a line break in it
-        return UpstreamError("config", f"model {target.name!r} is misconfigured: {exc}", 502)
-    if isinstance(exc, ConnectError):
-        return UpstreamError("connect", f"cannot connect to model {target.name!r}", 502)
-    return UpstreamError("protocol", f"model {target.name!r} failed: {exc}", 502)
+        return UpstreamError("config", f"model {name!r} is misconfigured: {exc}", 502)
+    if isinstance(exc, OSError):
+        message = f"the connection to model {name!r} ({where}) failed: {_reason(exc)}"
+        return UpstreamError("protocol", message, 502)
+    return UpstreamError("protocol", f"model {name!r} failed: {exc}", 502)
 
 
-_NETWORK_ERRORS = (HttpError, OSError, TimeoutError, ValueError)
+_NETWORK_ERRORS = (aiohttp.ClientError, OSError, ValueError)
 
 
-def new_client(*, max_connections: int = 1000) -> Http1Client:
+def _env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for `url` (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), and
+    its credentials, if any."""
+    if url.host is None or urllib.request.proxy_bypass(url.host):
+        return None, None
+    value = urllib.request.getproxies().get(url.scheme)
+    if not value:
+        return None, None
+    proxy = URL(value if "://" in value else f"http://{value}")
+    auth = aiohttp.BasicAuth(proxy.user, proxy.password or "") if proxy.user else None
+    return proxy.with_user(None), auth
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """How one model's chat completions are reached (see the module)."""
+
+    url: URL
+    ssl: ssl.SSLContext | bool
+    proxy: URL | None
+    proxy_auth: aiohttp.BasicAuth | None
+    timeout: aiohttp.ClientTimeout
+
+
+class UpstreamClient:
+    """The HTTP client a router process shares for its upstream calls: one aiohttp session,
+    opened on first use (on the running event loop), with per-model endpoints cached."""
+
+    def __init__(self, *, max_connections: int = 1000, keepalive_s: float = 30.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive_s = keepalive_s
+        self._session: aiohttp.ClientSession | None = None
+        self._endpoints: dict[Target, _Endpoint] = {}
+        self._ssl: dict[tuple[str | None, bool], ssl.SSLContext | bool] = {}
+
+    async def __aenter__(self) -> UpstreamClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def post(self, target: Target, body: bytes) -> aiohttp.ClientResponse:
+        """POST `body` to the target's `/chat/completions`; return once the status and headers
+        have arrived. Release the response when done (the connection goes back to the pool if
+        its body was read to the end).
+
+        A connection the server closed before answering (a pooled one it had just dropped) is
+        replaced once."""
+        endpoint = self._endpoints.get(target) or self._endpoint(target)
+        session = self._session or self._open()
+        headers = _headers(target)
+        for attempt in range(2):
+            try:
+                return await session.post(
+                    endpoint.url,
+                    data=body,
+                    headers=headers,
+                    ssl=endpoint.ssl,
+                    proxy=endpoint.proxy,
+                    proxy_auth=endpoint.proxy_auth,
+                    timeout=endpoint.timeout,
+                )
+            except aiohttp.ServerDisconnectedError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            keepalive_timeout=self._keepalive_s,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),
+            trust_env=False,  # the environment's proxies are read once per model (`_env_proxy`)
+        )
+        return self._session
+
+    def _endpoint(self, target: Target) -> _Endpoint:
+        url = URL(f"{target.base_url}/chat/completions")
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"base_url {target.base_url!r} is not an http(s) URL")
+        proxy, proxy_auth = _env_proxy(url)
+        endpoint = _Endpoint(
+            url,
+            self._context(target.ca_file, target.verify) if url.scheme == "https" else True,
+            proxy,
+            proxy_auth,
+            aiohttp.ClientTimeout(total=None, sock_connect=target.connect_timeout_s),
+        )
+        self._endpoints[target] = endpoint
+        return endpoint
+
+    def _context(self, ca_file: str | None, verify: bool) -> ssl.SSLContext | bool:
+        """The TLS setting for `(ca_file, verify)`: False (no verification), True (aiohttp's
+        default context: the system's CAs), or a context trusting the CAs of `ca_file`."""
+        key = (ca_file, verify)
+        context = self._ssl.get(key)
+        if context is None:
+            if not verify:
+                context = False
+            elif ca_file is None:
+                context = True
+            else:
+                try:
+                    context = ssl.create_default_context(cafile=ca_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ValueError(f"cannot load ca_file {ca_file!r}: {exc}") from exc
+            self._ssl[key] = context
+        return context
+
+
+def new_client(*, max_connections: int = 1000) -> UpstreamClient:
     """The one HTTP client a router process shares for its upstream calls."""
-    return Http1Client(max_connections=max_connections)
+    return UpstreamClient(max_connections=max_connections)
+
+
+def _failure(exc: BaseException, target: Target, *, first_byte: bool) -> UpstreamError:
+    """The UpstreamError of an exception a call raised: a deadline it missed (asyncio's
+    TimeoutError), or a network failure (aiohttp's, an OSError, a bad value)."""
+    if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+        return _timeout(target, first_byte=first_byte)
+    return _network_error(exc, target)
 
 
 async def complete(
-    client: Http1Client, target: Target, body: dict[str, Any], start: float | None = None
+    client: UpstreamClient, target: Target, body: dict[str, Any], start: float | None = None
 ) -> Completion:
     """Call `target` for a whole reply; raise UpstreamError on any failure.
 
@@ -156,17 +379,12 @@ async def complete(
     if target.api != "openai":
         return await _litellm_complete(target, body, limits)
     payload = orjson.dumps({**body, "model": target.upstream_model, "stream": False})
-    resp: Response | None = None
+    resp: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout_at(limits.first_byte):
-            resp = await client.post(
-                f"{target.base_url}/chat/completions",
-                payload,
-                _headers(target),
-                connect_timeout_s=target.connect_timeout_s,
-            )
+            resp = await client.post(target, payload)
         try:
-            if resp.ended:  # as usual: the whole reply came with its headers
+            if resp.content.is_eof():  # as usual: the whole reply came with its headers
                 content = await resp.read()
             else:
                 async with asyncio.timeout_at(limits.end):
@@ -174,10 +392,8 @@ async def complete(
             status = resp.status
         finally:
             resp.release()
-    except TimeoutError as exc:
-        raise _timeout(target, first_byte=resp is None) from exc
     except _NETWORK_ERRORS as exc:
-        raise _network_error(exc, target) from exc
+        raise _failure(exc, target, first_byte=resp is None) from exc
     if status >= 400:
         raise _status_error(status, content.decode("utf-8", "replace"))
     try:
@@ -209,18 +425,25 @@ def _read_deadline(now: float, target: Target, limits: Deadlines) -> float:
     return min(now + target.first_token_timeout_s, limits.end)
 
 
-async def _drain(resp: Response, deadline: float) -> None:
+async def _read_some(resp: aiohttp.ClientResponse, deadline: float) -> bytes:
+    """The body bytes that arrived since the last read (b"" once the body has ended), waiting
+    for some until `deadline` (`loop.time()`) at most; TimeoutError after that."""
+    async with asyncio.timeout_at(deadline):
+        return await resp.content.readany()
+
+
+async def _drain(resp: aiohttp.ClientResponse, deadline: float) -> None:
     """Read what follows `[DONE]` to its end, so the connection goes back to the pool (if that
     fails or takes past `deadline`, it is closed instead: the reply is whole either way)."""
     try:
-        while await resp.next_chunk(deadline=deadline) is not None:
+        while await _read_some(resp, deadline):
             pass
-    except (HttpError, TimeoutError):
-        pass
+    except (aiohttp.ClientError, OSError):  # TimeoutError included
+        resp.close()
 
 
 async def _sse_batches(
-    resp: Response, target: Target, limits: Deadlines
+    resp: aiohttp.ClientResponse, target: Target, limits: Deadlines
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """The stream's chunks, one list per network read (what arrived together goes on together).
 
@@ -234,8 +457,8 @@ async def _sse_batches(
         while True:
             if flowing:
                 until = _read_deadline(loop.time(), target, limits)
-            data = await resp.next_chunk(deadline=until)
-            if data is None:
+            data = await _read_some(resp, until)
+            if not data:
                 break
             lines = (tail + data).split(b"\n")
             tail = lines.pop()
@@ -255,17 +478,17 @@ async def _sse_batches(
             if batch:
                 flowing = True
                 yield batch
-    except TimeoutError as exc:
-        if flowing and until != limits.end:
-            raise _stalled(target) from exc
-        raise _timeout(target, first_byte=not flowing) from exc
     except _NETWORK_ERRORS as exc:
+        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+            if flowing and until != limits.end:
+                raise _stalled(target) from exc
+            raise _timeout(target, first_byte=not flowing) from exc
         raise _network_error(exc, target) from exc
     raise UpstreamError("protocol", f"model {target.name!r} ended the stream without [DONE]", 502)
 
 
 async def open_stream(
-    client: Http1Client, target: Target, body: dict[str, Any], start: float | None = None
+    client: UpstreamClient, target: Target, body: dict[str, Any], start: float | None = None
 ) -> ChunkStream:
     """Start a streaming call and wait for its first chunk; raise UpstreamError before that.
 
@@ -280,15 +503,10 @@ async def open_stream(
         "stream": True,
         "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
     }
-    resp: Response | None = None
+    resp: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout_at(limits.first_byte):
-            resp = await client.post(
-                f"{target.base_url}/chat/completions",
-                orjson.dumps(upstream_body),
-                _headers(target),
-                connect_timeout_s=target.connect_timeout_s,
-            )
+            resp = await client.post(target, orjson.dumps(upstream_body))
             if resp.status >= 400:
                 text = (await resp.read()).decode("utf-8", "replace")
                 raise _status_error(resp.status, text)
@@ -297,12 +515,9 @@ async def open_stream(
     except StopAsyncIteration as exc:
         _release(resp)
         raise UpstreamError("protocol", f"model {target.name!r} sent an empty stream", 502) from exc
-    except TimeoutError as exc:
-        _release(resp)
-        raise _timeout(target, first_byte=True) from exc
     except _NETWORK_ERRORS as exc:
         _release(resp)
-        raise _network_error(exc, target) from exc
+        raise _failure(exc, target, first_byte=True) from exc
     except BaseException:
         _release(resp)
         raise
@@ -313,7 +528,7 @@ async def open_stream(
     return ChunkStream(first, events, time.perf_counter(), closer)
 
 
-def _release(resp: Response | None) -> None:
+def _release(resp: aiohttp.ClientResponse | None) -> None:
     if resp is not None:
         resp.release()
 

@@ -32,7 +32,7 @@ from larrylab.release._evalstore import (
     register_eval_set,
 )
 from larrylab.release._registry import create_model, register_trained_model
-from larrylab.requestlog._writer import RequestRecord
+from larrylab.requestlog import RequestRecord
 from tests.conftest import write_records as log_records
 
 EXPERIMENT = "larry-v1-vs-gemini"

@@ -85,13 +85,11 @@ def _queue_depth(http: httpx.Client) -> float:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("writer", ["process", "thread"])
 def test_database_outage_keeps_rows_locally_and_stores_them_later(
     tmp_path: Path,
     fast_sim: LocalProcess,
     proxied_postgres: tuple[str, TcpProxy],
     postgres_url: str,
-    writer: str,
 ) -> None:
     url, proxy = proxied_postgres
     config = _config(tmp_path / "c.yaml", {"gemini-flash": fast_sim.url})
@@ -100,7 +98,7 @@ def test_database_outage_keeps_rows_locally_and_stores_them_later(
         "LARRYLAB_REPLAY_INTERVAL_S": "0.5",
         "LARRYLAB_LOG_FLUSH_INTERVAL_S": "0.05",
         "LARRYLAB_SPILL_DIR": str(spill),
-        "LARRYLAB_LOG_WRITER": writer,
+        "LARRYLAB_JOURNAL_DIR": str(spill / "journal"),
     }
     router = start_router(log_dir=tmp_path, database_url=url, config=config, env=env)
     http = httpx.Client(base_url=router.url, timeout=30)
@@ -121,13 +119,9 @@ def test_database_outage_keeps_rows_locally_and_stores_them_later(
         )
         assert rated.status_code == 202 and rated.json()["spilled"] is True
         assert http.get("/healthz").status_code == 503
-        if writer == "process":
-            # The rows wait in the router's journal; the indexer retries.
-            assert _queue_depth(http) == 10
-            assert any(spill.glob("journal/*/*.jsonl"))
-        else:
-            # spilled, and perhaps already claimed by a replay that waits for the database
-            assert _wait_for(lambda: any(spill.glob("requests-*.jsonl*")), timeout=20)
+        # The rows wait in the router's journal; the indexer retries.
+        assert _queue_depth(http) == 10
+        assert any(spill.glob("journal/*/*.jsonl"))
         proxy.start()  # the database is back
         assert _wait_for(
             lambda: _count(postgres_url, "request") == 15 and _count(postgres_url, "feedback") == 1
@@ -159,6 +153,7 @@ def test_every_rating_accepted_during_an_outage_is_stored_after_it(
         "LARRYLAB_REPLAY_INTERVAL_S": "0.5",
         "LARRYLAB_LOG_FLUSH_INTERVAL_S": "0.05",
         "LARRYLAB_SPILL_DIR": str(spill),
+        "LARRYLAB_JOURNAL_DIR": str(spill / "journal"),
     }
     router = start_router(
         log_dir=tmp_path,
@@ -267,7 +262,11 @@ def test_one_bad_row_never_stops_the_request_log(
         tmp_path / "c.yaml", {"gemini-flash": fast_sim.url, "huge": huge_usage_upstream}
     )
     spill = tmp_path / "spill"
-    env = {"LARRYLAB_LOG_FLUSH_INTERVAL_S": "0.05", "LARRYLAB_SPILL_DIR": str(spill)}
+    env = {
+        "LARRYLAB_LOG_FLUSH_INTERVAL_S": "0.05",
+        "LARRYLAB_SPILL_DIR": str(spill),
+        "LARRYLAB_JOURNAL_DIR": str(spill / "journal"),
+    }
     router = start_router(log_dir=tmp_path, database_url=postgres_url, config=config, env=env)
     http = httpx.Client(base_url=router.url, timeout=30)
     try:
@@ -331,20 +330,17 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize(
-    ("writer", "killed"),
-    [("process", "router"), ("process", "router and indexer"), ("thread", "router")],
-)
+@pytest.mark.parametrize("killed", ["router", "router and indexer"])
 def test_sigkill_loses_at_most_the_last_batch_interval(
-    tmp_path: Path, fast_sim: LocalProcess, writer: str, killed: str
+    tmp_path: Path, fast_sim: LocalProcess, killed: str
 ) -> None:
     db = f"sqlite:///{tmp_path / 'kill.db'}"
     interval = 0.5
     config = _config(tmp_path / "c.yaml", {"gemini-flash": fast_sim.url})
     env = {
         "LARRYLAB_LOG_FLUSH_INTERVAL_S": str(interval),
-        "LARRYLAB_LOG_WRITER": writer,
         "LARRYLAB_SPILL_DIR": str(tmp_path / "spill"),
+        "LARRYLAB_JOURNAL_DIR": str(tmp_path / "spill" / "journal"),
     }
     router = start_router(log_dir=tmp_path, database_url=db, config=config, env=env)
     finished: list[float] = []
@@ -382,16 +378,13 @@ def test_sigkill_loses_at_most_the_last_batch_interval(
     recent = sum(1 for t in finished if killed_at - t <= 2 * interval)
     last_moments = sum(1 for t in finished if killed_at - t <= 0.1)
     print(
-        f"SIGKILL of the {killed} ({writer} writer) after {len(finished)} requests: {lost} rows "
+        f"SIGKILL of the {killed} after {len(finished)} requests: {lost} rows "
         f"lost; {recent} finished in the last 2 x {interval}s batch interval, {last_moments} in "
         "the last 0.1 s"
     )
-    if writer == "process":
-        # Each request is in the journal 10 ms after it finished: only those of the last
-        # moments before the kill may be missing.
-        assert 0 <= lost <= last_moments
-    else:
-        assert 0 <= lost <= recent
+    # Each request is in the journal 10 ms after it finished: only those of the last moments
+    # before the kill may be missing.
+    assert 0 <= lost <= last_moments
 
 
 def test_a_clean_stop_reports_no_journal_line_cut_short(
@@ -401,7 +394,10 @@ def test_a_clean_stop_reports_no_journal_line_cut_short(
     said of a journal line cut short."""
     db = f"sqlite:///{tmp_path / 'idle.db'}"
     config = _config(tmp_path / "c.yaml", {"gemini-flash": fast_sim.url})
-    env = {"LARRYLAB_SPILL_DIR": str(tmp_path / "spill")}
+    env = {
+        "LARRYLAB_SPILL_DIR": str(tmp_path / "spill"),
+        "LARRYLAB_JOURNAL_DIR": str(tmp_path / "spill" / "journal"),
+    }
     idle = start_router(log_dir=tmp_path / "idle", database_url=db, config=config, env=env)
     assert idle.stop() in (0, -signal.SIGTERM)
     assert "cut short" not in idle.log()

@@ -46,7 +46,7 @@ def router(
             "LARRYLAB_API_KEYS": CLIENT_KEY,
             "LARRYLAB_ADMIN_KEY": ADMIN_KEY,
             "LARRYLAB_SPILL_DIR": str(tmp / "spill"),
-            "LARRYLAB_LOG_WRITER": "thread",
+            "LARRYLAB_JOURNAL_DIR": str(tmp / "spill" / "journal"),
         },
     )
     yield proc

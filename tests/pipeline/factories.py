@@ -21,7 +21,7 @@ from larrylab.db._engine import make_engine
 from larrylab.experiments._feedback import attribute_request, upsert_feedback
 from larrylab.pipeline.context import PipelineContext
 from larrylab.pipeline.llm import LLMOptions
-from larrylab.requestlog._writer import RequestRecord
+from larrylab.requestlog import RequestRecord
 from larrylab.sim import SimConfig, create_app
 from tests.conftest import write_records
 

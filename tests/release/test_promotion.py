@@ -37,7 +37,7 @@ from larrylab.release._registry import (
     transition_model,
     update_model,
 )
-from larrylab.requestlog._writer import RequestRecord
+from larrylab.requestlog import RequestRecord
 from tests.conftest import write_records
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from larrylab.requestlog._writer import RequestRecord
+from larrylab.requestlog._store import RequestRecord
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -23,8 +23,7 @@ from larrylab.experiments._feedback import (
     replay_feedback,
     upsert_feedback,
 )
-from larrylab.requestlog._indexer import ProcessLogWriter
-from larrylab.requestlog._journal import JournalWriter, SegmentReader, segments
+from larrylab.requestlog._journal import JournalWriter, RequestJournal, SegmentReader, segments
 from larrylab.requestlog._rollup import read_rollup, rebuild_rollups
 from larrylab.requestlog._spill import Quarantine, SpillDir
 from larrylab.requestlog._store import BatchStore, RequestRecord
@@ -77,7 +76,7 @@ def test_nul_in_text_is_stored_the_same_way_on_both_stores(
         reply={"role": "assistant", "content": f"z{NUL}"},
     )
     records[2] = bad
-    store = BatchStore(make_engine(migrated_url), SpillDir(tmp_path / "spill"))
+    store = BatchStore(make_engine(migrated_url), Quarantine(tmp_path / "spill" / "quarantine"))
     if path == "journal":
         store.write_rows(_journal_rows(migrated_url, tmp_path, records))
     else:
@@ -118,7 +117,7 @@ def test_a_row_the_database_refuses_is_quarantined_and_the_rest_stored(
     records[40] = replace(records[40], completion_tokens=2**64 - 1)
     records[41] = replace(records[41], finished_at="yesterday")  # type: ignore[arg-type]
     spill = tmp_path / "spill"
-    store = BatchStore(make_engine(migrated_url), SpillDir(spill))
+    store = BatchStore(make_engine(migrated_url), Quarantine(spill / "quarantine"))
     store.write_rows(_journal_rows(migrated_url, tmp_path, records))
     with make_engine(migrated_url).connect() as conn:
         stored = {r[0] for r in conn.execute(text("SELECT id FROM request"))}
@@ -143,8 +142,12 @@ def test_the_indexer_goes_past_a_refused_row(migrated_url: str, tmp_path: Path) 
     records[50] = replace(records[50], prompt_tokens=2**63)
 
     async def go() -> dict[str, int]:
-        writer = ProcessLogWriter(
-            migrated_url, spill_dir=tmp_path / "spill", batch_size=40, flush_interval_s=0.02
+        writer = RequestJournal(
+            migrated_url,
+            journal_dir=tmp_path / "journal",
+            spill_dir=tmp_path / "spill",
+            batch_size=40,
+            flush_interval_s=0.02,
         )
         await writer.start()
         for rec in records:
@@ -179,7 +182,7 @@ def test_spilled_ratings_wait_for_the_request_they_rate(migrated_url: str, tmp_p
     a week after it was received is dropped."""
     records = _records(9, seed=25)
     engine = make_engine(migrated_url)
-    store = BatchStore(engine, SpillDir(tmp_path / "spill"))
+    store = BatchStore(engine, Quarantine(tmp_path / "spill" / "quarantine"))
     store.write(records[:3])  # stored before the outage
     spill = SpillDir(tmp_path / "spill")
     quarantine = Quarantine(tmp_path / "spill" / "quarantine")
@@ -213,7 +216,7 @@ def test_a_spilled_rating_never_overwrites_a_newer_one(migrated_url: str, tmp_pa
     database back, the client rating again) is newer than any spilled one and stands."""
     engine = make_engine(migrated_url)
     records = _records(3, seed=26)
-    BatchStore(engine, SpillDir(tmp_path / "spill")).write(records)
+    BatchStore(engine, Quarantine(tmp_path / "spill" / "quarantine")).write(records)
     spill = SpillDir(tmp_path / "spill")
     quarantine = Quarantine(tmp_path / "spill" / "quarantine")
     now = utcnow()
@@ -230,7 +233,7 @@ def test_a_spilled_rating_never_overwrites_a_newer_one(migrated_url: str, tmp_pa
 def test_a_rating_the_database_refuses_is_quarantined(migrated_url: str, tmp_path: Path) -> None:
     """A spilled rating whose row the database refuses does not hold up the others."""
     engine = make_engine(migrated_url)
-    BatchStore(engine, SpillDir(tmp_path / "spill")).write(_records(3, seed=27))
+    BatchStore(engine, Quarantine(tmp_path / "spill" / "quarantine")).write(_records(3, seed=27))
     spill = SpillDir(tmp_path / "spill")
     quarantine = Quarantine(tmp_path / "spill" / "quarantine")
     _spill_rating(spill, request_id="r0", score=2**63)  # not a 1-5 score: a damaged file

@@ -16,7 +16,7 @@ from larrylab.db._engine import make_engine
 from larrylab.experiments._feedback import attribute_request, upsert_feedback
 from larrylab.requestlog import _sketch as sketch
 from larrylab.requestlog._rollup import LATENCY, TTFT, read_buckets, read_rollup, rebuild_rollups
-from larrylab.requestlog._writer import RequestRecord
+from larrylab.requestlog._store import RequestRecord
 from tests.conftest import write_records
 from tests.requestlog.factories import records as _records
 

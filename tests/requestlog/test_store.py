@@ -20,10 +20,9 @@ from larrylab.experiments._summary import summarize
 from larrylab.release._registry import create_model
 from larrylab.requestlog import _journal as journal
 from larrylab.requestlog._journal import JournalWriter, SegmentReader
-from larrylab.requestlog._spill import SpillDir
-from larrylab.requestlog._store import BatchStore
+from larrylab.requestlog._spill import Quarantine
+from larrylab.requestlog._store import BatchStore, RequestRecord
 from larrylab.requestlog._transcripts import rebuild
-from larrylab.requestlog._writer import RequestRecord
 from tests.conftest import write_records
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -162,7 +161,7 @@ def _store_from_journal(url: str, records: list[RequestRecord], tmp: Path) -> Se
     writer = JournalWriter(tmp / "journal", url)
     writer.append(records)
     reader = SegmentReader(journal.segments(writer.directory)[0][1])
-    store = BatchStore(make_engine(url), SpillDir(tmp / "spill"))
+    store = BatchStore(make_engine(url), Quarantine(tmp / "spill" / "quarantine"))
     offset = 0
     while True:
         rows, offset = reader.read_rows(offset, 7)
@@ -208,7 +207,9 @@ def test_a_damaged_prompt_in_the_journal_keeps_its_request(
     lines[2] = head + b"\t" + prompt[:-9]  # the second request's prompt, cut short
     path.write_bytes(b"\n".join(lines))
     rows, _ = SegmentReader(path).read_rows(0, 10)
-    BatchStore(make_engine(migrated_url), SpillDir(tmp_path / "spill")).write_rows(rows)
+    BatchStore(make_engine(migrated_url), Quarantine(tmp_path / "spill" / "quarantine")).write_rows(
+        rows
+    )
     with make_engine(migrated_url).connect() as conn:
         c = RequestLog.__table__.c  # type: ignore[attr-defined]
         links = {

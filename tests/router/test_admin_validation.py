@@ -234,7 +234,9 @@ def test_long_values_are_refused_before_the_database_sees_them(
     from tests.conftest import write_config
 
     config = write_config(tmp_path / "c.yaml", control_url=fast_sim.url, candidate_url=fast_sim.url)
-    settings = Settings(database_url=migrated_url, config=config, log_writer="thread")
+    settings = Settings(
+        database_url=migrated_url, config=config, journal_dir=str(tmp_path / "journal")
+    )
     prepare_store(settings)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert "route" in _error(client.put("/admin/routes/" + "r" * 5000, json=CHAT_ROUTE), 422)

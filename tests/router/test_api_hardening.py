@@ -25,7 +25,6 @@ from larrylab.localproc import LocalProcess, start_router
 from larrylab.release._prepare import prepare_store
 from larrylab.router._app import create_app
 from larrylab.router._deps import StateDep
-from larrylab.router._protocol import CoalescingHttpToolsProtocol
 from tests.conftest import write_config
 from tests.tcpproxy import TcpProxy
 
@@ -107,7 +106,11 @@ def keyed_router(
         log_dir=tmp,
         database_url=f"sqlite:///{tmp / 'db.sqlite'}",
         config=config,
-        env={**KEYS, "LARRYLAB_SPILL_DIR": str(tmp / "spill")},
+        env={
+            **KEYS,
+            "LARRYLAB_SPILL_DIR": str(tmp / "spill"),
+            "LARRYLAB_JOURNAL_DIR": str(tmp / "spill" / "journal"),
+        },
     )
     yield proc
     proc.stop()
@@ -145,16 +148,16 @@ def _app_with_failing_routes(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 def inprocess_server(tmp_path: Path, fast_sim: LocalProcess) -> Iterator[tuple[str, FastAPI]]:
-    """The router's app with failing test routes, served by uvicorn with the router's protocol
-    in a thread, on a loopback port."""
+    """The router's app with failing test routes, served by uvicorn (httptools) in a thread,
+    on a loopback port."""
     config = write_config(
         tmp_path / "larrylab.yaml", control_url=fast_sim.url, candidate_url=fast_sim.url
     )
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
         config=config,
-        log_writer="thread",
         spill_dir=str(tmp_path / "spill"),
+        journal_dir=str(tmp_path / "journal"),
     )
     prepare_store(settings)
     app = _app_with_failing_routes(settings)
@@ -163,7 +166,7 @@ def inprocess_server(tmp_path: Path, fast_sim: LocalProcess) -> Iterator[tuple[s
             app,
             host="127.0.0.1",
             port=0,
-            http=CoalescingHttpToolsProtocol,
+            http="httptools",
             log_level="critical",
             access_log=False,
         )
@@ -408,7 +411,11 @@ def test_every_admin_operation_is_a_503_while_the_database_is_down(
     config = write_config(
         tmp_path / "larrylab.yaml", control_url=fast_sim.url, candidate_url=fast_sim.url
     )
-    env = {**KEYS, "LARRYLAB_SPILL_DIR": str(tmp_path / "spill"), "LARRYLAB_LOG_WRITER": "thread"}
+    env = {
+        **KEYS,
+        "LARRYLAB_SPILL_DIR": str(tmp_path / "spill"),
+        "LARRYLAB_JOURNAL_DIR": str(tmp_path / "spill" / "journal"),
+    }
     router = start_router(log_dir=tmp_path, database_url=url, config=config, env=env)
     try:
         with httpx.Client(base_url=router.url, timeout=30) as http:
@@ -476,7 +483,10 @@ def test_a_value_postgresql_refuses_is_a_422(
     config = write_config(
         tmp_path / "larrylab.yaml", control_url=fast_sim.url, candidate_url=fast_sim.url
     )
-    env = {"LARRYLAB_SPILL_DIR": str(tmp_path / "spill"), "LARRYLAB_LOG_WRITER": "thread"}
+    env = {
+        "LARRYLAB_SPILL_DIR": str(tmp_path / "spill"),
+        "LARRYLAB_JOURNAL_DIR": str(tmp_path / "spill" / "journal"),
+    }
     router = start_router(log_dir=tmp_path, database_url=postgres_url, config=config, env=env)
     try:
         with httpx.Client(base_url=router.url, timeout=30) as http:

@@ -1,4 +1,4 @@
-"""The log writer process: every record stored once, even when the child is killed mid-batch."""
+"""The journal and its indexer: every record stored once, even when the indexer is killed."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import uvloop
 from sqlalchemy import text
 
 from larrylab.db._engine import make_engine
-from larrylab.requestlog._indexer import ProcessLogWriter, _Indexer, next_interval
-from larrylab.requestlog._journal import JournalWriter
+from larrylab.requestlog._indexer import _Indexer, next_interval
+from larrylab.requestlog._journal import JournalWriter, RequestJournal
 from larrylab.requestlog._rollup import read_rollup, rebuild_rollups
-from larrylab.requestlog._spill import SpillDir
+from larrylab.requestlog._spill import Quarantine, SpillDir
 from larrylab.requestlog._store import BatchStore, RequestRecord
 from tests.requestlog.factories import records as _records
 
@@ -47,7 +47,7 @@ def _spied_indexer(
     """A router's journal, an indexer of it (run in this process, `pace` its batch size and
     intervals) and the sizes of the batches it stores, as they are stored."""
     journal = JournalWriter(tmp_path / "journal", url)
-    store = BatchStore(make_engine(url), SpillDir(tmp_path / "spill"))
+    store = BatchStore(make_engine(url), Quarantine(tmp_path / "spill" / "quarantine"))
     config = {
         **pace,
         "database_url": url,
@@ -69,8 +69,8 @@ def test_every_record_is_stored_once(migrated_url: str, tmp_path: Path) -> None:
     records = _records(400, seed=3)
 
     async def go() -> None:
-        writer = ProcessLogWriter(
-            migrated_url, batch_size=37, flush_interval_s=0.02, spill_dir=tmp_path
+        writer = RequestJournal(
+            migrated_url, batch_size=37, flush_interval_s=0.02, journal_dir=tmp_path / "journal"
         )
         await writer.start()
         for rec in records:
@@ -95,8 +95,8 @@ def test_a_killed_child_is_replaced_and_loses_nothing(
     async def go() -> None:
         # A child holds what it received for 0.5 s (it starts in about as long), so each kill,
         # 0.3 s after a child started, finds records it was sent and has not acknowledged.
-        writer = ProcessLogWriter(
-            migrated_url, batch_size=1000, flush_interval_s=0.5, spill_dir=tmp_path
+        writer = RequestJournal(
+            migrated_url, batch_size=1000, flush_interval_s=0.5, journal_dir=tmp_path / "journal"
         )
         await writer.start()
         for i, rec in enumerate(records):
@@ -126,29 +126,28 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_replay_goes_through_the_child(migrated_url: str, tmp_path: Path) -> None:
+def test_request_rows_spilled_by_the_old_thread_writer_are_journaled_and_stored(
+    migrated_url: str, tmp_path: Path
+) -> None:
     from dataclasses import asdict
 
     spilled: list[RequestRecord] = _records(90, seed=5)
     path = SpillDir(tmp_path).append("requests", (asdict(r) for r in spilled))
     path.rename(tmp_path / f"requests-{_dead_pid()}.jsonl")  # left by a router that is gone
 
-    async def go() -> int:
-        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path)
+    async def go() -> None:
+        writer = RequestJournal(migrated_url, journal_dir=tmp_path / "journal", spill_dir=tmp_path)
         await writer.start()
-        try:
-            return await writer.replay()
-        finally:
-            await writer.close()
+        await writer.close()
 
-    assert asyncio.run(go()) == 90
+    asyncio.run(go())
     assert _stored(migrated_url) == (90, 90)
     assert not list(tmp_path.glob("*.jsonl*"))
 
 
 def test_closing_an_idle_writer_stops_its_child(migrated_url: str, tmp_path: Path) -> None:
     async def go() -> int | None:
-        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path)
+        writer = RequestJournal(migrated_url, journal_dir=tmp_path / "journal", spill_dir=tmp_path)
         await writer.start()
         await asyncio.wait_for(writer.close(), timeout=30)
         return writer.pid
@@ -160,7 +159,7 @@ def test_closing_an_idle_writer_stops_its_child(migrated_url: str, tmp_path: Pat
     except ProcessLookupError:
         pass
     else:
-        raise AssertionError(f"log writer process {pid} still runs after close()")
+        raise AssertionError(f"indexer {pid} still runs after close()")
 
 
 def test_closing_a_writer_reports_a_cut_short_line_only_when_there_is_one(
@@ -169,7 +168,12 @@ def test_closing_a_writer_reports_a_cut_short_line_only_when_there_is_one(
     """An idle router's journal holds only a segment header: closing it is no crash."""
 
     async def go(records: list[RequestRecord]) -> None:
-        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path, flush_interval_s=0.02)
+        writer = RequestJournal(
+            migrated_url,
+            journal_dir=tmp_path / "journal",
+            spill_dir=tmp_path,
+            flush_interval_s=0.02,
+        )
         await writer.start()
         for rec in records:
             writer.submit_nowait(rec)
@@ -181,30 +185,16 @@ def test_closing_a_writer_reports_a_cut_short_line_only_when_there_is_one(
     assert _stored(migrated_url) == (30, 30)
 
 
-def test_a_replay_abandoned_by_its_caller_leaves_the_writer_working(
-    migrated_url: str, tmp_path: Path
-) -> None:
-    records = _records(60, seed=6)
-
-    async def go() -> None:
-        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path, flush_interval_s=0.02)
-        await writer.start()
-        replay = asyncio.create_task(writer.replay())
-        await asyncio.sleep(0)
-        replay.cancel()  # as at shutdown, while the child still owes the answer
-        for rec in records:
-            writer.submit_nowait(rec)
-        await asyncio.wait_for(writer.close(), timeout=30)
-
-    asyncio.run(go())
-    assert _stored(migrated_url) == (60, 60)
-
-
 def test_pending_records_carry_their_attribution(migrated_url: str, tmp_path: Path) -> None:
     records = _records(30, seed=7)
 
     async def go() -> None:
-        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path, flush_interval_s=0.05)
+        writer = RequestJournal(
+            migrated_url,
+            journal_dir=tmp_path / "journal",
+            spill_dir=tmp_path,
+            flush_interval_s=0.05,
+        )
         await writer.start()
         for rec in records:
             writer.submit_nowait(rec)
@@ -228,8 +218,13 @@ def test_segments_rotate_and_the_indexer_runs_at_lower_priority(
     records = _records(300, seed=8)
 
     async def go() -> tuple[int, int]:
-        writer = ProcessLogWriter(
-            migrated_url, spill_dir=tmp_path, flush_interval_s=0.02, nice=7, segment_bytes=4000
+        writer = RequestJournal(
+            migrated_url,
+            journal_dir=tmp_path / "journal",
+            spill_dir=tmp_path,
+            flush_interval_s=0.02,
+            nice=7,
+            segment_bytes=4000,
         )
         await writer.start()
         assert writer.pid is not None and writer.journal_folder is not None
@@ -270,7 +265,12 @@ def test_the_journal_of_a_dead_router_is_adopted(
     foreign.release()
 
     async def go() -> None:
-        writer = ProcessLogWriter(migrated_url, spill_dir=tmp_path, flush_interval_s=0.02)
+        writer = RequestJournal(
+            migrated_url,
+            journal_dir=tmp_path / "journal",
+            spill_dir=tmp_path,
+            flush_interval_s=0.02,
+        )
         await writer.start()
         for _ in range(300):
             if not dead.directory.exists():
@@ -293,7 +293,12 @@ def test_rows_wait_in_the_journal_while_the_database_is_away(tmp_path: Path) -> 
     records = _records(80, seed=11)
 
     async def go() -> None:
-        writer = ProcessLogWriter(url, spill_dir=tmp_path / "spill", flush_interval_s=0.02)
+        writer = RequestJournal(
+            url,
+            journal_dir=tmp_path / "journal",
+            spill_dir=tmp_path / "spill",
+            flush_interval_s=0.02,
+        )
         await writer.start()
         for rec in records:
             writer.submit_nowait(rec)
@@ -315,8 +320,12 @@ def test_a_flush_or_a_nearly_full_backlog_does_not_wait_for_the_interval(
 
     async def go() -> float:
         # The indexer's interval is a minute; at most 40 rows may wait.
-        writer = ProcessLogWriter(
-            migrated_url, spill_dir=tmp_path, flush_interval_s=60, queue_size=40
+        writer = RequestJournal(
+            migrated_url,
+            journal_dir=tmp_path / "journal",
+            spill_dir=tmp_path,
+            flush_interval_s=60,
+            max_rows=40,
         )
         await writer.start()
         t0 = time.monotonic()
