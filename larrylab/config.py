@@ -52,6 +52,17 @@ DEFAULT_ALLOWED_KEY_ENVS = "*_API_KEY"
 RESERVED_ENV_PREFIX = "LARRYLAB_"
 
 
+def is_loopback(address: str) -> bool:
+    """True for `localhost` and loopback IP addresses (IPv6 with or without brackets): the
+    addresses `serve` and `dashboard` may bind without keys."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class ConfigError(Exception):
     """A config file (or setting) that larrylab cannot start with; the message says why."""
 

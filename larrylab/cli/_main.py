@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from larrylab.cli._kit import (
 )
 from larrylab.cli._pipeline import pipeline_app
 from larrylab.cli._training import add_commands as add_training_commands
-from larrylab.config import ArmSpec, Settings, parse_arm
+from larrylab.config import ArmSpec, Settings, is_loopback, parse_arm
 
 app = typer.Typer(
     help="larrylab: A/B experiments, evals and fine-tuning for Larry, the PWS coach.",
@@ -47,15 +46,6 @@ app.add_typer(eval_app, name="eval")
 add_training_commands(pipeline_app)
 app.add_typer(pipeline_app, name="pipeline")
 app.command("gate")(gate_command)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_serve_settings(settings: Settings, workers: int) -> None:
@@ -90,7 +80,7 @@ def serve(
     from larrylab.release import prepare_store
 
     settings = settings_from(database_url, config)
-    if not _is_loopback(host) and (not settings.client_keys or not settings.admin_key):
+    if not is_loopback(host) and (not settings.client_keys or not settings.admin_key):
         fail(
             f"refusing to bind {host}: set LARRYLAB_API_KEYS and LARRYLAB_ADMIN_KEY "
             "to serve beyond loopback"

@@ -18,8 +18,7 @@ from typing import Any
 
 import streamlit as st
 
-from larrylab.config import Settings
-from larrylab.dashboard.launch import is_loopback
+from larrylab.config import Settings, is_loopback
 
 SESSION_KEY = "larrylab_admin_key"
 KEY_INPUT = "admin_key_input"

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from larrylab.config import is_loopback
 from larrylab.dashboard.guard import LOOPBACK_NAMES
 from larrylab.db import normalize_url
 
@@ -34,16 +35,6 @@ PR_SET_PDEATHSIG = 1
 
 class BindRefused(ValueError):
     """An address beyond loopback without an admin key."""
-
-
-def is_loopback(address: str) -> bool:
-    """True for localhost and loopback IPs."""
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(address: str, admin_key: str) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Generic, Literal, TypeVar
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from larrylab.config import ArmSpec, Description, ExperimentSpec, ModelSpec, Name
@@ -27,12 +27,11 @@ from larrylab.experiments import (
     update_experiment,
 )
 from larrylab.release import ModelPublic, create_model, get_model, list_models, update_model
-from larrylab.router._deps import SessionDep, StateDep, require_admin
+from larrylab.router._deps import SessionDep, StateDep
 from larrylab.router._errors import ApiError, error_responses
 
 router = APIRouter(
     prefix="/admin",
-    dependencies=[Depends(require_admin)],
     tags=["admin"],
     responses=error_responses(401, 404, 409, 422),
 )

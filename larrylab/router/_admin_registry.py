@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field
 
 from larrylab.release import (
@@ -29,12 +29,11 @@ from larrylab.release import (
     transition_model,
 )
 from larrylab.router._admin import Page, apply_change, call_service
-from larrylab.router._deps import SessionDep, StateDep, require_admin
+from larrylab.router._deps import SessionDep, StateDep
 from larrylab.router._errors import ApiError, error_responses
 
 router = APIRouter(
     prefix="/admin",
-    dependencies=[Depends(require_admin)],
     tags=["admin"],
     responses=error_responses(401, 404, 409, 422),
 )

@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import anyio
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from larrylab.db import utcnow
 from larrylab.requestlog import RequestRecord
-from larrylab.router._deps import RouterState, StateDep, require_client
+from larrylab.router._deps import RouterState, StateDep
 from larrylab.router._errors import (
     ApiError,
     body_too_large,
@@ -396,7 +396,6 @@ async def _relay(
 @router.get(
     "/v1/models",
     summary="List the routes and models a client may call",
-    dependencies=[Depends(require_client)],
 )
 async def list_models(state: StateDep) -> dict[str, Any]:
     """Routes and models in OpenAI's list format."""

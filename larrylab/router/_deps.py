@@ -91,17 +91,3 @@ def admin_key_error(settings: Settings, authorization: str) -> ApiError | None:
             code="invalid_admin_key",
         )
     return None
-
-
-async def require_client(request: Request) -> None:
-    """Check the client key when `LARRYLAB_API_KEYS` is set."""
-    settings = request.app.state.router.settings
-    if error := client_key_error(settings, request.headers.get("authorization", "")):
-        raise error
-
-
-async def require_admin(request: Request) -> None:
-    """Check the admin key when `LARRYLAB_ADMIN_KEY` is set."""
-    settings = request.app.state.router.settings
-    if error := admin_key_error(settings, request.headers.get("authorization", "")):
-        raise error

@@ -123,18 +123,19 @@ class BodyTooLarge(StarletteHTTPException):
     code = "body_too_large"
 
     def __init__(self, limit: int) -> None:
-        super().__init__(
-            413,
-            f"request body is larger than the limit of {limit} bytes",
-            headers={"connection": "close"},
-        )
+        super().__init__(413, body_limit_message(limit), headers={"connection": "close"})
+
+
+def body_limit_message(limit: int) -> str:
+    """What a client is told when its body passes `limit` bytes."""
+    return f"request body is larger than the limit of {limit} bytes"
 
 
 def body_too_large(limit: int) -> ApiError:
     """The 413 for a body over `limit` bytes, closing the connection (the rest is not read)."""
     return ApiError(
         413,
-        f"request body is larger than the limit of {limit} bytes",
+        body_limit_message(limit),
         code="body_too_large",
         headers={"connection": "close"},
     )

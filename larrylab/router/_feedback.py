@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from larrylab.db import utcnow
 from larrylab.experiments import Attribution, attribute_request, attribute_thread, upsert_feedback
-from larrylab.router._deps import RouterState, StateDep, require_client
+from larrylab.router._deps import RouterState, StateDep
 from larrylab.router._errors import ApiError, error_responses
 from larrylab.router._ids import request_age_s
 from larrylab.router._schemas import FeedbackIn, FeedbackOut
@@ -24,7 +24,6 @@ _RECENT_S = 60.0
 _WAIT_FOR_OTHERS_S = 3.0
 
 router = APIRouter(
-    dependencies=[Depends(require_client)],
     tags=["feedback"],
     responses=error_responses(401, 404, 422),
 )
