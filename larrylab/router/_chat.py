@@ -12,13 +12,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import orjson
 from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from larrylab.db import utcnow
@@ -45,6 +46,17 @@ from larrylab.router._upstream import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class RawRoute(APIRoute):
+    """A route whose endpoint takes the Request and returns the Response itself: FastAPI's
+    request handler (dependencies, body fields, response model) is skipped, its OpenAPI
+    operation kept (`CHAT_OPENAPI`). The chat route reads and parses its body by hand."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The endpoint itself."""
+        return cast(Callable[[Request], Coroutine[Any, Any, Response]], self.endpoint)
+
 
 router = APIRouter(
     tags=["openai"],
@@ -268,12 +280,6 @@ CHAT_OPENAPI: dict[str, Any] = {
 }
 
 
-@router.post(
-    "/v1/chat/completions",
-    summary="Create a chat completion (OpenAI-compatible)",
-    response_model=None,
-    openapi_extra=CHAT_OPENAPI,
-)
 async def chat_completions(request: Request) -> Response | RelayResponse:
     """Route a chat completion to the model its route and thread select."""
     t0 = time.perf_counter()
@@ -312,6 +318,17 @@ async def chat_completions(request: Request) -> Response | RelayResponse:
         ),
     )
     return Response(orjson.dumps(data), media_type="application/json", headers=att.headers())
+
+
+router.add_api_route(
+    "/v1/chat/completions",
+    chat_completions,
+    methods=["POST"],
+    summary="Create a chat completion (OpenAI-compatible)",
+    response_model=None,
+    openapi_extra=CHAT_OPENAPI,
+    route_class_override=RawRoute,
+)
 
 
 def _reply_message(data: dict[str, Any]) -> dict[str, Any] | None:
