@@ -4,7 +4,7 @@ Fills a fresh database with realistic rows (`request_rows.py`: COPY, then the ru
 rebuilt and VACUUM ANALYZE) and records a pipeline run with 2,600 filtered items, then runs
 every page through Streamlit's AppTest: a cold render (caches cleared, so every aggregate is
 queried) and a warm one (within the cache's TTL), several times each. Also times the per-arm
-summary both ways (`summary.summarize` and `insights.arm_summaries`; both read the rollups,
+summary both ways (`experiments.arm_reports` and `insights.arm_reports`; both read the rollups,
 percentiles from the latency buckets). Usage:
 
     python bench/dashboard_render.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from request_rows import CANDIDATE, CONTROL, EXPERIMENT, fill
 
-from larrylab.dashboard.insights import arm_summaries
+from larrylab.dashboard.insights import arm_reports as insights_arm_reports
 from larrylab.db._engine import make_engine, normalize_url
-from larrylab.experiments._summary import summarize
+from larrylab.experiments._arm_report import arm_reports
 from larrylab.pipeline.records import Record, atomic_writer, write_records
 from larrylab.pipeline.runs import record_pipeline_stage
 
@@ -168,15 +168,15 @@ def _time_pages(url: str, repeats: int) -> dict[str, dict[str, float]]:
 
 def _time_summaries(url: str, repeats: int) -> dict[str, float]:
     engine = make_engine(url)
-    times: dict[str, list[float]] = {"summary.summarize": [], "insights.arm_summaries": []}
+    times: dict[str, list[float]] = {"experiments.arm_reports": [], "insights.arm_reports": []}
     for _ in range(repeats):
         start = time.perf_counter()
-        summarize(engine, EXPERIMENT, ARMS)
-        times["summary.summarize"].append(time.perf_counter() - start)
+        arm_reports(engine, EXPERIMENT, ARMS)
+        times["experiments.arm_reports"].append(time.perf_counter() - start)
         with Session(engine) as s:
             start = time.perf_counter()
-            arm_summaries(session=s, experiment=EXPERIMENT, arms=ARMS)
-            times["insights.arm_summaries"].append(time.perf_counter() - start)
+            insights_arm_reports(session=s, experiment=EXPERIMENT, arms=ARMS)
+            times["insights.arm_reports"].append(time.perf_counter() - start)
     engine.dispose()
     return {f"{k}_median_s": round(statistics.median(v), 3) for k, v in times.items()}
 

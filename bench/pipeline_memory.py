@@ -97,7 +97,8 @@ def _record(rid: str, thread: str, prompt: list[dict[str, Any]], reply: str, at:
         model="gemini-flash", upstream_model="gemini-2.5-flash", stream=True, status="ok",
         http_status=200, error_class=None, error_message=None, fallback_from=None,
         latency_ms=900.0, ttft_ms=300.0, upstream_ms=None, overhead_ms=None, prompt_tokens=50,
-        completion_tokens=60, created_at=at, finished_at=at, prompt=prompt,
+        completion_tokens=60, protocol="openai", ineligible=None,
+        stripped=False, created_at=at, finished_at=at, prompt=prompt,
         reply={"role": "assistant", "content": reply},
     )  # fmt: skip
 

@@ -31,9 +31,9 @@ from sqlmodel import Session
 from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
 from larrylab.db._engine import make_engine, normalize_url, upgrade
 from larrylab.db._schema import Feedback, RequestLog
-from larrylab.experiments._analysis import analyze
+from larrylab.experiments._arm_report import arm_reports
 from larrylab.experiments._experiments import create_experiment
-from larrylab.experiments._summary import summarize
+from larrylab.experiments._report import experiment_report
 from larrylab.release._registry import create_model
 from larrylab.requestlog._rollup import rebuild_rollups
 
@@ -124,8 +124,8 @@ def _time_report(url: str, repeats: int = 3) -> dict[str, float]:
     engine = make_engine(url)
     out: dict[str, float] = {}
     for name, fn in (
-        ("summary", lambda: summarize(engine, "exp", ARMS)),
-        ("analysis", lambda: analyze(engine, "exp", ARMS)),
+        ("arm_reports", lambda: arm_reports(engine, "exp", ARMS)),
+        ("experiment_report", lambda: experiment_report(engine, "exp", ARMS)),
     ):
         times = []
         for _ in range(repeats):

@@ -18,9 +18,21 @@ directly under sustained load: the route with its default log writer and without
 long windows (`--sustained-s`) alternating for `--sustained-rounds` rounds; each logging window
 is also charged the time its router took afterwards to store the rows still waiting
 (`rps_on_incl_storing`); `--sustained-variant NAME:KEY=VALUE,...` adds a logging router with
-other settings to the same rounds, priced against the same windows without logging. Usage:
+other settings to the same rounds, priced against the same windows without logging.
 
-    python bench/router_overhead.py [--setup-litellm] [--requests 500] [--concurrency 20]
+`--protocol` (default `both`) adds Gemini's native API to the standard phase, in the same
+interleaved requests and rotated rounds: `POST /v1beta/models/{model}:generateContent` and
+`:streamGenerateContent?alt=sse` with `x-goog-api-key`, the same conversations as
+`contents`/`systemInstruction`, sent to the simulator's own endpoints (`direct`), to two more
+logging routers serving `api: gemini` models (`larrylab-model` and `larrylab-route`, the
+route's experiment) and to a second LiteLLM proxy's own Google-GenAI endpoints; every Gemini
+reply's text is read and checked. Its figures, added latency against its own `direct` and
+targets, go under `gemini` in the JSON; the OpenAI figures stay at the top level. Every way
+is tried once before measuring: one that cannot answer stops the run with its status and body.
+Usage:
+
+    python bench/router_overhead.py [--setup-litellm] [--protocol openai|gemini|both]
+        [--requests 500] [--concurrency 20]
         [--window-s 4] [--rounds 3] [--phases standard[,sustained]] [--sustained-s 30]
         [--sustained-rounds 4] [--sustained-variant NAME:KEY=VALUE[,KEY=VALUE]]...
         [--traffic branching] [--out bench/results/router_overhead.json]
@@ -46,7 +58,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +91,14 @@ WRITER_ENV = {
 }
 MODES = ("json", "stream")
 PCTS = (50, 95, 99)
+PROTOCOLS = ("openai", "gemini")
+# Gemini's native API (`--protocol gemini`): the simulator's own endpoints, two routers serving
+# `api: gemini` models (by model and by the route's experiment), and LiteLLM's proxy's
+# Google-GenAI endpoints, each way named `gemini/<way>` while measured.
+GEMINI_MODEL = "gemini-2.5-flash"  # what the simulator is asked for, directly and upstream
+GEMINI_LARRYLAB_WAYS = (("larrylab-model", "gem-a"), ("larrylab-route", "larry"))
+GEMINI_PREFIX = "gemini/"
+GEMINI_CONFIG = {"temperature": 0.7}
 TURNS = (
     "You are Larry, a coach for the PWS method. Ask one question at a time, keep answers short.",
     "Our team ({thread}) wants to cut food waste in school cafeterias. Is it worth solving?",
@@ -99,8 +119,10 @@ class Conversations:
         # thread slot -> (thread id, messages so far, turns taken, conversations begun)
         self.threads: dict[int, tuple[str, list[dict[str, str]], int, int]] = {}
 
-    def request(self, model: str, stream: bool, i: int) -> tuple[bytes, list[dict[str, str]]]:
-        """The body of request `i`, and the messages it sends."""
+    def request(
+        self, model: str, stream: bool, i: int, protocol: str = "openai"
+    ) -> tuple[bytes, list[dict[str, str]]]:
+        """The body of request `i` (in `protocol`'s shape), and the messages it sends."""
         slot = i % 256
         thread, messages, turn, number = self.threads.get(slot, ("", [], self.turns, -1))
         if turn >= self.turns:  # a new conversation in this slot
@@ -110,6 +132,8 @@ class Conversations:
             self.threads[slot] = (thread, messages, turn, number)
         user = f"Turn {turn} of {thread}: {TURNS[3]}"
         sent = [*messages, {"role": "user", "content": user}]
+        if protocol == "gemini":
+            return gemini_body(sent), sent
         body = {"model": model, "stream": stream, "user": thread, "messages": sent}
         return orjson.dumps(body), sent
 
@@ -120,8 +144,12 @@ class Conversations:
         self.threads[i % 256] = (thread, history, turn + 1, number)
 
 
-def reply_content(data: bytes, stream: bool) -> str:
-    """The assistant's text in a chat completion response, or in its SSE stream."""
+def reply_content(data: bytes, stream: bool, protocol: str = "openai") -> str:
+    """The assistant's text in a chat completion response, or in its SSE stream; for
+    `protocol="gemini"`, in a `generateContent` response or a `streamGenerateContent?alt=sse`
+    stream, where it must end with a `finishReason` (else ValueError)."""
+    if protocol == "gemini":
+        return gemini_content(data, stream)
     if not stream:
         return str(orjson.loads(data)["choices"][0]["message"]["content"])
     parts = []
@@ -130,6 +158,39 @@ def reply_content(data: bytes, stream: bool) -> str:
             choices = orjson.loads(line[6:]).get("choices") or [{}]
             parts.append(choices[0].get("delta", {}).get("content") or "")
     return "".join(parts)
+
+
+def gemini_content(data: bytes, stream: bool) -> str:
+    """The model's text in a Gemini response (or its SSE events, joined); ValueError unless
+    the last response carries a `finishReason` (an error or a cut stream has none)."""
+    events = (
+        [orjson.loads(line[6:]) for line in data.split(b"\n") if line.startswith(b"data: {")]
+        if stream
+        else [orjson.loads(data)]
+    )
+    parts, finished = [], False
+    for event in events:
+        candidate = (event.get("candidates") or [{}])[0]
+        parts += [p.get("text") or "" for p in candidate.get("content", {}).get("parts") or []]
+        finished = bool(candidate.get("finishReason"))
+    if not finished:
+        raise ValueError("no finishReason in the last response")
+    return "".join(parts)
+
+
+def gemini_body(messages: Sequence[dict[str, str]]) -> bytes:
+    """A `generateContent` body for chat messages: system messages as `systemInstruction`,
+    user and assistant turns as `contents` (roles user and model), and a temperature."""
+    system = [{"text": m["content"]} for m in messages if m["role"] == "system"]
+    contents = [
+        {"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}
+        for m in messages
+        if m["role"] != "system"
+    ]
+    out: dict[str, Any] = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": system}
+    return orjson.dumps({**out, "generationConfig": GEMINI_CONFIG})
 
 
 @dataclass(frozen=True)
@@ -143,6 +204,48 @@ class Way:
     through: bool = True
     logs: bool = False  # a larrylab router that logs requests (its log queue is watched)
     talk: Conversations | None = None  # None: the branching traffic of `body`
+    standard: bool = True  # measured in the standard phase (else only in the sustained one)
+    protocol: str = "openai"  # or "gemini": `base` is then a `/v1beta` root
+    headers: dict[str, str] = field(
+        default_factory=lambda: {"authorization": "Bearer bench"}, compare=False
+    )
+
+    @property
+    def root(self) -> str:
+        """The server's root URL (`base` without its `/v1` or `/v1beta`)."""
+        return self.base.rsplit("/", 1)[0]
+
+    def url(self, stream: bool) -> str:
+        """Where a request goes: chat completions, or Gemini's (stream)generateContent."""
+        if self.protocol == "openai":
+            return f"{self.base}/chat/completions"
+        if stream:
+            return f"{self.base}/models/{self.model}:streamGenerateContent?alt=sse"
+        return f"{self.base}/models/{self.model}:generateContent"
+
+    def request(self, stream: bool, i: int) -> tuple[bytes, list[dict[str, str]] | None]:
+        """The body of request `i`, and the messages it sends (None: branching traffic)."""
+        if self.talk is not None:
+            return self.talk.request(self.model, stream, i, self.protocol)
+        if self.protocol == "gemini":
+            return gemini_body(branching_messages(i)), None
+        return body(self.model, stream, i), None
+
+
+def gemini_way(
+    name: str, root: str, model: str, pid: int, *, through: bool = True, **kw: Any
+) -> Way:
+    """A way that speaks Gemini's native API at `root`/v1beta, with a Gemini API key."""
+    return Way(
+        GEMINI_PREFIX + name,
+        f"{root}/v1beta",
+        model,
+        pid,
+        through=through,
+        protocol="gemini",
+        headers={"x-goog-api-key": "bench"},
+        **kw,
+    )
 
 
 @dataclass
@@ -212,25 +315,39 @@ def own_cpu_s(pids: Sequence[int]) -> float:
     return sum(os.times()[:2]) + sum(cpu_seconds(p) for p in set(pids))
 
 
-def body(model: str, stream: bool, i: int) -> bytes:
-    """A small coach conversation: system prompt and three user turns, `user` = thread id."""
+def branching_messages(i: int) -> list[dict[str, str]]:
+    """A small coach conversation: system prompt and three user turns, the last new in every
+    request, on one of 256 threads."""
     thread = f"bench-thread-{i % 256:03d}"
     texts = [t.format(thread=thread, i=i) for t in TURNS]
     roles = ["system", "user", "assistant", "user", "assistant", "user"]
-    messages = [{"role": r, "content": t} for r, t in zip(roles, texts, strict=True)]
-    return orjson.dumps({"model": model, "stream": stream, "user": thread, "messages": messages})
+    return [{"role": r, "content": t} for r, t in zip(roles, texts, strict=True)]
+
+
+def body(model: str, stream: bool, i: int) -> bytes:
+    """The chat completion body of `branching_messages(i)`, `user` = its thread id (Gemini's
+    body has no such field: `gemini_body`)."""
+    thread = f"bench-thread-{i % 256:03d}"
+    return orjson.dumps(
+        {"model": model, "stream": stream, "user": thread, "messages": branching_messages(i)}
+    )
 
 
 async def one(session: aiohttp.ClientSession, way: Way, stream: bool, i: int) -> float | None:
-    """Send one request; its latency to the last byte in seconds, or None on any failure."""
-    if way.talk is None:
-        payload, sent = body(way.model, stream, i), None
-    else:
-        payload, sent = way.talk.request(way.model, stream, i)
+    """Send one request; its latency to the last byte in seconds, or None on any failure.
+    A Gemini reply is always read whole and its text checked (after the clock stops): an
+    error, a cut stream or an empty text counts as a failure."""
+    payload, sent = way.request(stream, i)
     t0 = time.perf_counter()
     try:
-        async with session.post(f"{way.base}/chat/completions", data=payload) as resp:
-            if stream and sent is None:
+        async with session.post(way.url(stream), data=payload, headers=way.headers) as resp:
+            if way.protocol == "gemini":
+                if stream:
+                    data = b"".join([chunk async for chunk in resp.content.iter_any()])
+                else:
+                    data = await resp.read()
+                ok = resp.status == 200
+            elif stream and sent is None:
                 tail = b""
                 async for chunk in resp.content.iter_any():
                     tail = (tail + chunk)[-64:]
@@ -244,9 +361,70 @@ async def one(session: aiohttp.ClientSession, way: Way, stream: bool, i: int) ->
     except (aiohttp.ClientError, TimeoutError):
         return None
     dt = time.perf_counter() - t0
-    if ok and way.talk is not None and sent is not None:
+    if ok and way.protocol == "gemini":
+        try:
+            content = gemini_content(data, stream)
+        except (ValueError, TypeError, AttributeError, IndexError):  # orjson's errors included
+            return None
+        if not content:
+            return None
+        if way.talk is not None and sent is not None:
+            way.talk.replied(i, sent, content)
+    elif ok and way.talk is not None and sent is not None:
         way.talk.replied(i, sent, reply_content(data, stream))
     return dt if ok else None
+
+
+class BenchError(RuntimeError):
+    """A way cannot be measured; the message says which and why."""
+
+
+async def preflight(session: aiohttp.ClientSession, ways: Sequence[Way]) -> None:
+    """One request per way and mode, each reply's text checked; BenchError naming every way
+    that failed (status and the start of its body), so that a way that cannot answer stops the
+    run at once rather than being measured as errors."""
+    problems = []
+    timeout = aiohttp.ClientTimeout(total=20)
+    for w in ways:
+        for mode in MODES:
+            stream, url = mode == "stream", w.url(mode == "stream")
+            payload = (
+                gemini_body(branching_messages(0))
+                if w.protocol == "gemini"
+                else body(w.model, stream, 0)
+            )
+            what = f"{w.name} ({mode}): POST {url}"
+            try:
+                async with session.post(
+                    url, data=payload, headers=w.headers, timeout=timeout
+                ) as resp:
+                    status, data = resp.status, await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problems.append(f"{what}: {type(exc).__name__} {exc}")
+                continue
+            try:
+                text = reply_content(data, stream, w.protocol) if status == 200 else ""
+            except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+                text = f"!{exc}"
+            if not text or text.startswith("!"):
+                why = f" ({text[1:]})" if text else ""
+                problems.append(f"{what} -> {status}{why}: {data[:300]!r}")
+    if not problems:
+        return
+    message = "these ways did not answer:\n  " + "\n  ".join(problems)
+    if any(p.startswith(GEMINI_PREFIX + "larrylab") for p in problems):
+        message += (
+            "\nThe larrylab router must serve Gemini's native API (POST /v1beta/models/{model}"
+            ":generateContent and :streamGenerateContent?alt=sse, `api: gemini` models) for the "
+            "gemini ways; `--protocol openai` measures the OpenAI path alone."
+        )
+    raise BenchError(message)
+
+
+async def preflight_alone(ways: Sequence[Way]) -> None:
+    """`preflight` in a session of its own (before the measuring session opens)."""
+    async with aiohttp.ClientSession(headers={"content-type": "application/json"}) as session:
+        await preflight(session, ways)
 
 
 async def sequential(
@@ -293,7 +471,7 @@ LOG_METRICS = (
 
 def log_metrics(way: Way) -> dict[str, float]:
     """A router's log writer gauges and counters from its /metrics."""
-    text = httpx.get(way.base.removesuffix("/v1") + "/metrics", timeout=30).text
+    text = httpx.get(way.root + "/metrics", timeout=30).text
     found = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
@@ -383,7 +561,7 @@ def store_now_s(way: Way) -> float:
     """Seconds a router takes to store the rows it has waiting, told to store them now: the
     experiment summary makes it store at once (rather than at the indexer's next interval);
     a second summary, with nothing to store, is timed too and taken off."""
-    url = way.base.removesuffix("/v1") + "/admin/experiments/bench-ab/summary"
+    url = way.root + "/admin/experiments/bench-ab/report"
     times = []
     for _ in range(2):
         t0 = time.perf_counter()
@@ -494,10 +672,17 @@ def setup_litellm(venv: Path) -> None:
         subprocess.run([*pip, "-c", str(pins), spec], check=True, timeout=1800)
 
 
-def start_litellm(venv: Path, sim_url: str, tmp: Path) -> LocalProcess:
-    """LiteLLM's proxy, one worker, offline, no database, pointing `larry` at the simulator."""
-    cfg = tmp / "litellm.yaml"
+def start_litellm(venv: Path, sim_url: str, tmp: Path, protocol: str = "openai") -> LocalProcess:
+    """LiteLLM's proxy, one worker, offline, no database, pointing `larry` at the simulator:
+    its OpenAI endpoint, or (`protocol="gemini"`) its Gemini one, which the proxy's own
+    `/v1beta/models/larry:generateContent` and `:streamGenerateContent` call (a `gemini/`
+    model with `api_base` = the simulator's `/v1beta`: the proxy appends
+    `/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse`, and sends
+    `x-goog-api-key`; its streams are relayed raw, without OpenAI's `[DONE]`)."""
+    cfg = tmp / f"litellm-{protocol}.yaml"
     model = {"model": "openai/larry-v1", "api_base": f"{sim_url}/v1", "api_key": "x"}
+    if protocol == "gemini":
+        model = {"model": f"gemini/{GEMINI_MODEL}", "api_base": f"{sim_url}/v1beta", "api_key": "x"}
     cfg.write_text(
         yaml.safe_dump({"model_list": [{"model_name": "larry", "litellm_params": model}]})
     )
@@ -508,14 +693,14 @@ def start_litellm(venv: Path, sim_url: str, tmp: Path) -> LocalProcess:
         "LITELLM_LOG": "ERROR",
         "NO_PROXY": "*",
     }
-    port, log_path = free_port(), tmp / "litellm.log"
+    port, log_path = free_port(), tmp / f"litellm-{protocol}.log"
     args = [str(venv / "bin" / "litellm"), "--config", str(cfg), "--port", str(port)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [*args, "--num_workers", "1"],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
         )  # fmt: skip
-    lp = LocalProcess("litellm", port, proc, log_path)
+    lp = LocalProcess(f"litellm-{protocol}", port, proc, log_path)
     for _ in range(1200):
         if proc.poll() is not None:
             raise RuntimeError(f"litellm exited with {proc.returncode}:\n{lp.log()[-3000:]}")
@@ -536,6 +721,19 @@ def router_config(sim_url: str) -> dict[str, Any]:
     return {
         "models": models,
         "routes": {"larry": {"model": "sim-a"}},
+        "experiments": [{"name": "bench-ab", "route": "larry", "arms": arms}],
+    }
+
+
+def gemini_router_config(sim_url: str) -> dict[str, Any]:
+    """`router_config` with `api: gemini` models: the router calls the simulator's root
+    (`/v1beta/models/gemini-2.5-flash:generateContent` appended) natively."""
+    spec = {"api": "gemini", "base_url": sim_url, "model": GEMINI_MODEL}
+    models = {n: {**spec, "api_key_env": "GEMINI_API_KEY"} for n in ("gem-a", "gem-b")}
+    arms = [{"model": "gem-a", "weight": 50, "control": True}, {"model": "gem-b", "weight": 50}]
+    return {
+        "models": models,
+        "routes": {"larry": {"model": "gem-a"}},
         "experiments": [{"name": "bench-ab", "route": "larry", "arms": arms}],
     }
 
@@ -631,34 +829,59 @@ def judge(res: dict[str, Any], proxy: bool) -> dict[str, Any]:
 
 
 def table(res: dict[str, Any]) -> str:
-    """A plain-text table of the main numbers."""
-    head = f"{'mode':6} {'way':18} {'seq p50':>8} {'p95':>7} {'p99':>7} {'added p50':>9}"
-    lines = [head + f" {'c-rps':>7} {'c p50':>7} {'c p99':>7} {'cpu ms/req':>10}"]
-    for mode in MODES:
-        for w, s in res["sequential"][mode].items():
-            a = res["added_latency_ms"][mode]["sequential"].get(w, {}).get("p50", 0.0)
-            c = res["concurrent"][mode][w]
-            lines.append(
-                f"{mode:6} {w:18} {s['p50_ms']:8.2f} {s['p95_ms']:7.2f} {s['p99_ms']:7.2f} "
-                f"{a:9.2f} {c['rps']:7.1f} {c['p50_ms']:7.2f} {c['p99_ms']:7.2f} "
-                f"{c['server_cpu_ms_per_req']:10.2f}"
-            )
+    """A plain-text table of the main numbers, the OpenAI path's then Gemini's."""
+    head = f"{'proto':6} {'mode':6} {'way':18} {'seq p50':>8} {'p95':>7} {'p99':>7}"
+    head += f" {'added p50':>9} {'c-rps':>7} {'c p50':>7} {'c p99':>7} {'cpu ms/req':>10}"
+    lines = [head]
+    for proto, sub in (("openai", res), ("gemini", res.get("gemini", {}))):
+        for mode in MODES if "sequential" in sub else ():
+            for w, s in sub["sequential"][mode].items():
+                a = sub["added_latency_ms"][mode]["sequential"].get(w, {}).get("p50", 0.0)
+                c = sub["concurrent"][mode][w]
+                lines.append(
+                    f"{proto:6} {mode:6} {w:18} {s['p50_ms']:8.2f} {s['p95_ms']:7.2f} "
+                    f"{s['p99_ms']:7.2f} {a:9.2f} {c['rps'] or 0.0:7.1f} {c['p50_ms']:7.2f} "
+                    f"{c['p99_ms']:7.2f} {c['server_cpu_ms_per_req']:10.2f}"
+                )
     return "\n".join(lines)
+
+
+def by_protocol(
+    seq: dict[str, dict[str, Cell]], conc: dict[str, dict[str, Cell]], ways: Sequence[Way]
+) -> dict[str, Any]:
+    """`summarize` for each protocol's ways apart (Gemini's without their `gemini/` prefix,
+    its added latency against its own `direct`): the OpenAI figures at the top level, as
+    before, and Gemini's under `gemini`."""
+    res: dict[str, Any] = {}
+    for proto in PROTOCOLS:
+        mine = [w for w in ways if w.protocol == proto]
+        if not mine:
+            continue
+        prefix = GEMINI_PREFIX if proto == "gemini" else ""
+        names = {w.name: w.name.removeprefix(prefix) for w in mine}
+        s, c = ({m: {names[n]: v[m][n] for n in names} for m in MODES} for v in (seq, conc))
+        summary = summarize(s, c, [names[w.name] for w in mine if w.through])
+        if proto == "openai":
+            res.update(summary)
+        else:
+            res[proto] = summary
+    return res
 
 
 async def measure(ways: Sequence[Way], args: argparse.Namespace) -> dict[str, Any]:
     """Run the sequential and concurrent phases against every way."""
     conn = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=60)
-    headers = {"content-type": "application/json", "authorization": "Bearer bench"}
+    headers = {"content-type": "application/json"}  # and each way's key (`Way.headers`)
     phases = args.phases.split(",")
     res: dict[str, Any] = {}
     async with aiohttp.ClientSession(connector=conn, timeout=timeout, headers=headers) as session:
         if "standard" in phases:
-            every = [w for w in ways if w.name not in args.sustained_variant]
+            every = [w for w in ways if w.standard]
+            await preflight(session, every)
             seq = await sequential(session, every, args.requests, warmup=50)
             conc = await concurrent(session, every, args.concurrency, args.window_s, args.rounds)
-            res = summarize(seq, conc, [w.name for w in every if w.through])
+            res = by_protocol(seq, conc, every)
         if "sustained" in phases:
             named = {w.name: w for w in ways}
             variants = [named[name] for name in args.sustained_variant]
@@ -678,58 +901,91 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the processes, measure, stop them, and collect the results."""
     if args.setup_litellm and not (LITELLM_VENV / "bin" / "litellm").exists():
         setup_litellm(LITELLM_VENV)
-    standard = "standard" in args.phases.split(",")
+    phases = args.phases.split(",")
+    standard = "standard" in phases
+    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    openai_std, gemini_std = (standard and p in protocols for p in PROTOCOLS)
     proxy = standard and (LITELLM_VENV / "bin" / "litellm").exists()
-    # the sustained phase alone needs only the route's routers with and without logging
+    # (way, model, in the standard phase): the sustained phase needs only the route's routers
+    # with and without logging (and its variants)
     larrylab_ways = [
-        (name, model)
+        (name, model, openai_std)
         for name, model in LARRYLAB_WAYS
-        if standard or name in ("larrylab-route", "larrylab-nolog")
+        if openai_std or ("sustained" in phases and name in ("larrylab-route", "larrylab-nolog"))
     ]
+    larrylab_ways += [(name, "larry", False) for name in args.sustained_variant]
     procs: list[LocalProcess] = []
     with tempfile.TemporaryDirectory(prefix="larrylab-bench-") as tmp_s:
         tmp = Path(tmp_s)
+        dbs = {name: tmp / name / "larrylab.db" for name, _, _ in larrylab_ways}
+        gemini_dbs = {
+            name: tmp / f"gemini-{name}" / "larrylab.db"
+            for name, _ in (GEMINI_LARRYLAB_WAYS if gemini_std else ())
+        }
         try:
             instant = ["--ttft-ms", "0", "--tokens-per-s", "0", "--latency-ms", "0"]
             sim = start_sim(log_dir=tmp, label="bench-instant", extra=instant)
             procs.append(sim)
-            cfg = tmp / "larrylab.yaml"
+            cfg, gemini_cfg = tmp / "larrylab.yaml", tmp / "larrylab-gemini.yaml"
             cfg.write_text(yaml.safe_dump(router_config(sim.url)))
+            gemini_cfg.write_text(yaml.safe_dump(gemini_router_config(sim.url)))
 
             def talk() -> Conversations | None:  # each way holds its own conversations
                 return Conversations() if args.traffic == "conversations" else None
 
-            ways = [
-                Way("direct", f"{sim.url}/v1", "larry-v1", sim.proc.pid, through=False, talk=talk())
-            ]
-            larrylab_ways += [(name, "larry") for name in args.sustained_variant]
-            dbs = {name: tmp / name / "larrylab.db" for name, _ in larrylab_ways}
-            for name, model in larrylab_ways:
-                dbs[name].parent.mkdir()
+            def router(db: Path, config: Path, env: dict[str, str]) -> LocalProcess:
+                db.parent.mkdir()
                 env = {
-                    "LARRYLAB_SPILL_DIR": str(dbs[name].parent / "spill"),
-                    "LARRYLAB_JOURNAL_DIR": str(dbs[name].parent / "spill" / "journal"),
+                    "LARRYLAB_SPILL_DIR": str(db.parent / "spill"),
+                    "LARRYLAB_JOURNAL_DIR": str(db.parent / "spill" / "journal"),
+                    **env,
                 }
-                env |= {LOG_OFF_ENV: "false"} if name == "larrylab-nolog" else {}
-                env |= WRITER_ENV.get(name, {}) | args.sustained_variant.get(name, {})
-                url = f"sqlite:///{dbs[name]}"
-                home = dbs[name].parent  # also its working folder: a PYTHONPATH variant runs its
+                home = db.parent  # also its working folder: a PYTHONPATH variant runs its
                 # own checkout's code, not this one's (`python -m` imports from there first)
-                r = start_router(log_dir=home, database_url=url, config=cfg, env=env, cwd=home)
+                url = f"sqlite:///{db}"
+                r = start_router(log_dir=home, database_url=url, config=config, env=env, cwd=home)
                 procs.append(r)
-                logs = name != "larrylab-nolog"
-                ways.append(Way(name, f"{r.url}/v1", model, r.proc.pid, logs=logs, talk=talk()))
-            if proxy:
-                procs.append(start_litellm(LITELLM_VENV, sim.url, tmp))
-                ways.append(
-                    Way(
-                        "litellm-proxy",
-                        f"{procs[-1].url}/v1",
-                        "larry",
-                        procs[-1].proc.pid,
-                        talk=talk(),
-                    )
+                return r
+
+            # Gemini's routers first, each tried at once: until larrylab serves Gemini's
+            # native API the run stops here, before the other ways are started
+            gemini: list[Way] = []
+            for name, model in GEMINI_LARRYLAB_WAYS if gemini_std else ():
+                try:
+                    r = router(gemini_dbs[name], gemini_cfg, {"GEMINI_API_KEY": "bench"})
+                except RuntimeError as exc:
+                    raise BenchError(
+                        f"{GEMINI_PREFIX}{name}: larrylab serve did not start with the "
+                        f"`api: gemini` models of {gemini_cfg.name}:\n{str(exc)[-3000:]}"
+                    ) from None
+                gemini.append(gemini_way(name, r.url, model, r.proc.pid, logs=True, talk=talk()))
+                asyncio.run(preflight_alone(gemini[-1:]))
+            if gemini_std:
+                pid = sim.proc.pid
+                direct = gemini_way(
+                    "direct", sim.url, GEMINI_MODEL, pid, through=False, talk=talk()
                 )
+                gemini.insert(0, direct)
+            if gemini_std and proxy:
+                procs.append(start_litellm(LITELLM_VENV, sim.url, tmp, "gemini"))
+                pid = procs[-1].proc.pid
+                gemini.append(gemini_way("litellm-proxy", procs[-1].url, "larry", pid, talk=talk()))
+            ways = []
+            if openai_std:
+                pid = sim.proc.pid
+                ways.append(Way("direct", f"{sim.url}/v1", "larry-v1", pid, False, talk=talk()))
+            for name, model, in_standard in larrylab_ways:
+                env = {LOG_OFF_ENV: "false"} if name == "larrylab-nolog" else {}
+                env |= WRITER_ENV.get(name, {}) | args.sustained_variant.get(name, {})
+                r = router(dbs[name], cfg, env)
+                logs = name != "larrylab-nolog"
+                way = Way(name, f"{r.url}/v1", model, r.proc.pid, logs=logs, talk=talk())
+                ways.append(way if in_standard else replace(way, standard=False))
+            if proxy and openai_std:
+                procs.append(start_litellm(LITELLM_VENV, sim.url, tmp))
+                pid = procs[-1].proc.pid
+                ways.append(Way("litellm-proxy", f"{procs[-1].url}/v1", "larry", pid, talk=talk()))
+            ways += gemini
             pids = [w.pid for w in ways]
             busy0, own0, t0 = machine_busy_s(), own_cpu_s(pids), time.perf_counter()
             res = asyncio.run(measure(ways, args))
@@ -739,16 +995,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for p in reversed(procs):
                 p.stop()
         rows = {k: request_rows(db) for k, db in dbs.items()}
-    if standard:
+        gemini_rows = {k: request_rows(db) for k, db in gemini_dbs.items()}
+    if openai_std:
         res["targets"] = judge(res, proxy)
         res["logging_cost"] = logging_cost(res, rows)
-    else:
+    elif rows:
         res["request_rows_written"] = rows
+    if gemini_std:
+        res["gemini"]["targets"] = judge(res["gemini"], proxy)
+        res["gemini"]["request_rows_written"] = gemini_rows
     res["meta"] = {
         "python": sys.version.split()[0],
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
         "litellm_proxy": f"litellm[proxy]=={LITELLM_VERSION}" if proxy else "skipped (no venv)",
+        "protocols": list(protocols),
         "sequential_requests_per_way_and_mode": args.requests,
         "concurrency": args.concurrency,
         "window_s": args.window_s,
@@ -765,6 +1026,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "wall_s": round(wall, 1),
         "other_processes_cpu_share": round(max(foreign, 0.0) / (wall * (os.cpu_count() or 1)), 3),
     }
+    if gemini_std:
+        res["meta"]["gemini"] = {
+            "paths": "POST /v1beta/models/{model}:generateContent and "
+            ":streamGenerateContent?alt=sse, header x-goog-api-key, every reply's text read",
+            "direct": f"the simulator's own Gemini endpoints, model {GEMINI_MODEL}",
+            "larrylab": "routers with `api: gemini` models gem-a, gem-b (base_url = the "
+            "simulator's root); larrylab-model calls gem-a, larrylab-route the route larry "
+            "running experiment bench-ab (gem-a/gem-b 50/50)",
+            "litellm_proxy": f"its own /v1beta/models/larry:generateContent, model_list larry = "
+            f"gemini/{GEMINI_MODEL} with api_base <simulator>/v1beta",
+        }
     return res
 
 
@@ -868,6 +1140,14 @@ def main() -> None:
         "turn; conversations: 8-turn conversations, each request resending the conversation so "
         "far with the replies this way gave",
     )
+    ap.add_argument(
+        "--protocol",
+        choices=("openai", "gemini", "both"),
+        default="both",
+        help="the standard phase's ways: OpenAI's chat completions (direct, larrylab, LiteLLM's "
+        "proxy), Gemini's native generateContent (the same ways, under `gemini` in the JSON), or "
+        "both in the same rounds; the sustained phase always measures the OpenAI path",
+    )
     ap.add_argument("--sustained-s", type=float, default=30.0, help="seconds per window")
     ap.add_argument("--sustained-rounds", type=int, default=4)
     ap.add_argument("--sustained-modes", default="json,stream", help="json, stream or both")
@@ -890,16 +1170,18 @@ def main() -> None:
         args.sustained_variant = dict(map(parse_variant, args.sustained_variant))
     except ValueError as exc:
         ap.error(str(exc))
-    res = run(args)
+    try:
+        res = run(args)
+    except BenchError as exc:
+        sys.exit(f"router_overhead: {exc}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
-    if "targets" in res:
+    if "sequential" in res or "gemini" in res:
         print(table(res))
-    print(
-        json.dumps(
-            {k: res[k] for k in ("targets", "logging_cost", "sustained") if k in res}, indent=2
-        )
-    )
+    shown = {k: res[k] for k in ("targets", "logging_cost", "sustained") if k in res}
+    if "gemini" in res:
+        shown["gemini_targets"] = res["gemini"]["targets"]
+    print(json.dumps(shown, indent=2))
 
 
 if __name__ == "__main__":

@@ -279,10 +279,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelSpec(_Strict):
-    """How to reach one model: an OpenAI-compatible endpoint or any litellm model."""
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
+"""Where an `api: gemini` model is called when it names no `base_url`."""
 
-    api: Literal["openai", "litellm"] = "openai"
+
+class ModelSpec(_Strict):
+    """How to reach one model: an OpenAI-compatible endpoint, Gemini's native API (`api:
+    gemini`), or any litellm model."""
+
+    api: Literal["openai", "gemini", "litellm"] = "openai"
     base_url: BaseUrl | None = None
     model: Text | None = None
     api_key_env: KeyEnv | None = None
@@ -305,6 +310,9 @@ class ModelSpec(_Strict):
         if self.api == "openai":
             if not self.base_url:
                 raise ValueError("an `api: openai` model needs `base_url`")
+        elif self.api == "gemini":
+            if self.litellm_model:
+                raise ValueError("an `api: gemini` model is called natively: drop `litellm_model`")
         elif not self.litellm_model:
             raise ValueError("an `api: litellm` model needs `litellm_model`")
         return self
@@ -327,6 +335,9 @@ class ExperimentSpec(_Strict):
     seed: Text | None = None
     status: Literal["running", "stopped"] = "running"
     description: Description = ""
+    # A request using a feature a candidate arm cannot serve (tools, a cached context, non-text
+    # parts) goes to the control ("control"), or to the candidate without it ("strip").
+    unsupported: Literal["control", "strip"] = "control"
 
     @model_validator(mode="after")
     def _check_arms(self) -> ExperimentSpec:

@@ -46,7 +46,7 @@ LimitOpt = Annotated[
 ]
 
 
-def _results_table(results: list[Any]) -> Table:
+def _render_results(results: list[Any]) -> Table:
     table = Table("task", "n", "mean", "stderr", "95% CI", "errors", "log")
     for r in results:
         table.add_row(
@@ -119,7 +119,7 @@ def eval_run(
         return
     out = console()
     out.print(f"[bold]{model}[/bold] on eval set {EVAL_SET_VERSION} ({digest[:12]})")
-    out.print(_results_table(results))
+    out.print(_render_results(results))
     out.print(f"logs: inspect view --log-dir {log_dir}")
 
 

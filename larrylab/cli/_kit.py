@@ -49,7 +49,7 @@ def port_option(help_text: str) -> Any:
 
 
 def console() -> Console:
-    """A console; wide enough for the tables when output is not a terminal."""
+    """A console; wide enough for the rendered reports when output is not a terminal."""
     return Console(width=None if sys.stdout.isatty() else 160)
 
 

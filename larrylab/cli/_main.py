@@ -198,36 +198,41 @@ def experiment_list(database_url: DbOpt = None, as_json: JsonOpt = False) -> Non
     if as_json:
         print_json({"data": [e.model_dump(mode="json") for e in items], "count": len(items)})
         return
-    table = Table("name", "route", "status", "arms")
+    table = Table("name", "route", "status", "arms", "unsupported")
     for e in items:
         arms = ", ".join(
             f"{a.model} {a.weight:g}{' (control)' if a.control else ''}" for a in e.arms
         )
-        table.add_row(e.name, e.route, e.status, arms)
+        table.add_row(e.name, e.route, e.status, arms, e.unsupported)
     console().print(table)
 
 
 @exp_app.command("show")
 def experiment_show(name: str, database_url: DbOpt = None, as_json: JsonOpt = False) -> None:
-    """Show one experiment with its per-arm summary."""
-    from larrylab.cli._tables import summary_table
-    from larrylab.experiments import get_experiment, summarize
+    """Show one experiment with its report's per-arm rows."""
+    from larrylab.cli._render import ineligible_lines, render_arms
+    from larrylab.experiments import arm_reports, get_experiment
 
     with open_session(database_url) as session:
         exp = guard(lambda: get_experiment(session=session, name=name))
         rows = guard(
-            lambda: summarize(
+            lambda: arm_reports(
                 session.get_bind(), exp.name, [(a.model, a.control, a.weight) for a in exp.arms]
             )
         )
     if as_json:
         print_json(
-            {**exp.model_dump(mode="json"), "summary": [r.model_dump(mode="json") for r in rows]}
+            {**exp.model_dump(mode="json"), "report": [r.model_dump(mode="json") for r in rows]}
         )
         return
     out = console()
-    out.print(f"[bold]{exp.name}[/bold] on route {exp.route} ({exp.status}), seed {exp.seed!r}")
-    out.print(summary_table(rows))
+    out.print(
+        f"[bold]{exp.name}[/bold] on route {exp.route} ({exp.status}), seed {exp.seed!r}, "
+        f"unsupported requests: {_UNSUPPORTED_TEXT[exp.unsupported]}"
+    )
+    out.print(render_arms(rows, title="report"))
+    for line in ineligible_lines(rows):
+        out.print(line)
 
 
 @app.command()
@@ -246,36 +251,28 @@ def report(
         float, typer.Option(min=0, max=1, help="Non-inferiority margin on quality.")
     ] = 0.05,
 ) -> None:
-    """Analyse an experiment: per-arm numbers, tests against the control, verdicts."""
-    from larrylab.experiments import (
-        AnalysisOptions,
-        analysis_dict,
-        analyze,
-        get_experiment,
-        summarize,
-    )
+    """An experiment's report: per-arm numbers, tests against the control, verdicts."""
+    from larrylab.experiments import ReportOptions, experiment_report, get_experiment, report_dict
 
-    opts = AnalysisOptions(
+    opts = ReportOptions(
         alpha=alpha, sequential=not fixed_horizon, mde=mde, non_inferiority_margin=margin
     )
     with open_session(database_url) as session:
         exp = guard(lambda: get_experiment(session=session, name=experiment))
         arms = [(a.model, a.control, a.weight) for a in exp.arms]
         engine = session.get_bind()
-        rows = guard(lambda: summarize(engine, exp.name, arms))
-        result = guard(lambda: analyze(engine, exp.name, arms, opts))
+        result = guard(lambda: experiment_report(engine, exp.name, arms, opts))
     if as_json:
         print_json(
             {
-                "experiment": exp.name,
                 "route": exp.route,
                 "status": exp.status,
-                "arms": [r.model_dump(mode="json") for r in rows],
-                "analysis": analysis_dict(result),
+                "unsupported": exp.unsupported,
+                **report_dict(result),
             }
         )
     else:
-        _print_report(result, exp, rows, alpha)
+        _print_report(result, exp, alpha)
     if result.weights_problem:
         fail(
             f"experiment {exp.name}: {result.weights_problem}, so the SRM check was skipped "
@@ -284,24 +281,47 @@ def report(
         )
 
 
-def _print_report(result: Any, exp: Any, rows: list[Any], alpha: float) -> None:
-    """The human-readable `report`: per-arm table, SRM check, tests and verdicts."""
-    from larrylab.cli._tables import candidate_table, summary_table, verdict_line
+def _print_report(result: Any, exp: Any, alpha: float) -> None:
+    """The human-readable `report`: per-arm rows, SRM check, tests and verdicts."""
+    from larrylab.cli._render import ineligible_lines, render_arms, render_candidate, verdict_line
 
     out = console()
     out.print(
         f"[bold]{exp.name}[/bold] on route {exp.route} ({exp.status}); "
         f"{result.method} tests, alpha {alpha:g}, Holm-corrected decision metrics"
     )
-    out.print(summary_table(rows))
+    out.print(render_arms(result.arms))
+    for line in ineligible_lines(result.arms):
+        out.print(line)
     if result.weights_problem:
         out.print(f"[bold red]SRM check skipped: {result.weights_problem}[/bold red]")
     else:
         srm = f"SRM check p = {result.srm_p_value:.4g} on threads per arm"
         out.print(f"[bold red]{srm}: SAMPLE RATIO MISMATCH[/bold red]" if result.srm else srm)
     for cand in result.candidates:
-        out.print(candidate_table(cand, result.control))
+        out.print(render_candidate(cand, result.control))
         out.print(verdict_line(cand))
+
+
+_UNSUPPORTED_TEXT = {
+    "control": "served by the control",
+    "strip": "answered by the candidate without the feature",
+}
+UnsupportedOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="control|strip",
+        help="A request using a feature a candidate cannot serve (tools, a cached context, "
+        "non-text parts): `control` serves it, or the candidate answers without it (`strip`).",
+    ),
+]
+
+
+def _unsupported(value: str | None) -> str | None:
+    """The `--unsupported` value, checked."""
+    if value is not None and value not in _UNSUPPORTED_TEXT:
+        fail(f"--unsupported must be `control` or `strip`, not {value!r}")
+    return value
 
 
 def _parse_arm(text: str) -> ArmSpec:
@@ -320,6 +340,7 @@ def experiment_create(
     arm: ArmsArg,
     seed: Annotated[str | None, typer.Option()] = None,
     stopped: Annotated[bool, typer.Option(help="Create without starting.")] = False,
+    unsupported: UnsupportedOpt = None,
     database_url: DbOpt = None,
 ) -> None:
     """Create (and start) an experiment on a route."""
@@ -329,12 +350,37 @@ def experiment_create(
     arms = [_parse_arm(a) for a in arm]
     spec = guard(
         lambda: ExperimentSpec(
-            name=name, route=route, arms=arms, seed=seed, status="stopped" if stopped else "running"
+            name=name,
+            route=route,
+            arms=arms,
+            seed=seed,
+            status="stopped" if stopped else "running",
+            unsupported=_unsupported(unsupported) or "control",
         )
     )
     with open_session(database_url) as session:
         guard(lambda: create_experiment(session=session, spec=spec))
     typer.echo(f"experiment {name} created ({spec.status})")
+
+
+@exp_app.command("update")
+def experiment_update(
+    name: str,
+    unsupported: UnsupportedOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Change what an experiment's candidates do with requests they cannot serve (weights:
+    `experiment weights`; status: `experiment start` and `stop`)."""
+    from larrylab.experiments import update_experiment
+
+    mode = _unsupported(unsupported)
+    if mode is None:
+        fail("nothing to change: give --unsupported control or --unsupported strip")
+    with open_session(database_url) as session:
+        exp = guard(lambda: update_experiment(session=session, name=name, unsupported=mode))
+    typer.echo(
+        f"experiment {name} updated; unsupported requests: {_UNSUPPORTED_TEXT[exp.unsupported]}"
+    )
 
 
 @exp_app.command("weights")

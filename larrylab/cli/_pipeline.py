@@ -165,7 +165,7 @@ def _engine(database_url: str | None, *, need_schema: bool) -> Any:
     return engine
 
 
-def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+def _render_rows(title: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=title)
     for key in rows[0]:
         table.add_column(key, justify="left" if key == "category" else "right")
@@ -204,10 +204,10 @@ def _report(result: StageResult, out: Path, engine: Any, as_json: bool) -> dict[
         return summary
     counts = [{"count": k, "value": v} for k, v in sorted(result.counts.items())]
     if counts:
-        con.print(_table(f"{result.stage} counts", counts))
+        con.print(_render_rows(f"{result.stage} counts", counts))
     for name, rows in result.tables.items():
         if rows:
-            con.print(_table(f"{result.stage} {name}", rows))
+            con.print(_render_rows(f"{result.stage} {name}", rows))
     return summary
 
 

@@ -26,10 +26,10 @@ from larrylab.config import Settings
 from larrylab.dashboard import insights
 from larrylab.db import make_engine, normalize_url, utcnow
 from larrylab.experiments import (
-    ArmSummary,
-    ExperimentAnalysis,
+    ArmReport,
     ExperimentPublic,
-    analyze,
+    ExperimentReport,
+    experiment_report,
     get_experiment,
     list_experiments,
     list_routes,
@@ -66,7 +66,7 @@ def session(url: str) -> Iterator[Session]:
 
 
 def arms_of(exp: ExperimentPublic) -> list[tuple[str, bool, float]]:
-    """(model, control, weight) per arm, as the platform's analysis functions take them."""
+    """(model, control, weight) per arm, as the report functions take them."""
     return [(a.model, a.control, a.weight) for a in exp.arms]
 
 
@@ -134,8 +134,8 @@ class ExperimentData:
     """Everything the Experiment page shows about one experiment."""
 
     experiment: ExperimentPublic
-    summaries: list[ArmSummary]
-    analysis: ExperimentAnalysis | None
+    arm_reports: list[ArmReport]
+    report: ExperimentReport | None
     latency_bins: list[insights.HistogramBin]
     histogram_upper: float
     ratings: list[insights.RatingCount]
@@ -183,8 +183,9 @@ def series_span(
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def load_experiment(url: str, name: str, window_days: int | None = 7) -> ExperimentData:
-    """Per-arm summary, analysis, distributions and time series (over the last `window_days`)
-    of one experiment. The independent aggregates run at once, each on its own connection.
+    """One experiment's report (per-arm rows, tests against the control), distributions and
+    time series (over the last `window_days`). The independent aggregates run at once, each on
+    its own connection.
     """
     eng = engine(url)
     with Session(eng) as s:
@@ -194,8 +195,8 @@ def load_experiment(url: str, name: str, window_days: int | None = 7) -> Experim
     bucket_s = insights.bucket_seconds(start, end)
     upper = histogram_range(eng, name)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        summaries = pool.submit(
-            _in_session, eng, partial(insights.arm_summaries, experiment=name, arms=arms)
+        rows = pool.submit(
+            _in_session, eng, partial(insights.arm_reports, experiment=name, arms=arms)
         )
         bins = pool.submit(
             _in_session,
@@ -215,11 +216,11 @@ def load_experiment(url: str, name: str, window_days: int | None = 7) -> Experim
             ),
         )
         ratings = pool.submit(_in_session, eng, partial(insights.rating_histogram, experiment=name))
-        analysis = analyze(eng, name, arms) if any(a.control for a in exp.arms) else None
+        report = experiment_report(eng, name, arms) if any(a.control for a in exp.arms) else None
         return ExperimentData(
             exp,
-            summaries.result(),
-            analysis,
+            rows.result(),
+            report,
             bins.result(),
             upper,
             ratings.result(),

@@ -27,11 +27,11 @@ from sqlmodel import Session, col
 
 from larrylab.db import AuditEvent, Feedback, RequestLog, utcnow
 from larrylab.experiments import (
-    ArmSummary,
-    ExperimentAnalysis,
-    analyze,
+    ArmReport,
+    ExperimentReport,
+    arm_reports_on,
+    experiment_report,
     list_experiments,
-    summarize_on,
 )
 from larrylab.requestlog import bucket_value, read_buckets
 
@@ -145,7 +145,9 @@ def bucket_seconds(start: datetime, end: datetime, buckets: int = 48) -> int:
 def arm_timeseries(
     *, session: Session, experiment: str, start: datetime, end: datetime, bucket_s: int
 ) -> list[SeriesPoint]:
-    """Per arm and time bucket of `bucket_s` seconds in [start, end]: traffic and latency."""
+    """Per arm and time bucket of `bucket_s` seconds in [start, end]: traffic and latency of
+    the requests every arm could serve (those a candidate could not, `ineligible`, are left out
+    as in the report)."""
     if bucket_s <= 0:
         raise ValueError("bucket width must be positive")
     conn = _conn(session)
@@ -163,6 +165,7 @@ def arm_timeseries(
         .where(
             c.experiment == experiment,
             c.arm.is_not(None),
+            c.ineligible.is_(None),
             c.created_at >= start,
             c.created_at <= end,
         )
@@ -232,20 +235,20 @@ class RatingCount(BaseModel):
 
 
 def rating_histogram(*, session: Session, experiment: str) -> list[RatingCount]:
-    """Ratings per arm and score (1-5)."""
+    """Ratings with a score per arm and score (1-5); thumbs alone are left out."""
     f = _fb()
     rows = _conn(session).execute(
         select(f.arm, f.score, func.count())
-        .where(f.experiment == experiment, f.arm.is_not(None))
+        .where(f.experiment == experiment, f.arm.is_not(None), f.score.is_not(None))
         .group_by(f.arm, f.score)
         .order_by(f.arm, f.score)
     )
     return [RatingCount(arm=a, score=s, count=n) for a, s, n in rows]
 
 
-def arm_summaries(*, session: Session, experiment: str, arms: Arms) -> list[ArmSummary]:
-    """The per-arm summary of `summary.summarize`, on the session's connection."""
-    return summarize_on(_conn(session), experiment, arms)
+def arm_reports(*, session: Session, experiment: str, arms: Arms) -> list[ArmReport]:
+    """The report's per-arm rows (`experiments.arm_reports`), on the session's connection."""
+    return arm_reports_on(_conn(session), experiment, arms)
 
 
 class BreakerSignal(BaseModel):
@@ -283,30 +286,30 @@ class Alert(BaseModel):
     message: str
 
 
-def experiment_alerts(analysis: ExperimentAnalysis) -> list[Alert]:
-    """SRM and failed guardrails of one analysed experiment."""
+def experiment_alerts(report: ExperimentReport) -> list[Alert]:
+    """SRM and failed guardrails in one experiment's report."""
     out = []
-    if analysis.srm:
-        threads = ", ".join(f"{arm} {n}" for arm, n in analysis.threads.items())
+    if report.srm:
+        threads = ", ".join(f"{arm} {n}" for arm, n in report.threads.items())
         out.append(
             Alert(
                 kind="srm",
-                subject=analysis.experiment,
+                subject=report.experiment,
                 message=(
-                    f"sample ratio mismatch in {analysis.experiment} (p = "
-                    f"{analysis.srm_p_value:.2g}; threads {threads}): its results are not valid"
+                    f"sample ratio mismatch in {report.experiment} (p = "
+                    f"{report.srm_p_value:.2g}; threads {threads}): its results are not valid"
                 ),
             )
         )
-    for cand in analysis.candidates:
+    for cand in report.candidates:
         for m in cand.metrics:
             if m.role == "guardrail" and m.outcome == "worse":
                 out.append(
                     Alert(
                         kind="guardrail",
-                        subject=analysis.experiment,
+                        subject=report.experiment,
                         message=(
-                            f"guardrail {m.metric} failed for {cand.arm} in {analysis.experiment}: "
+                            f"guardrail {m.metric} failed for {cand.arm} in {report.experiment}: "
                             f"{m.treatment['mean']:.2%} against {m.control['mean']:.2%} "
                             "for the control"
                         ),
@@ -326,7 +329,7 @@ def alerts(
         if exp.status != "running" or not any(a.control for a in exp.arms):
             continue
         arms = [(a.model, a.control, a.weight) for a in exp.arms]
-        out.extend(experiment_alerts(analyze(engine, exp.name, arms)))  # type: ignore[arg-type]
+        out.extend(experiment_alerts(experiment_report(engine, exp.name, arms)))  # type: ignore[arg-type]
     out.extend(rollback_alerts(session=session, now=now))
     for b in open_breakers(session=session, now=now, window_s=breaker_window_s):
         out.append(

@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from larrylab.dashboard.data import TTL_S, session
-from larrylab.dashboard.tables import NONE
+from larrylab.dashboard.frames import NONE
 from larrylab.pipeline.runs import PipelineStagePublic, list_pipeline_runs
 
 STAGE_ORDER = ("export", "generate", "filter", "dataset", "train", "package")

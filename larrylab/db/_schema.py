@@ -16,8 +16,10 @@ from sqlalchemy import (
     Column,
     Index,
     PrimaryKeyConstraint,
+    String,
     Text,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlmodel import Field, SQLModel
@@ -73,6 +75,12 @@ class Experiment(SQLModel, table=True):
     seed: str = Field(max_length=200)
     status: str = Field(default="running", max_length=20)
     description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    # What a candidate arm does with a request using a feature it cannot serve (tools, a cached
+    # context, non-text parts): "control" (the control serves it) or "strip" (the candidate
+    # answers without the feature).
+    unsupported: str = Field(
+        default="control", sa_column=Column(String(10), nullable=False, server_default="control")
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
@@ -153,6 +161,17 @@ class RequestLog(SQLModel, table=True):
     overhead_ms: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # The client's protocol: "openai" (`/v1/chat/completions`) or "gemini" (`:generateContent`).
+    protocol: str = Field(
+        default="openai", sa_column=Column(String(10), nullable=False, server_default="openai")
+    )
+    # Why a candidate arm of the request's experiment could not serve it as sent (features,
+    # comma-separated: "tools", "cached_content", "non_text_parts", ...); None if it could.
+    ineligible: str | None = Field(default=None, max_length=200)
+    # Whether those features were dropped so that the candidate answered (`unsupported: strip`).
+    stripped: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
     prompt_message_id: str | None = Field(default=None, max_length=64)
     reply_message_id: str | None = Field(default=None, max_length=64)
     created_at: datetime
@@ -160,7 +179,8 @@ class RequestLog(SQLModel, table=True):
 
 
 class Feedback(SQLModel, table=True):
-    """A 1-5 star rating of one request or of a whole thread, by a source."""
+    """A rating of one request or of a whole thread, by a source: 1-5 stars (`score`), a thumb
+    up or down (`thumb`: 1 or 0), or both, with optional categories and a comment."""
 
     __tablename__ = "feedback"
     __table_args__ = (
@@ -174,7 +194,12 @@ class Feedback(SQLModel, table=True):
     thread_id: str = Field(index=True, max_length=256)
     experiment: str | None = Field(default=None, max_length=200)
     arm: str | None = Field(default=None, max_length=200)
-    score: int
+    score: int | None = None
+    thumb: int | None = None
+    # Named judgements of the reply, as JSON: {"accuracy": true, "depth": false, ...}.
+    categories: str = Field(
+        default="{}", sa_column=Column(Text, nullable=False, server_default="{}")
+    )
     comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     source: str = Field(default="user", max_length=100)
     created_at: datetime = Field(default_factory=utcnow)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from larrylab.cli import summary_table
+from larrylab.cli import render_arms
 from larrylab.db import make_engine
 from larrylab.demo.flywheel import (
     FlywheelOptions,
@@ -30,7 +30,7 @@ from larrylab.demo.flywheel import (
 )
 from larrylab.demo.learners import LearnerTaste
 from larrylab.demo.traffic import send_workshop_traffic
-from larrylab.experiments import analyze, get_experiment, summarize
+from larrylab.experiments import arm_reports, experiment_report, get_experiment
 from larrylab.localproc import LocalProcess, start_router, start_sim
 
 EXPERIMENT = "larry-v1-vs-gemini"
@@ -58,7 +58,7 @@ def demo_config(gemini_url: str, ollama_url: str) -> str:
     return (
         "# Written by `larrylab demo`: both upstreams are SIMULATED (larrylab sim).\n"
         "models:\n"
-        f"  gemini-flash: {{api: openai, base_url: {gemini_url}/v1, model: gemini-2.5-flash}}\n"
+        f"  gemini-flash: {{api: gemini, base_url: {gemini_url}, model: gemini-2.5-flash}}\n"
         f"  larry-v1: {{api: openai, base_url: {ollama_url}/v1, model: larry-v1}}\n"
         "routes:\n"
         f"  {ROUTE}: {{model: gemini-flash}}\n"
@@ -83,7 +83,10 @@ def _start_all(directory: Path, console: Console) -> tuple[list[LocalProcess], L
         "LARRYLAB_SPILL_DIR": str((directory / "spill").resolve()),
     }
     router = start_router(log_dir=logs, database_url=db_url, config=config, env=env)
-    console.print(f"  router on {router.url}/v1 (SQLite at {directory / 'larrylab.db'})")
+    console.print(
+        f"  router on {router.url} for Gemini's API and {router.url}/v1 for OpenAI's "
+        f"(SQLite at {directory / 'larrylab.db'})"
+    )
     return [gemini, ollama], router, db_url
 
 
@@ -111,20 +114,20 @@ def _traffic(router: LocalProcess, threads: int, seed: int, console: Console) ->
 
 
 def _ab_report(engine: Engine, console: Console) -> str:
-    """Print the A/B test's per-arm table and statistics; returns the candidate's verdict."""
+    """Print the A/B test's report (per-arm rows, verdict); returns the candidate's verdict."""
     with Session(engine) as session:
         exp = get_experiment(session=session, name=EXPERIMENT)
     arms = [(a.model, a.control, a.weight) for a in exp.arms]
-    rows = summarize(engine, EXPERIMENT, arms)
-    console.print(summary_table(rows, title=f"{EXPERIMENT} (simulated traffic)"))
+    report = experiment_report(engine, EXPERIMENT, arms)
+    rows = report.arms
+    console.print(render_arms(rows, title=f"{EXPERIMENT} (simulated traffic)"))
     by_arm = {r.arm: r for r in rows}
     fast, slow = by_arm["larry-v1"].latency_ms.p50, by_arm["gemini-flash"].latency_ms.p50
     if fast and slow:
         console.print(
             f"  larry-v1 p50 latency is {slow / fast:.1f}x lower than gemini-flash's (simulated)."
         )
-    analysis = analyze(engine, EXPERIMENT, arms)
-    cand = analysis.candidates[0]
+    cand = report.candidates[0]
     why = "; ".join(cand.reasons)
     console.print(f"  verdict for larry-v1: [bold]{cand.verdict}[/bold] ({why})")
     return cand.verdict
@@ -152,7 +155,8 @@ def run_demo(
     engine = make_engine(db_url)
     try:
         console.print(
-            f"[2/6] {threads} simulated workshop threads, streaming, with 1-5 star ratings"
+            f"[2/6] {threads} simulated workshop threads through google-genai, streaming, "
+            "rated with thumbs and 1-5 stars"
         )
         _traffic(router, threads, seed, console)
         _ab_report(engine, console)
@@ -219,8 +223,8 @@ def _final_report(engine: Engine, db_url: str, result: FlywheelResult, console: 
             (rollout.baseline, True, 100 - rollout.weight),
             (rollout.candidate, False, rollout.weight),
         ]
-        rows = summarize(engine, rollout.experiment, arms)
-        console.print(summary_table(rows, title=f"{rollout.experiment} (canary)"))
+        rows = arm_reports(engine, rollout.experiment, arms)
+        console.print(render_arms(rows, title=f"{rollout.experiment} (canary)"))
     console.print(
         "\nOpen the dashboard on the demo's database:\n"
         f"  larrylab dashboard --database-url {db_url}"

@@ -1,5 +1,7 @@
-"""Simulated workshop traffic, sent to the router exactly as Larry sends it (official `openai`
-client, streaming, one `user` per thread), with simulated learners rating replies."""
+"""Simulated workshop traffic, sent to the router exactly as Larry sends it (the google-genai
+SDK, `generate_content_stream` with a system instruction and the conversation so far, no
+thread id: the router keeps a conversation on one arm by its opening), with simulated learners
+rating replies as Larry's users do (a thumb, sometimes 1-5 stars with categories)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import openai
+from google import genai
+from google.genai import errors, types
 
 from larrylab.demo.learners import OPENERS, LearnerTaste, thread_script
 
@@ -30,42 +33,59 @@ class TrafficResult:
     arms: dict[str, int] = field(default_factory=dict)
 
 
+CATEGORIES = ("accuracy", "relevance", "clarity", "depth", "actionable")
+
+
+def _rating(score: int, rng: random.Random) -> dict[str, Any]:
+    """A rating shaped like Larry's: a thumb, and half the time stars with categories."""
+    rating: dict[str, Any] = {"thumb": "up" if score >= 4 else "down"}
+    if rng.random() < 0.5:
+        rating["score"] = score
+        rating["categories"] = {c: rng.random() < score / 5 for c in CATEGORIES}
+    return rating
+
+
 def _one_thread(
     router_url: str, route: str, index: int, seed: int, taste: LearnerTaste, rate_share: float
 ) -> TrafficResult:
     rng = random.Random(seed * 100_003 + index)
     category = list(OPENERS)[index % len(OPENERS)]
-    thread = f"demo-{category}-{index}"
-    client = openai.OpenAI(base_url=f"{router_url}/v1", api_key="demo", max_retries=0, timeout=60)
+    options = types.HttpOptions(base_url=router_url, timeout=60_000)
+    client = genai.Client(api_key="demo", http_options=options)
+    config = types.GenerateContentConfig(system_instruction=SYSTEM_PROMPT)
     http = httpx.Client(base_url=router_url, timeout=30)
     out = TrafficResult()
-    messages: list[Any] = [{"role": "system", "content": SYSTEM_PROMPT}]
+    contents: list[types.Content] = []
     try:
-        for text in thread_script(category, rng.randint(2, 4), rng):
-            messages.append({"role": "user", "content": text})
+        for turn, text in enumerate(thread_script(category, rng.randint(2, 4), rng)):
+            if turn == 0:  # every learner opens in their own words
+                text = f"{text} (I'm learner {index} of this simulated workshop.)"
+            contents.append(types.Content(role="user", parts=[types.Part(text=text)]))
             try:
-                with client.chat.completions.with_streaming_response.create(
-                    model=route,
-                    messages=messages,
-                    user=thread,
-                    stream=True,
-                ) as resp:
-                    arm = resp.headers.get("x-larrylab-arm", "?")
-                    request_id = resp.headers.get("x-larrylab-request-id", "")
-                    reply = "".join(
-                        c.choices[0].delta.content or "" for c in resp.parse() if c.choices
+                chunks = list(
+                    client.models.generate_content_stream(
+                        model=route, contents=contents, config=config
                     )
-            except openai.APIError:
+                )
+            except errors.APIError:
                 out.errors += 1
                 break
+            first = chunks[0] if chunks else None
+            response = first.sdk_http_response if first else None
+            arm = (response.headers or {}).get("x-larrylab-arm", "?") if response else "?"
+            reply = "".join(c.text or "" for c in chunks)
             out.requests += 1
             out.arms[arm] = out.arms.get(arm, 0) + 1
-            messages.append({"role": "assistant", "content": reply})
-            if rng.random() < rate_share:
-                score = taste.rate(arm, rng)
+            contents.append(types.Content(role="model", parts=[types.Part(text=reply)]))
+            if first is not None and rng.random() < rate_share:
+                rating = _rating(taste.rate(arm, rng), rng)
                 http.post(
                     "/v1/feedback",
-                    json={"request_id": request_id, "score": score, "source": "simulated-learner"},
+                    json={
+                        "response_id": first.response_id,
+                        "source": "simulated-learner",
+                        **rating,
+                    },
                 ).raise_for_status()
                 out.ratings += 1
     finally:

@@ -31,7 +31,7 @@ from inspect_ai.model._model_output import as_stop_reason
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from larrylab.evals._resolve import model_target, routing_table, target_from_spec
-from larrylab.router import Target, UpstreamError, complete, new_client
+from larrylab.router import Target, UpstreamError, complete_chat, new_client
 
 # Connections one eval opens to one upstream; inspect's own max_connections caps concurrency.
 _CLIENT_CONNECTIONS = 32
@@ -126,7 +126,7 @@ class LarrylabModelAPI(ModelAPI):
         # One client per call: inspect runs each eval on its own event loop and does not
         # close model APIs afterwards, so a shared HTTP client would outlive its loop.
         async with new_client(max_connections=_CLIENT_CONNECTIONS) as client:
-            completion = await complete(client, self.target, body)  # raises UpstreamError
+            completion = await complete_chat(client, self.target, body)  # raises UpstreamError
         call = ModelCall.create(body, completion.data, time=_since(started))
         return model_output(self.target, completion.data), call
 

@@ -1,12 +1,7 @@
-"""Experiments: their definitions, ratings, per-arm summaries, the statistical report."""
+"""Experiments: their definitions, ratings, and each experiment's report (per-arm rows, tests
+of the candidates against the control, verdicts)."""
 
-from larrylab.experiments._analysis import (
-    AnalysisOptions,
-    CandidateResult,
-    ExperimentAnalysis,
-    analysis_dict,
-    analyze,
-)
+from larrylab.experiments._arm_report import ArmReport, arm_reports, arm_reports_on
 from larrylab.experiments._experiments import (
     ConflictError,
     ExperimentPublic,
@@ -25,29 +20,35 @@ from larrylab.experiments._feedback import (
     replay_feedback,
     upsert_feedback,
 )
-from larrylab.experiments._summary import ArmSummary, summarize, summarize_on
+from larrylab.experiments._report import (
+    CandidateResult,
+    ExperimentReport,
+    ReportOptions,
+    experiment_report,
+    report_dict,
+)
 
 __all__ = [
-    "AnalysisOptions",
-    "ArmSummary",
+    "ArmReport",
     "Attribution",
     "CandidateResult",
     "ConflictError",
-    "ExperimentAnalysis",
     "ExperimentPublic",
+    "ExperimentReport",
     "NotFoundError",
-    "analysis_dict",
-    "analyze",
+    "ReportOptions",
+    "arm_reports",
+    "arm_reports_on",
     "attribute_request",
     "attribute_thread",
     "create_experiment",
+    "experiment_report",
     "get_experiment",
     "list_experiments",
     "list_routes",
     "replay_feedback",
+    "report_dict",
     "set_route",
-    "summarize",
-    "summarize_on",
     "update_experiment",
     "upsert_feedback",
 ]

@@ -38,6 +38,7 @@ class ExperimentPublic(BaseModel):
     seed: str
     status: str
     description: str
+    unsupported: str
     arms: list[ArmPublic]
     created_at: datetime
     updated_at: datetime
@@ -59,6 +60,7 @@ def _public(session: Session, exp: Experiment) -> ExperimentPublic:
         seed=exp.seed,
         status=exp.status,
         description=exp.description,
+        unsupported=exp.unsupported,
         arms=arms,
         created_at=exp.created_at,
         updated_at=exp.updated_at,
@@ -119,6 +121,7 @@ def create_experiment(*, session: Session, spec: ExperimentSpec) -> ExperimentPu
         seed=spec.seed or spec.name,
         status=spec.status,
         description=spec.description,
+        unsupported=spec.unsupported,
         created_at=now,
         updated_at=now,
         started_at=now if spec.status == "running" else None,
@@ -147,8 +150,10 @@ def update_experiment(
     arms: list[ArmSpec] | None = None,
     status: str | None = None,
     description: str | None = None,
+    unsupported: str | None = None,
 ) -> ExperimentPublic:
-    """Change an experiment's arms (weights), status (running/stopped) or description."""
+    """Change an experiment's arms (weights), status (running/stopped), description, or what
+    its candidates do with requests they cannot serve (`unsupported`: control or strip)."""
     exp = _get(session, name)
     now = utcnow()
     if arms is not None:
@@ -178,6 +183,10 @@ def update_experiment(
         exp.status = status
     if description is not None:
         exp.description = description
+    if unsupported is not None:
+        if unsupported not in ("control", "strip"):
+            raise ValueError(f"unsupported must be 'control' or 'strip', not {unsupported!r}")
+        exp.unsupported = unsupported
     exp.updated_at = now
     session.add(exp)
     session.commit()

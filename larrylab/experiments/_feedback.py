@@ -1,4 +1,6 @@
-"""Feedback: 1-5 star ratings of requests or threads, one per (target, source), upserted.
+"""Feedback: ratings of requests or threads (1-5 stars, a thumb up or down, or both, with
+optional named categories), one per (target, source), upserted: a new rating of the same target
+by the same source updates the fields it gives and keeps the others.
 
 Ratings that arrive while the database is down are spilled (HTTP 202) and replayed later
 (`replay_feedback`): a 202 is a promise, so a rating whose request is not stored yet waits for
@@ -7,6 +9,7 @@ it (`RATING_WAIT`), and one the database refuses is quarantined rather than bloc
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +22,7 @@ from larrylab.db import Feedback, RequestLog, Thread, insert_for, utcnow
 from larrylab.requestlog import (
     Attribution,
     Quarantine,
+    Rating,
     SpillDir,
     apply_totals,
     is_data_error,
@@ -76,17 +80,25 @@ def upsert_feedback(
     *,
     target: Attribution,
     request_id: str | None,
-    score: int,
+    score: int | None,
     comment: str | None,
     source: str,
+    thumb: int | None = None,
+    categories: dict[str, bool] | None = None,
     at: datetime | None = None,
 ) -> tuple[Feedback, bool]:
-    """Store a rating; a second rating of the same target by the same source replaces it.
-    Text is stored as the request log stores it (`transcripts.without_nul`).
+    """Store a rating: a `score` of 1-5, a `thumb` (1 up, 0 down), or both, with optional
+    `categories` and `comment`. A second rating of the same target by the same source updates
+    the fields it gives (None: keep the stored value). Text is stored as the request log stores
+    it (`transcripts.without_nul`).
 
     Returns the stored row and whether it replaced an earlier one.
     """
-    rating = _Rating.of(target, request_id, score, comment, source, at or utcnow())
+    if score is None and thumb is None:
+        raise ValueError("a rating needs a score, a thumb, or both")
+    rating = _Rating.of(
+        target, request_id, score, comment, source, at or utcnow(), thumb, categories
+    )
     with _serialized(engine, rating.key) as conn:
         return _upsert(conn, rating)
 
@@ -100,20 +112,24 @@ class _Rating(NamedTuple):
 
     target: Attribution
     request_id: str | None
-    score: int
+    score: int | None
     comment: str | None
     source: str
     at: datetime
+    thumb: int | None = None
+    categories: dict[str, bool] | None = None
 
     @classmethod
     def of(
         cls,
         target: Attribution,
         request_id: str | None,
-        score: int,
+        score: int | None,
         comment: str | None,
         source: str,
         at: datetime,
+        thumb: int | None = None,
+        categories: dict[str, bool] | None = None,
     ) -> _Rating:
         """A rating with `without_nul` applied to its text."""
         return cls(
@@ -123,6 +139,8 @@ class _Rating(NamedTuple):
             _stored_text(comment),
             without_nul(source),
             at,
+            thumb,
+            None if categories is None else {without_nul(k): v for k, v in categories.items()},
         )
 
     @property
@@ -138,41 +156,63 @@ def _stored_target(target: Attribution) -> Attribution:
     )
 
 
+def categories_json(categories: dict[str, bool]) -> str:
+    """Categories as the `feedback` table keeps them: JSON text, names sorted."""
+    return json.dumps(categories, sort_keys=True, separators=(",", ":"))
+
+
 def _upsert(conn: Connection, rating: _Rating) -> tuple[Feedback, bool]:
-    """Insert or replace a rating in the caller's serialized transaction, with its totals."""
-    target, request_id, score = rating.target, rating.request_id, rating.score
-    comment, source, key, now = rating.comment, rating.source, rating.key, rating.at
+    """Insert or update a rating in the caller's serialized transaction, with its totals: the
+    fields the rating leaves out (None) keep their stored values."""
+    target, request_id, key = rating.target, rating.request_id, rating.key
+    source, now = rating.source, rating.at
+    table = Feedback.__table__  # type: ignore[attr-defined]
+    c = table.c
+    stored = conn.execute(
+        select(c.score, c.thumb, c.categories, c.comment).where(c.target == key, c.source == source)
+    ).first()
+    old: Rating | None = (stored.score, stored.thumb) if stored is not None else None
+
+    def kept(new: Any, column: str, default: Any = None) -> Any:
+        if new is not None:
+            return new
+        return getattr(stored, column) if stored is not None else default
+
+    categories = None if rating.categories is None else categories_json(rating.categories)
+    changes = {
+        "score": kept(rating.score, "score"),
+        "thumb": kept(rating.thumb, "thumb"),
+        "categories": kept(categories, "categories", "{}"),
+        "comment": kept(rating.comment, "comment"),
+        "updated_at": now,
+    }
     values = {
         "target": key,
         "request_id": request_id,
         "thread_id": target.thread_id,
         "experiment": target.experiment,
         "arm": target.arm,
-        "score": score,
-        "comment": comment,
         "source": source,
         "created_at": now,
-        "updated_at": now,
+        **changes,
     }
     insert = insert_for(conn.engine)
-    table = Feedback.__table__  # type: ignore[attr-defined]
     stmt = insert(table).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["target", "source"],
-        set_={"score": score, "comment": comment, "updated_at": now},
-    ).returning(*table.c)
-    c = table.c
-    old = conn.execute(select(c.score).where(c.target == key, c.source == source)).scalar()
+    stmt = stmt.on_conflict_do_update(index_elements=["target", "source"], set_=changes)
     first = (
         request_id is not None
         and not conn.execute(select(c.id).where(c.target == key).limit(1)).first()
     )
-    row = conn.execute(stmt).mappings().one()
+    row = conn.execute(stmt.returning(*table.c)).mappings().one()
     if target.experiment and target.arm:
         apply_totals(
             conn,
             rating_totals(
-                target.experiment, target.arm, old=old, new=score, first_for_request=first
+                target.experiment,
+                target.arm,
+                old=old,
+                new=(changes["score"], changes["thumb"]),
+                first_for_request=first,
             ),
         )
     fb = Feedback(**row)
@@ -284,15 +324,22 @@ def _parse(row: dict[str, Any]) -> _Rating | str:
         if at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
         thread_id = row.get("thread_id") or ""
+        score, thumb, categories = row.get("score"), row.get("thumb"), row.get("categories")
+        if score is None and thumb is None:
+            raise ValueError("no score and no thumb")
+        if categories is not None and not isinstance(categories, dict):
+            raise TypeError("categories is not an object")
         return _Rating.of(
             Attribution(thread_id, None, None),
             row.get("request_id"),
-            row["score"],
+            score,
             row.get("comment"),
             row["source"],
             at,
+            thumb,
+            categories,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return f"unreadable spilled rating: {type(exc).__name__}: {exc}"
 
 

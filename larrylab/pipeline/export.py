@@ -105,7 +105,9 @@ def qualifying_threads(engine: Engine, options: ExportOptions, tally: Tally) -> 
         tally.add(name, 0)
     for thread_id, mean, lowest in rows:
         tally.add("threads_rated")
-        if options.veto_score and lowest <= options.veto_score:
+        if mean is None:  # rated by thumbs alone: no score to pass the thresholds with
+            tally.add("threads_without_score")
+        elif options.veto_score and lowest <= options.veto_score:
             tally.add("threads_vetoed")
         elif float(mean) < options.min_score:
             tally.add("threads_below_min_score")

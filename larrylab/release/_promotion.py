@@ -21,11 +21,11 @@ from sqlmodel import Session, col, select
 from larrylab.config import ArmSpec, ExperimentSpec, Settings
 from larrylab.db import Experiment, ModelEntry, Rollout, Route, utcnow
 from larrylab.experiments import (
-    AnalysisOptions,
     ConflictError,
     NotFoundError,
-    analyze,
+    ReportOptions,
     create_experiment,
+    experiment_report,
     update_experiment,
 )
 from larrylab.release._audit import record_event
@@ -358,11 +358,11 @@ def _guardrail_failures(engine: Engine, rollout: Rollout, alpha: float) -> list[
         (rollout.baseline, True, 100.0 - rollout.weight),
         (rollout.candidate, False, rollout.weight),
     ]
-    analysis = analyze(engine, rollout.experiment, arms, AnalysisOptions(alpha=alpha))
+    report = experiment_report(engine, rollout.experiment, arms, ReportOptions(alpha=alpha))
     return [
         f"{m.metric} is significantly worse than {rollout.baseline!r} "
         f"({m.treatment['mean']:.3f} vs {m.control['mean']:.3f})"
-        for m in analysis.candidates[0].metrics
+        for m in report.candidates[0].metrics
         if m.metric in GUARDRAILS and m.outcome == "worse"
     ]
 

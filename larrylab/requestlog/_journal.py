@@ -12,8 +12,8 @@ Layout: one folder per router process under the journal root, named
 - segments `00000001.jsonl`, ...: a header line (`{"larrylab_journal": 2, "fields": [...],
   "tail": "prompt"}`), then one line per request: a JSON array of the values of `fields`, a tab,
   and the prompt's messages as a JSON array (the indexer compares the prompt's text with the
-  thread's last chain and decodes only the messages it adds, `transcripts.ChainCache`). Version
-  1 lines (one array of every field, no tail) are read too;
+  thread's last chain and decodes only the messages it adds, `transcripts.ChainCache`). A
+  segment whose header lists other fields (an older router's) is read by field name;
 - `checkpoint.json`: the segment and byte offset stored so far, and the rows stored in all.
 
 A line is read back with its text as the store keeps it: U+0000 becomes U+FFFD (`clean_row`).
@@ -53,7 +53,6 @@ import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -76,7 +75,6 @@ _WRITER_LOCK = "writer.lock"
 _INDEXER_LOCK = "indexer.lock"
 _CHECKPOINT = "checkpoint.json"
 _SUFFIX = ".jsonl"
-_TIME_FIELDS = frozenset({"created_at", "finished_at"})
 _READ_BUFFER_BYTES = 1 << 20
 _TAIL = "prompt"  # the field a line carries after its tab
 _ESCAPED_NUL = b"\\u0000"  # how JSON text holds U+0000
@@ -218,66 +216,44 @@ class Checkpoint:
         os.replace(tmp, directory / _CHECKPOINT)
 
 
-_TIME_INDEXES = tuple(i for i, name in enumerate(RECORD_FIELDS) if name in _TIME_FIELDS)
 _CREATED, _FINISHED, _PROMPT = map(RECORD_FIELDS.index, ("created_at", "finished_at", _TAIL))
-# Fields a line of another version may lack.
-_OPTIONAL: dict[str, Any] = {"prompt": [], "reply": None}
+# The values of fields a line of another version may lack.
+_OPTIONAL: dict[str, Any] = {
+    "prompt": [],
+    "reply": None,
+    "protocol": "openai",
+    "ineligible": None,
+    "stripped": False,
+}
 
 
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    """What a segment's lines hold, from its header: the fields of the JSON array, and the
-    field after the tab (None: no tab, as in version 1)."""
-
-    fields: tuple[str, ...]
-    tail: str | None
-    current: bool  # this version's fields, in this version's order
-
-    @classmethod
-    def of(cls, fields: Sequence[str], tail: str | None) -> _Layout:
-        """The layout of a header's fields and tail."""
-        fields = tuple(fields)
-        return cls(fields, tail, fields == _HEAD_FIELDS and tail == _TAIL)
-
-
-def _row(layout: _Layout, line: bytes) -> list[Any]:
+def _row(fields: tuple[str, ...] | None, line: bytes) -> list[Any]:
     """A record's values in `RECORD_FIELDS` order from one journal line (without its newline):
     times as the line's ISO 8601 text, the prompt as its JSON text (bytes) when the line
-    carries it after a tab, else as a list. Raises ValueError for a line that is not a record."""
-    tail: bytes | None = None
-    if layout.tail is not None:
-        cut = line.find(b"\t")
-        if cut < 0:
-            raise ValueError(f"no tab before the {layout.tail}")
-        line, tail = line[:cut], line[cut + 1 :]
-    values = orjson.loads(line)
-    if type(values) is not list or len(values) != len(layout.fields):
-        raise ValueError(f"expected a list of {len(layout.fields)} values")
-    if layout.current:
+    carries it after a tab. `fields`: those of the segment's header where they are not this
+    version's (then mapped by name; a version 1 line has no tab, its prompt in the array).
+    Raises ValueError for a line that is not a record."""
+    head, tab, tail = line.partition(b"\t")
+    values = orjson.loads(head)
+    if type(values) is not list or len(values) != len(fields or _HEAD_FIELDS):
+        raise ValueError(f"expected a list of {len(fields or _HEAD_FIELDS)} values")
+    if fields is None:
+        if not tab:
+            raise ValueError(f"no tab before the {_TAIL}")
         values.insert(_PROMPT, tail)
         row = values
     else:
-        named = dict(zip(layout.fields, values, strict=True))
-        if layout.tail is not None:  # the prompt stays text, as in this version's lines
-            named[layout.tail] = tail if layout.tail == _TAIL else orjson.loads(tail or b"")
-        if missing := [n for n in RECORD_FIELDS if n not in named and n not in _OPTIONAL]:
+        named = {**_OPTIONAL, **dict(zip(fields, values, strict=True))}
+        if tab:
+            named[_TAIL] = tail
+        if missing := [n for n in RECORD_FIELDS if n not in named]:
             raise ValueError(f"missing fields {missing}")
-        row = [named[n] if n in named else _OPTIONAL[n] for n in RECORD_FIELDS]
+        row = [named[n] for n in RECORD_FIELDS]
     if type(row[_CREATED]) is not str or type(row[_FINISHED]) is not str:
         raise ValueError("a time is not ISO 8601 text")
     if _ESCAPED_NUL in line:  # rare: a text value holds U+0000, which the store replaces
         clean_row(row)
     return row
-
-
-def to_record(row: Sequence[Any]) -> RequestRecord:
-    """The record of a row `SegmentReader.read_rows` gave."""
-    values = list(row)
-    for i in _TIME_INDEXES:
-        values[i] = datetime.fromisoformat(values[i])
-    if type(values[_PROMPT]) is bytes:
-        values[_PROMPT] = orjson.loads(values[_PROMPT])
-    return RequestRecord(*values)
 
 
 class SegmentReader:
@@ -287,18 +263,13 @@ class SegmentReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._header_bytes = 0  # 0 until the header line was read
-        self._layout = _Layout.of(_HEAD_FIELDS, _TAIL)
+        self._fields: tuple[str, ...] | None = None  # the header's, if not this version's
         self.skipped = 0  # lines that did not parse
 
-    def read(self, offset: int, max_rows: int) -> tuple[list[RequestRecord], int]:
-        """Up to `max_rows` records from `offset`, and the offset after them."""
-        rows, offset = self.read_rows(offset, max_rows)
-        return [to_record(row) for row in rows], offset
-
     def read_rows(self, offset: int, max_rows: int) -> tuple[list[list[Any]], int]:
-        """`read`, each record as its values in `RECORD_FIELDS` order, times as ISO 8601 text
-        and the prompt as its JSON text (what `BatchStore.write_rows` takes, with no record
-        objects made and no prompt decoded in between)."""
+        """Up to `max_rows` records from `offset`, and the offset after them; each record as its
+        values in `RECORD_FIELDS` order, times as ISO 8601 text and the prompt as its JSON text
+        (what `BatchStore.write_rows` takes, with no record objects made in between)."""
         # A batch is thousands of lines of 1-3 kB: a 1 MB buffer refills a few times per batch
         # instead of every few lines (reading and decoding a line costs about a tenth less).
         with self.path.open("rb", buffering=_READ_BUFFER_BYTES) as fh:
@@ -307,19 +278,20 @@ class SegmentReader:
                 if not header.endswith(b"\n"):
                     return [], offset
                 head = orjson.loads(header)
-                self._layout = _Layout.of(head["fields"], head.get("tail"))
+                fields = tuple(head["fields"])
+                current = fields == _HEAD_FIELDS and head.get("tail") == _TAIL
+                self._fields = None if current else fields
                 self._header_bytes = len(header)
             offset = max(offset, self._header_bytes)
             fh.seek(offset)
             rows: list[list[Any]] = []
-            layout = self._layout
             while len(rows) < max_rows:
                 line = fh.readline()
                 if not line.endswith(b"\n"):
                     break
                 offset += len(line)
                 try:
-                    rows.append(_row(layout, line[:-1]))
+                    rows.append(_row(self._fields, line[:-1]))
                 except ValueError as exc:  # orjson.JSONDecodeError is one
                     self.skipped += 1
                     log.error("skipping an unreadable journal line in %s: %s", self.path, exc)
@@ -345,27 +317,19 @@ def adopted(root: Path, database_url: str, skip: Path) -> Iterator[list[Path]]:
     prefix = database_key(database_url) + "-"
     held: list[tuple[Path, int]] = []
     try:
-        if root.is_dir():
-            for directory in sorted(root.iterdir()):
-                if directory == skip or not directory.name.startswith(prefix):
-                    continue
-                try:
-                    writer = _try_lock(directory / _WRITER_LOCK)
-                except OSError:  # removed meanwhile, or not a folder
-                    continue
+        for directory in sorted(root.iterdir()) if root.is_dir() else ():
+            if directory == skip or not directory.name.startswith(prefix):
+                continue
+            with contextlib.suppress(OSError):  # removed meanwhile, or not a folder
+                writer = _try_lock(directory / _WRITER_LOCK)
                 if writer is None:
                     continue
                 os.close(writer)  # the writer is gone for good; the indexer lock decides
-                try:
-                    fd = _try_lock(directory / _INDEXER_LOCK)
-                except OSError:
-                    continue
-                if fd is None:
-                    continue
-                if not directory.is_dir():  # deleted by its indexer just before
+                fd = _try_lock(directory / _INDEXER_LOCK)
+                if fd is not None and directory.is_dir():
+                    held.append((directory, fd))
+                elif fd is not None:  # deleted by its indexer just before
                     os.close(fd)
-                    continue
-                held.append((directory, fd))
         yield [d for d, _ in held]
     finally:
         for _, fd in held:
@@ -485,19 +449,11 @@ class RequestJournal:
         return self._pending.get(request_id)
 
     async def start(self) -> None:
-        """Create this router's journal folder and start its indexer. Request rows spilled by
-        the thread writer of earlier versions are moved into the journal."""
+        """Create this router's journal folder and start its indexer."""
         self._journal = JournalWriter(
             self._root, self._database_url, segment_bytes=self._segment_bytes
         )
         self._config["journal_dir"] = str(self._journal.directory)
-        for path in self.spill.claim("requests"):
-            for row in SpillDir.read(path):
-                for key in ("created_at", "finished_at"):
-                    row[key] = datetime.fromisoformat(row[key])
-                self.submit_nowait(RequestRecord(**row))
-            self._append()
-            path.unlink()
         await self._spawn()
 
     async def submit(self, record: RequestRecord) -> None:

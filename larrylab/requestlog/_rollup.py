@@ -8,6 +8,12 @@ transaction that stores it. `arm_thread` records each (experiment, arm, thread) 
 gives distinct threads per arm. `arm_latency` counts successful requests per latency bucket
 (`sketch`), for percentiles and histograms. `rebuild_rollups` recomputes everything from the
 raw rows.
+
+A request that a candidate arm of its experiment could not serve as sent (`ineligible`: its
+reasons, comma-separated) is left out of every request metric, so that both arms compare the
+same kind of requests; it counts in `INELIGIBLE` and `ineligible_metric(reason)` instead (and
+in its arm's threads). Ratings: `SCORE` and `HIGH` count ratings with a score, `THUMBS_UP`
+those with a thumb, `RATED` the requests rated at all.
 """
 
 from __future__ import annotations
@@ -16,7 +22,19 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, delete, func, insert, literal, null, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    case,
+    delete,
+    func,
+    insert,
+    inspect,
+    literal,
+    null,
+    select,
+    true,
+)
 
 from larrylab.db import ArmLatency, ArmStat, ArmThread, Feedback, RequestLog, insert_for
 from larrylab.requestlog import _sketch as sketch
@@ -30,26 +48,43 @@ LATENCY, TTFT, ERRORS, FALLBACKS, REQUESTS = (
     "requests",
 )
 SCORE, HIGH, RATED, THREADS = "mean_score", "high_rating_share", "rated_requests", "threads"
+THUMBS_UP, INELIGIBLE = "thumbs_up_rate", "ineligible"
 
 Totals = dict[tuple[str, str, str], list[float]]
 Pair = tuple[str, str, str]  # (experiment, arm, thread id)
 Buckets = Counter[tuple[str, str, str, int]]  # (experiment, arm, metric, bucket) -> count
+Rating = tuple[int | None, int | None]  # (score 1-5 or None, thumb 1 up / 0 down or None)
+
+
+def ineligible_metric(reason: str) -> str:
+    """The arm_stat metric counting requests left out of an experiment for `reason`."""
+    return f"{INELIGIBLE}:{reason}"
 
 
 def _table(model: Any) -> Any:
     return model.__table__
 
 
-def _add(totals: Totals, key: tuple[str, str, str], n: float, value: float) -> None:
+def _add(totals: Totals, key: tuple[str, str, str], n: int, value: float) -> None:
+    """Add (n = 1) or take away (n = -1) one observation of `value`."""
     t = totals.setdefault(key, [0.0, 0.0, 0.0])
     t[0] += n
-    t[1] += value
-    t[2] += value * value
+    t[1] += n * value
+    t[2] += n * value * value
 
 
-RequestFacts = tuple[str | None, str | None, str, str, float, float | None, str | None]
+RequestFacts = tuple[str | None, str | None, str, str, float, float | None, str | None, str | None]
 """What the rollups read of one stored request: (experiment, arm, thread id, status, latency ms,
-time to first token ms, fallback_from)."""
+time to first token ms, fallback_from, ineligible)."""
+
+
+def _count_ineligible(totals: Totals, exp: str, arm: str, reasons: str, k: int = 1) -> None:
+    """Count `k` requests left out for the comma-separated `reasons`."""
+    for metric in (INELIGIBLE, *map(ineligible_metric, filter(None, reasons.split(",")))):
+        t = totals.setdefault((exp, arm, metric), [0.0, 0.0, 0.0])
+        t[0] += k
+        t[1] += k
+        t[2] += k
 
 
 def count_requests(facts: Iterable[RequestFacts]) -> tuple[Totals, Buckets]:
@@ -58,8 +93,12 @@ def count_requests(facts: Iterable[RequestFacts]) -> tuple[Totals, Buckets]:
     # per (experiment, arm): requests, errors, fallbacks, then the successful ones' latencies
     # and times to first token
     arms: dict[tuple[str, str], tuple[list[int], list[float], list[float]]] = {}
-    for exp, arm, _thread, status, latency, ttft, fallback in facts:
+    totals: Totals = {}
+    for exp, arm, _thread, status, latency, ttft, fallback, ineligible in facts:
         if exp is None or arm is None:
+            continue
+        if ineligible:
+            _count_ineligible(totals, exp, arm, ineligible)
             continue
         acc = arms.get((exp, arm))
         if acc is None:
@@ -74,7 +113,6 @@ def count_requests(facts: Iterable[RequestFacts]) -> tuple[Totals, Buckets]:
             counts[1] += 1
         if fallback:
             counts[2] += 1
-    totals: Totals = {}
     buckets: Buckets = Counter()
     for (exp, arm), (counts, latencies, ttfts) in arms.items():
         n, errors, fallbacks = counts
@@ -164,31 +202,42 @@ def add_requests(
 
 
 def rating_totals(
-    experiment: str, arm: str, *, old: int | None, new: int, first_for_request: bool
+    experiment: str, arm: str, *, old: Rating | None, new: Rating, first_for_request: bool
 ) -> Totals:
     """Rating metric deltas when a rating goes from `old` (None: a new rating) to `new`."""
     totals: Totals = {}
-    high_new = 1.0 if new >= 4 else 0.0
-    if old is None:
-        _add(totals, (experiment, arm, SCORE), 1, float(new))
-        _add(totals, (experiment, arm, HIGH), 1, high_new)
-    else:
-        high_old = 1.0 if old >= 4 else 0.0
-        totals[(experiment, arm, SCORE)] = [0, float(new - old), float(new * new - old * old)]
-        totals[(experiment, arm, HIGH)] = [0, high_new - high_old, high_new - high_old]
+    (old_score, old_thumb), (score, thumb) = old or (None, None), new
+    for metric, before, after in (
+        (SCORE, old_score, score),
+        (HIGH, _high(old_score), _high(score)),
+        (THUMBS_UP, old_thumb, thumb),
+    ):
+        key = (experiment, arm, metric)
+        if before is not None:
+            _add(totals, key, -1, float(before))
+        if after is not None:
+            _add(totals, key, 1, float(after))
     if first_for_request:
         _add(totals, (experiment, arm, RATED), 1, 1.0)
     return totals
 
 
+def _high(score: int | None) -> int | None:
+    """1 for a high score (4 or 5), 0 for another, None for none."""
+    return None if score is None else int(score >= 4)
+
+
 def read_rollup(
     conn: Connection, experiment: str
 ) -> dict[str, dict[str, tuple[int, float, float]]]:
-    """arm -> metric -> (n, sum, sum of squares) for one experiment."""
+    """arm -> metric -> (n, sum, sum of squares) for one experiment; a metric left with no
+    observation (a rating's score taken away, say) is absent, as one that never had any."""
     c = _table(ArmStat).c
     out: dict[str, dict[str, tuple[int, float, float]]] = defaultdict(dict)
     for arm, metric, n, s, ss in conn.execute(
-        select(c.arm, c.metric, c.n, c.sum, c.sum_squares).where(c.experiment == experiment)
+        select(c.arm, c.metric, c.n, c.sum, c.sum_squares).where(
+            c.experiment == experiment, c.n != 0
+        )
     ):
         out[arm][metric] = (int(n), float(s), float(ss))
     return dict(out)
@@ -219,15 +268,20 @@ def rebuild_rollups_on(conn: Connection, *, buckets: bool = True) -> None:
     """`rebuild_rollups` inside the caller's transaction (used by the migrations too: the one
     that made arm_stat and arm_thread ran before arm_latency existed, so `buckets=False`)."""
     r, f = _table(RequestLog).c, _table(Feedback).c
-    ok = r.status == "ok"
+    eligible = _eligible(conn)
+    ok = (r.status == "ok") & eligible
     request_metrics = [
-        (REQUESTS, literal(0.0), r.id.is_not(None)),
-        (ERRORS, case((r.status == "error", 1.0), else_=0.0), r.id.is_not(None)),
-        (FALLBACKS, case((r.fallback_from.is_not(None), 1.0), else_=0.0), r.id.is_not(None)),
+        (REQUESTS, literal(0.0), eligible),
+        (ERRORS, case((r.status == "error", 1.0), else_=0.0), eligible),
+        (FALLBACKS, case((r.fallback_from.is_not(None), 1.0), else_=0.0), eligible),
         (LATENCY, r.latency_ms, ok),
         (TTFT, r.ttft_ms, ok & r.ttft_ms.is_not(None)),
     ]
-    rating_metrics = [(SCORE, f.score * 1.0), (HIGH, case((f.score >= 4, 1.0), else_=0.0))]
+    # a rating without a score (or a thumb) is not counted in its metric
+    high = case((f.score.is_(None), null()), (f.score >= 4, 1.0), else_=0.0)
+    rating_metrics = [(SCORE, f.score * 1.0), (HIGH, high)]
+    if "thumb" in _columns(conn, Feedback):
+        rating_metrics.append((THUMBS_UP, f.thumb * 1.0))
     cols = ["experiment", "arm", "metric", "n", "sum", "sum_squares"]
     stat = _table(ArmStat)
     conn.execute(delete(stat))
@@ -241,9 +295,18 @@ def rebuild_rollups_on(conn: Connection, *, buckets: bool = True) -> None:
     for name, value in rating_metrics:
         conn.execute(
             insert(stat).from_select(
-                cols, _moments(f.arm, f.experiment, name, value, f.id.is_not(None))
+                cols, _moments(f.arm, f.experiment, name, value, value.is_not(None))
             )
         )
+    if "ineligible" in _columns(conn, RequestLog):
+        left_out: Totals = {}
+        for exp, arm, reasons, k in conn.execute(
+            select(r.experiment, r.arm, r.ineligible, func.count())
+            .where(r.ineligible.is_not(None), r.experiment.is_not(None), r.arm.is_not(None))
+            .group_by(r.experiment, r.arm, r.ineligible)
+        ):
+            _count_ineligible(left_out, exp, arm, reasons, k)
+        apply_totals(conn, left_out)
     rated = (
         select(
             f.experiment,
@@ -274,14 +337,27 @@ def rebuild_rollups_on(conn: Connection, *, buckets: bool = True) -> None:
     conn.execute(insert(stat).from_select(cols, threads))
 
 
+def _columns(conn: Connection, model: Any) -> set[str]:
+    """The columns `model`'s table has in the database (a migration that rebuilds the rollups
+    runs before later ones add theirs)."""
+    return {c["name"] for c in inspect(conn).get_columns(_table(model).name)}
+
+
+def _eligible(conn: Connection) -> Any:
+    """The condition that a request row counts in the request metrics (`ineligible` unset)."""
+    if "ineligible" in _columns(conn, RequestLog):
+        return _table(RequestLog).c.ineligible.is_(None)
+    return true()
+
+
 def rebuild_buckets_on(conn: Connection) -> None:
     """Recount arm_latency from the successful request rows, streamed in chunks."""
     r = _table(RequestLog).c
     conn.execute(delete(_table(ArmLatency)))
-    # `RequestFacts` without the thread and the fallback, which buckets do not read
-    query = select(r.experiment, r.arm, null(), r.status, r.latency_ms, r.ttft_ms, null()).where(
-        r.status == "ok", r.experiment.is_not(None), r.arm.is_not(None)
-    )
+    # `RequestFacts` without the thread, the fallback and `ineligible`, which the query filters
+    query = select(
+        r.experiment, r.arm, null(), r.status, r.latency_ms, r.ttft_ms, null(), null()
+    ).where(r.status == "ok", _eligible(conn), r.experiment.is_not(None), r.arm.is_not(None))
     rows = conn.execute(query.execution_options(yield_per=10_000))
     counts: Buckets = Counter()
     for chunk in rows.partitions():

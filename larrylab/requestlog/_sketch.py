@@ -11,7 +11,9 @@ requests and at a million, and logging a request updates no index ordered by lat
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from itertools import accumulate
 
 RELATIVE_ACCURACY = 0.01
 _GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
@@ -42,30 +44,19 @@ def percentiles(counts: Iterable[tuple[int, int]], ps: Sequence[float]) -> list[
     """Percentiles `ps` (0-1) of the values counted in (bucket, n) pairs, interpolated between
     order statistics as PostgreSQL's `percentile_cont` does; None when nothing is counted."""
     ordered = sorted((b, n) for b, n in counts if n > 0)
-    cumulative: list[int] = []
-    running = 0
-    for _, n in ordered:
-        running += n
-        cumulative.append(running)
-    if not running:
+    cumulative = list(accumulate(n for _, n in ordered))
+    if not cumulative:
         return None
+    total = cumulative[-1]
 
     def order_statistic(k: int) -> float:
-        """The k-th smallest value (0-based), as its bucket's value."""
-        lo, hi = 0, len(cumulative) - 1
-        while lo < hi:  # the first bucket whose running count exceeds k
-            mid = (lo + hi) // 2
-            if cumulative[mid] > k:
-                hi = mid
-            else:
-                lo = mid + 1
-        return bucket_value(ordered[lo][0])
+        """The k-th smallest value (0-based): the value of the first bucket counting past k."""
+        return bucket_value(ordered[bisect_right(cumulative, k)][0])
 
     out = []
     for p in ps:
-        pos = p * (running - 1)
+        pos = p * (total - 1)
         k = math.floor(pos)
-        low = order_statistic(k)
-        high = order_statistic(min(k + 1, running - 1))
+        low, high = order_statistic(k), order_statistic(min(k + 1, total - 1))
         out.append(low + (high - low) * (pos - k))
     return out

@@ -49,14 +49,7 @@ class SpillDir:
 
     def append(self, kind: str, rows: Iterable[dict[str, Any]]) -> Path:
         """Append rows to this process's spill file for `kind` and flush them to disk."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{kind}-{os.getpid()}.jsonl"
-        data = b"".join(orjson.dumps(row) + b"\n" for row in rows)
-        with path.open("ab") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        return path
+        return _append(self.directory, kind, b"".join(orjson.dumps(row) + b"\n" for row in rows))
 
     def has(self, kind: str) -> bool:
         """Whether any spill file of `kind` waits here."""
@@ -115,17 +108,12 @@ class Quarantine:
 
     def add(self, kind: str, entries: Sequence[tuple[dict[str, Any], str]]) -> Path:
         """Append (row, reason) entries for `kind` and flush them to disk."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{kind}-{os.getpid()}.jsonl"
         at = datetime.now(UTC).isoformat()
         data = b"".join(
             _json_line({"kind": kind, "reason": reason, "at": at, "row": row})
             for row, reason in entries
         )
-        with path.open("ab") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        path = _append(self.directory, kind, data)
         self.counts[kind] = self.counts.get(kind, 0) + len(entries)
         return path
 
@@ -136,6 +124,17 @@ class Quarantine:
         return any(
             path.suffix == ".jsonl" and path.stat().st_size > 0 for path in self.directory.iterdir()
         )
+
+
+def _append(directory: Path, kind: str, data: bytes) -> Path:
+    """Append `data` to this process's `<kind>-<pid>.jsonl` in `directory`, flushed to disk."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{kind}-{os.getpid()}.jsonl"
+    with path.open("ab") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
 
 
 def _json_line(entry: dict[str, Any]) -> bytes:

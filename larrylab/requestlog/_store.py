@@ -67,6 +67,9 @@ class RequestRecord:
     overhead_ms: float | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    protocol: str  # the client's: "openai" or "gemini"
+    ineligible: str | None  # features a candidate could not serve, comma-separated
+    stripped: bool  # those features were dropped for the candidate
     created_at: datetime
     finished_at: datetime
     prompt: list[dict[str, Any]] = field(default_factory=list)
@@ -90,7 +93,10 @@ _REQUEST_COLUMNS = (*RECORD_FIELDS[:_N_PLAIN], *_TIMES, "prompt_message_id", "re
 _THREAD_COLUMNS = ("id", "unit_source", "route", "created_at", "last_seen_at")
 _THREAD, _UNIT_SOURCE, _ROUTE = map(RECORD_FIELDS.index, ("thread_id", "unit_source", "route"))
 _CREATED, _FINISHED, _PROMPT, _REPLY = range(_N_PLAIN, _N_PLAIN + 4)
-_FACTS = ("experiment", "arm", "thread_id", "status", "latency_ms", "ttft_ms", "fallback_from")
+_FACTS = (
+    *("experiment", "arm", "thread_id", "status", "latency_ms", "ttft_ms", "fallback_from"),
+    "ineligible",
+)
 _facts = itemgetter(*map(RECORD_FIELDS.index, _FACTS))
 """What the rollups read of a stored request's row (`rollup.RequestFacts`)."""
 

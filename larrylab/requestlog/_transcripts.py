@@ -49,27 +49,11 @@ its Python `__new__`."""
 MESSAGE_COLUMNS = ("id", "thread_id", "parent_id", "depth", "role", "body", "created_at")
 
 
-def chain(
-    thread_id: str, messages: Sequence[dict[str, Any]], parent_id: str | None = None, depth: int = 0
-) -> list[MessageRow]:
-    """Rows for `messages`, chained after `parent_id` (the last row ends the chain)."""
+def chain(thread_id: str, messages: Sequence[dict[str, Any]]) -> list[MessageRow]:
+    """Rows for a whole conversation, each message hashed (the last row ends the chain)."""
     rows: dict[str, MessageRow] = {}
-    extend_chain(rows, thread_id, messages, parent_id, depth)
+    _extend(rows, thread_id, messages, _canonical_all(messages), None)
     return list(rows.values())
-
-
-def extend_chain(
-    rows: dict[str, MessageRow],
-    thread_id: str,
-    messages: Sequence[dict[str, Any]],
-    parent_id: str | None = None,
-    depth: int = 0,
-) -> str | None:
-    """Chain `messages` after `parent_id`, adding to `rows` those whose id it does not hold;
-    returns the id that ends the chain (`parent_id` if there are no messages)."""
-    bodies = _canonical_all(messages)
-    ids = _extend(rows, thread_id, messages, bodies, parent_id, depth)
-    return ids[-1] if ids else parent_id
 
 
 def _extend(
@@ -149,8 +133,8 @@ class ChainCache:
         proposed: Chains,
         stamp: Any = None,
     ) -> list[str]:
-        """The ids of `messages` as one chain; like `extend_chain`, adds the rows not stored yet
-        (created at `stamp`). Proposes `messages` as the thread's new last chain (in
+        """The ids of `messages` as one chain; adds the rows not stored yet to `rows` (created
+        at `stamp`). Proposes `messages` as the thread's new last chain (in
         `proposed`)."""
         prev = proposed.get(thread_id) or self._chains.get(thread_id)
         same = 0

@@ -1,4 +1,4 @@
-"""The admin API under `/admin`: experiments, models, routes and per-arm summaries."""
+"""The admin API under `/admin`: experiments and their reports, models, routes."""
 
 from __future__ import annotations
 
@@ -12,18 +12,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from larrylab.config import ArmSpec, Description, ExperimentSpec, ModelSpec, Name
 from larrylab.experiments import (
-    ArmSummary,
+    ArmReport,
     ConflictError,
     ExperimentPublic,
     NotFoundError,
-    analysis_dict,
-    analyze,
     create_experiment,
+    experiment_report,
     get_experiment,
     list_experiments,
     list_routes,
+    report_dict,
     set_route,
-    summarize,
     update_experiment,
 )
 from larrylab.release import ModelPublic, create_model, get_model, list_models, update_model
@@ -54,6 +53,12 @@ class ExperimentUpdate(BaseModel):
     arms: list[ArmSpec] | None = Field(default=None, min_length=1)
     status: Literal["running", "stopped"] | None = None
     description: Description | None = None
+    unsupported: Literal["control", "strip"] | None = Field(
+        default=None,
+        description="A request using a feature a candidate cannot serve (tools, a cached "
+        "context, non-text parts): the control serves it (`control`), or the candidate answers "
+        "without the feature (`strip`).",
+    )
 
 
 class ModelCreate(ModelSpec):
@@ -77,15 +82,24 @@ class RoutePublic(BaseModel):
     model: str
 
 
-class ExperimentSummary(BaseModel):
-    """Per-arm numbers of one experiment, and its statistical analysis."""
+class ExperimentReportOut(BaseModel):
+    """An experiment's report: per-arm rows, each candidate against the control (tests,
+    verdicts, `experiments.ExperimentReport`), the SRM check, and the arms' breaker states."""
 
     experiment: str
     route: str
     status: str
-    arms: list[ArmSummary]
+    unsupported: str
+    control: str
+    method: str
+    alpha: float
+    srm_p_value: float | None
+    srm: bool
+    threads: dict[str, int]
+    arms: list[ArmReport]
+    candidates: list[dict[str, Any]]
+    weights_problem: str | None
     breakers: dict[str, str]
-    analysis: dict[str, Any]
 
 
 def call_service(fn: Callable[..., T], **kwargs: Any) -> T:
@@ -131,7 +145,8 @@ def admin_get_experiment(name: str, session: SessionDep) -> ExperimentPublic:
 async def admin_update_experiment(
     name: str, change: ExperimentUpdate, session: SessionDep, state: StateDep
 ) -> ExperimentPublic:
-    """Change arms and weights, start or stop, or edit the description."""
+    """Change arms and weights, start or stop, edit the description, or choose what candidates
+    do with requests they cannot serve (`unsupported`)."""
     return await apply_change(
         state,
         update_experiment,
@@ -140,6 +155,7 @@ async def admin_update_experiment(
         arms=change.arms,
         status=change.status,
         description=change.description,
+        unsupported=change.unsupported,
     )
 
 
@@ -163,25 +179,40 @@ async def admin_stop_experiment(
     )
 
 
-@router.get("/experiments/{name}/summary", response_model=ExperimentSummary)
-async def admin_experiment_summary(
+@router.get("/experiments/{name}/report", response_model=ExperimentReportOut)
+async def admin_experiment_report(
     name: str, session: SessionDep, state: StateDep
-) -> ExperimentSummary:
-    """Per-arm requests, threads, errors, fallbacks, latency percentiles and ratings."""
+) -> ExperimentReportOut:
+    """The experiment's report: per arm its requests, threads, errors, fallbacks, latency
+    percentiles, ratings and ineligible requests; each candidate tested against the control
+    with a verdict; the SRM check; breaker states."""
     exp = call_service(get_experiment, session=session, name=name)
     await state.writer.flush()
     arms = [(a.model, a.control, a.weight) for a in exp.arms]
-    rows = await asyncio.to_thread(summarize, state.engine, exp.name, arms)
-    analysis = await asyncio.to_thread(analyze, state.engine, exp.name, arms)
+    report = await asyncio.to_thread(experiment_report, state.engine, exp.name, arms)
     breakers = {a.model: state.breakers.state(a.model) for a in exp.arms}
-    return ExperimentSummary(
-        experiment=exp.name,
-        route=exp.route,
-        status=exp.status,
-        arms=rows,
-        breakers=breakers,
-        analysis=analysis_dict(analysis),
+    return ExperimentReportOut.model_validate(
+        {
+            **report_dict(report),
+            "route": exp.route,
+            "status": exp.status,
+            "unsupported": exp.unsupported,
+            "breakers": breakers,
+        }
     )
+
+
+@router.get(
+    "/experiments/{name}/summary",
+    response_model=ExperimentReportOut,
+    deprecated=True,
+    summary="Deprecated alias of the experiment's report",
+)
+async def admin_experiment_summary(
+    name: str, session: SessionDep, state: StateDep
+) -> ExperimentReportOut:
+    """The same body as `GET /admin/experiments/{name}/report`, which replaces it."""
+    return await admin_experiment_report(name, session, state)
 
 
 @router.get("/models", response_model=Page[ModelPublic])

@@ -25,6 +25,7 @@ from larrylab.router import _admin as admin
 from larrylab.router import _admin_registry as admin_registry
 from larrylab.router import _chat as chat
 from larrylab.router import _feedback as feedback
+from larrylab.router import _gemini as gemini
 from larrylab.router import _health as health
 from larrylab.router._breaker import CircuitBreakers
 from larrylab.router._deps import RouterState
@@ -122,7 +123,7 @@ def _document_gate_errors(schema: dict[str, Any]) -> None:
     }
     body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     for path, operations in schema["paths"].items():
-        if not path.startswith(("/admin/", "/v1/")):
+        if not path.startswith(("/admin/", "/v1/", "/v1beta/")):
             continue
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
@@ -218,6 +219,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(chat.router)
+    app.include_router(gemini.router)
     app.include_router(feedback.router)
     app.include_router(admin.router)
     app.include_router(admin_registry.router)

@@ -61,17 +61,18 @@ def _matches(token: str, keys: frozenset[str]) -> bool:
     return any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
 
 
-def client_key_error(settings: Settings, authorization: str) -> ApiError | None:
+def client_key_error(
+    settings: Settings, authorization: str, *, gemini: bool = False
+) -> ApiError | None:
     """Why an `Authorization` header value is refused on `/v1/*` (no error without
-    `LARRYLAB_API_KEYS`)."""
+    `LARRYLAB_API_KEYS`); the hint names the header a Gemini client sends if `gemini`."""
     keys = settings.client_keys
     if not keys:
         return None
     token = bearer_token(authorization)
     if token is None:
-        return ApiError(
-            401, "missing API key: send `Authorization: Bearer <key>`", code="invalid_api_key"
-        )
+        how = "`x-goog-api-key: <key>`" if gemini else "`Authorization: Bearer <key>`"
+        return ApiError(401, f"missing API key: send {how}", code="invalid_api_key")
     if not _matches(token, keys):
         return ApiError(401, "invalid API key", code="invalid_api_key")
     return None

@@ -1,4 +1,6 @@
-"""Errors as OpenAI-style JSON bodies: `{"error": {"message", "type", "param", "code"}}`."""
+"""Errors as JSON bodies in the client's protocol: OpenAI's `{"error": {"message", "type",
+"param", "code"}}`, or Gemini's `{"error": {"code", "message", "status"}}` for a Gemini client
+(`speaks_gemini`: a path of Gemini's API, or the model list asked with a Gemini key)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 import psycopg
@@ -16,6 +19,9 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
+from starlette.types import Scope
+
+from larrylab.router._gemini_wire import gemini_error
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +116,46 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    gemini: bool = False,
 ) -> Response:
-    """A JSON error response."""
+    """A JSON error response (in Gemini's shape if `gemini`)."""
+    if gemini:
+        return gemini_error_response(status, message, headers)
     body = orjson.dumps(error_body(status, message, param=param, code=code))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def gemini_error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """A JSON error response in Gemini's shape."""
+    body = orjson.dumps(gemini_error(status, message))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def goog_key(scope: Scope) -> str | None:
+    """A Gemini client's key: the `x-goog-api-key` header, else the `key` query parameter."""
+    for name, value in scope["headers"]:
+        if name == b"x-goog-api-key":
+            return str(value.decode("latin-1"))
+    query: bytes = scope.get("query_string", b"")
+    if b"key=" in query:
+        for pair in query.split(b"&"):
+            name, _, value = pair.partition(b"=")
+            if name == b"key":
+                return unquote_to_bytes(value).decode("latin-1")
+    return None
+
+
+def speaks_gemini(scope: Scope) -> bool:
+    """Whether the request is a Gemini client's: a path of Gemini's API (`/v1beta/...`,
+    `POST /v1/models/M:method`), or a model or the model list asked with a Gemini key."""
+    path: str = scope["path"]
+    if path == "/v1beta" or path.startswith("/v1beta/"):
+        return True
+    if path.startswith("/v1/models/") and (":" in path or scope.get("method") == "POST"):
+        return True
+    return path.startswith("/v1/models") and goog_key(scope) is not None
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -199,10 +241,11 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def api_error_response(exc: ApiError) -> Response:
-    """The response for an ApiError."""
+def api_error_response(exc: ApiError, scope: Scope | None = None) -> Response:
+    """The response for an ApiError, in the protocol of the request of `scope`."""
+    gemini = scope is not None and speaks_gemini(scope)
     return error_response(
-        exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers
+        exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers, gemini=gemini
     )
 
 
@@ -210,15 +253,17 @@ def unexpected_error_response(request: Request, exc: Exception) -> Response:
     """A 503 for a database that cannot be reached now (logged in one line); any other error
     is logged with its traceback and the client gets a 500 without one."""
     where = f"{request.method} {request.url.path}"
+    gemini = speaks_gemini(request.scope)
     if database_unavailable(exc):
         log.warning("database unreachable on %s: %s", where, _first_line(exc))
         return database_unavailable_response(exc)
     if (refusal := refused_value(exc)) is not None:
         log.warning("the database refused a value of %s: %s", where, _first_line(refusal))
         message = f"a value of this request cannot be stored: {_first_line(refusal)}"
-        return error_response(422, message, code="invalid_value")
+        return error_response(422, message, code="invalid_value", gemini=gemini)
     log.exception("unexpected error on %s", where, exc_info=exc)
-    return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+    message = f"internal error ({type(exc).__name__}); see the server log"
+    return error_response(500, message, gemini=gemini)
 
 
 _NOT_JSON = "body: request body is not valid JSON (UTF-8)"
@@ -239,8 +284,8 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map every error to a clear JSON error; no tracebacks reach clients."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> Response:
-        return api_error_response(exc)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return api_error_response(exc, request.scope)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
@@ -261,7 +306,11 @@ def install_error_handlers(app: FastAPI) -> None:
             kept = {k: v for k, v in (headers or {}).items() if k.lower() != "allow"}
             headers = {**kept, "allow": _allowed_methods(request)}
         return error_response(
-            exc.status_code, str(exc.detail), code=getattr(exc, "code", None), headers=headers
+            exc.status_code,
+            str(exc.detail),
+            code=getattr(exc, "code", None),
+            headers=headers,
+            gemini=speaks_gemini(request.scope),
         )
 
     async def _unexpected(request: Request, exc: Exception) -> Response:

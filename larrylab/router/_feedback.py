@@ -1,9 +1,12 @@
-"""`POST /v1/feedback`: 1-5 star ratings from Larry's learners (or any other source)."""
+"""`POST /v1/feedback`: ratings from Larry's learners (or any other source): 1-5 stars, a thumb
+up or down, or both, with optional named categories."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -63,13 +66,26 @@ class FeedbackAccepted(BaseModel):
     spilled: bool = True
     request_id: str | None
     thread_id: str | None
-    score: int
+    score: int | None
+    thumb: Literal["up", "down"] | None
+    categories: dict[str, bool] | None
+
+
+def thumb_text(thumb: int | None) -> Literal["up", "down"] | None:
+    """A stored thumb (1 or 0) as the API shows it."""
+    return None if thumb is None else ("up" if thumb else "down")
 
 
 async def _spill(state: RouterState, body: FeedbackIn) -> Response:
     row = {**body.model_dump(), "received_at": utcnow().isoformat()}
     await asyncio.to_thread(state.writer.spill.append, "feedback", [row])
-    out = FeedbackAccepted(request_id=body.request_id, thread_id=body.thread_id, score=body.score)
+    out = FeedbackAccepted(
+        request_id=body.request_id,
+        thread_id=body.thread_id,
+        score=body.score,
+        thumb=thumb_text(body.thumb),
+        categories=body.categories,
+    )
     return JSONResponse(out.model_dump(), status_code=202)
 
 
@@ -82,10 +98,11 @@ async def _spill(state: RouterState, body: FeedbackIn) -> Response:
             "description": "database unreachable: kept locally, written later",
         },
     },
-    summary="Rate a request or a thread from 1 to 5 stars",
+    summary="Rate a request or a thread: 1-5 stars, a thumb up or down, or both",
 )
 async def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackOut | Response:
-    """Store a rating; rating the same request (or thread) again from the same source updates it."""
+    """Store a rating; rating the same request (or thread) again from the same source updates
+    the fields the new rating gives."""
     try:
         return await _store(state, body)
     except DBAPIError:
@@ -116,6 +133,8 @@ async def _store(state: RouterState, body: FeedbackIn) -> FeedbackOut:
         target=target,
         request_id=body.request_id,
         score=body.score,
+        thumb=body.thumb,
+        categories=body.categories,
         comment=body.comment,
         source=body.source,
     )
@@ -127,6 +146,8 @@ async def _store(state: RouterState, body: FeedbackIn) -> FeedbackOut:
         experiment=fb.experiment,
         arm=fb.arm,
         score=fb.score,
+        thumb=thumb_text(fb.thumb),
+        categories=json.loads(fb.categories),
         comment=fb.comment,
         source=fb.source,
         updated=updated,

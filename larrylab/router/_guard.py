@@ -28,6 +28,8 @@ from larrylab.router._errors import (
     BodyTooLarge,
     api_error_response,
     body_too_large,
+    goog_key,
+    speaks_gemini,
     unexpected_error_response,
 )
 
@@ -60,12 +62,16 @@ def read_head(scope: Scope) -> RequestHead:
     return RequestHead(authorization, length, chunked)
 
 
-def key_error(settings: Settings, path: str, authorization: str) -> ApiError | None:
-    """Why the key is refused for `path`: the admin key on `/admin/*`, a client key on `/v1/*`."""
+def key_error(settings: Settings, scope: Scope, authorization: str) -> ApiError | None:
+    """Why the key is refused for the request's path: the admin key on `/admin/*`, a client key
+    on `/v1/*` and `/v1beta/*` (a bearer token, or Gemini's `x-goog-api-key` or `?key=`)."""
+    path: str = scope["path"]
     if path == "/admin" or path.startswith("/admin/"):
         return admin_key_error(settings, authorization)
-    if path == "/v1" or path.startswith("/v1/"):
-        return client_key_error(settings, authorization)
+    if path in ("/v1", "/v1beta") or path.startswith(("/v1/", "/v1beta/")):
+        if not authorization and (key := goog_key(scope)) is not None:
+            authorization = f"Bearer {key}"
+        return client_key_error(settings, authorization, gemini=speaks_gemini(scope))
     return None
 
 
@@ -80,16 +86,24 @@ def closing_if_large_body(error: ApiError, head: RequestHead, limit: int) -> Api
 CHAT_PATH = "/v1/chat/completions"
 
 
+def model_path(path: str) -> bool:
+    """Whether `path` asks a model: OpenAI's chat completions, or a Gemini model method
+    (`/v1beta/models/M:generateContent`, ...). Those routes bound their bodies themselves."""
+    return path == CHAT_PATH or (
+        path.startswith(("/v1/models/", "/v1beta/models/")) and ":" in path
+    )
+
+
 def body_limit(settings: Settings, path: str) -> int:
     """The most bytes a request body to `path` may have."""
-    return settings.max_body_bytes if path == CHAT_PATH else settings.max_api_body_bytes
+    return settings.max_body_bytes if model_path(path) else settings.max_api_body_bytes
 
 
 def refusal(settings: Settings, scope: Scope, head: RequestHead) -> ApiError | None:
     """The error to answer before reading the body, if any: a refused key, then a body over the
     limit."""
     limit = body_limit(settings, scope["path"])
-    error = key_error(settings, scope["path"], head.authorization)
+    error = key_error(settings, scope, head.authorization)
     if error is not None:
         return closing_if_large_body(error, head, limit)
     if head.content_length is not None and head.content_length > limit:
@@ -144,8 +158,8 @@ async def guard(
     head = read_head(scope)
     error = refusal(settings, scope, head)
     if error is not None:
-        await api_error_response(error)(scope, receive, send)
+        await api_error_response(error, scope)(scope, receive, send)
         return
-    if scope["path"] != CHAT_PATH:  # the chat route counts its body as it reads it
+    if not model_path(scope["path"]):  # the model routes count their bodies as they read them
         receive = bounded(receive, settings.max_api_body_bytes)
     await serve_safely(app, scope, receive, send)

@@ -37,11 +37,16 @@ class RelayResponse(Response):
     A Starlette `Response` in type only (so a FastAPI route returns it as is): its body is the
     iterator, and it runs no background task."""
 
-    def __init__(self, body: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        headers: Mapping[str, str],
+        media_type: str = "text/event-stream; charset=utf-8",
+    ) -> None:
         self.stream = body
         self.background: BackgroundTask | None = None
         self.raw_headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"content-type", media_type.encode("latin-1")),
             *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
         ]
 

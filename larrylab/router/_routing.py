@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from larrylab.config import check_key_env_name
+from larrylab.config import GEMINI_BASE_URL, check_key_env_name
 from larrylab.db import Arm, Experiment, ModelEntry, Route
 from larrylab.router._assignment import ArmRanges, assign
 
@@ -50,7 +50,8 @@ class Target:
         return cls(
             name=m.name,
             api=m.api,
-            base_url=(m.base_url or "").rstrip("/") or None,
+            base_url=(m.base_url or "").rstrip("/")
+            or (GEMINI_BASE_URL if m.api == "gemini" else None),
             upstream_model=m.upstream_model or m.name,
             api_key_env=m.api_key_env if _key_env_refused(m) is None else None,
             litellm_model=m.litellm_model,
@@ -88,6 +89,7 @@ class ExperimentPlan:
     seed: str
     control: str
     ranges: ArmRanges
+    unsupported: str = "control"  # or "strip": see `Experiment.unsupported`
 
     def arm_for(self, unit: str) -> str:
         """The arm (model name) serving `unit`."""
@@ -159,7 +161,7 @@ def load_routing_table(engine: Engine) -> RoutingTable:
                 continue
             ranges = ArmRanges.from_weights([a.model for a in arms], weights)
             experiments[exp.route] = ExperimentPlan(
-                exp.name, exp.route, exp.seed, controls[0], ranges
+                exp.name, exp.route, exp.seed, controls[0], ranges, exp.unsupported
             )
     return RoutingTable(
         models=models, routes=routes, experiments=experiments, refused_keys=frozenset(refused)

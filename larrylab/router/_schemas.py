@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -151,24 +152,119 @@ OptionalThreadId = Annotated[
 ]
 
 
+_THUMBS: dict[Any, int] = {"up": 1, "down": 0}
+CATEGORY_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
+MAX_CATEGORIES = 20
+
+
+def _thumb(value: Any) -> Any:
+    """A thumb as 1 (up) or 0 (down): from "up"/"down", true/false or 1/0."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and value in _THUMBS:
+        return _THUMBS[value]
+    if isinstance(value, int) and value in (0, 1):
+        return value
+    raise ValueError('`thumb` must be "up", "down", true, false, 1 or 0')
+
+
+def _categories(value: Any) -> Any:
+    """Named judgements of the reply: an object of at most 20 names (1-40 characters of
+    letters, digits, `_` and `-`), each true or false."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("`categories` must be an object of names to true or false")
+    if len(value) > MAX_CATEGORIES:
+        raise ValueError(f"`categories` has {len(value)} names; at most {MAX_CATEGORIES}")
+    for name, judged in value.items():
+        if not CATEGORY_NAME.fullmatch(name):
+            raise ValueError(
+                f"category name {name[:50]!r} must be 1-40 letters, digits, `_` or `-`"
+            )
+        if not isinstance(judged, bool):
+            raise ValueError(f"category {name!r} must be true or false")
+    return value
+
+
+Thumb = Annotated[
+    int | None,
+    BeforeValidator(_thumb),
+    WithJsonSchema(
+        {
+            "anyOf": [{"enum": ["up", "down"]}, {"type": "boolean"}, {"enum": [0, 1]}],
+            "description": 'A thumb up ("up", true, 1) or down ("down", false, 0).',
+        }
+    ),
+]
+Categories = Annotated[
+    dict[str, bool] | None,
+    BeforeValidator(_categories),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_CATEGORIES,
+            "propertyNames": {"pattern": "^[A-Za-z0-9_-]{1,40}$"},
+            "additionalProperties": {"type": "boolean"},
+            "description": "Named judgements of the reply, e.g. "
+            '{"accuracy": true, "depth": false}.',
+        }
+    ),
+]
+
+
 class FeedbackIn(BaseModel):
-    """A 1-5 star rating of a request (`request_id`) or a whole thread (`thread_id`)."""
+    """A rating of a request (`request_id`, or the same id as `response_id`) or of a whole
+    thread (`thread_id`): 1-5 stars (`score`), a thumb up or down (`thumb`), or both, with
+    optional `categories` and a `comment`. Rating the same target again from the same `source`
+    updates the fields the new rating gives."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"anyOf": [{"required": ["request_id"]}, {"required": ["thread_id"]}]},
+        json_schema_extra={
+            "allOf": [
+                {
+                    "anyOf": [
+                        {"required": ["request_id"]},
+                        {"required": ["response_id"]},
+                        {"required": ["thread_id"]},
+                    ]
+                },
+                {"anyOf": [{"required": ["score"]}, {"required": ["thumb"]}]},
+            ]
+        },
     )
 
     request_id: OptionalRequestId = None
+    response_id: OptionalRequestId = Field(
+        default=None,
+        description="The request id as Gemini clients see it (`responseId`); the same as "
+        "`request_id`.",
+    )
     thread_id: OptionalThreadId = None
-    score: Annotated[int, BeforeValidator(_whole_number)] = Field(ge=1, le=5, strict=True)
+    score: Annotated[int | None, BeforeValidator(_whole_number)] = Field(
+        default=None, ge=1, le=5, strict=True
+    )
+    thumb: Thumb = None
+    categories: Categories = None
     comment: str | None = Field(default=None, max_length=10_000)
     source: str = Field(default="user", min_length=1, max_length=100)
 
     @model_validator(mode="after")
-    def _one_target(self) -> FeedbackIn:
+    def _target_and_rating(self) -> FeedbackIn:
+        if self.response_id is not None:
+            if self.request_id is not None and self.request_id != self.response_id:
+                raise ValueError(
+                    "`request_id` and `response_id` name the same id: give one of them, "
+                    "or both equal"
+                )
+            self.request_id = self.response_id
         if self.request_id is None and self.thread_id is None:
-            raise ValueError("give `request_id` or `thread_id`")
+            raise ValueError("give `request_id` (or `response_id`) or `thread_id`")
+        if self.score is None and self.thumb is None:
+            raise ValueError("give `score` (1-5), `thumb` (up or down), or both")
         return self
 
 
@@ -180,7 +276,9 @@ class FeedbackOut(BaseModel):
     thread_id: str
     experiment: str | None
     arm: str | None
-    score: int
+    score: int | None
+    thumb: Literal["up", "down"] | None
+    categories: dict[str, bool]
     comment: str | None
     source: str
     updated: bool

@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -115,10 +116,15 @@ def _status_error(status: int, text: str) -> UpstreamError:
 
 
 def _headers(target: Target) -> dict[str, str]:
+    """The request headers: JSON, and the model's key as its API expects it (Gemini's
+    `x-goog-api-key`, a bearer token otherwise)."""
     headers = {"content-type": "application/json"}
     key = target.api_key()
     if key:
-        headers["authorization"] = f"Bearer {key}"
+        if target.api == "gemini":
+            headers["x-goog-api-key"] = key
+        else:
+            headers["authorization"] = f"Bearer {key}"
     return headers
 
 
@@ -244,7 +250,8 @@ def _env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
 
 @dataclass(frozen=True, slots=True)
 class _Endpoint:
-    """How one model's chat completions are reached (see the module)."""
+    """How one model is reached (see the module): its chat completions URL (OpenAI's API) or
+    its base URL (Gemini's, where the path names the model and the method)."""
 
     url: URL
     ssl: ssl.SSLContext | bool
@@ -275,20 +282,24 @@ class UpstreamClient:
     ) -> None:
         await self.close()
 
-    async def post(self, target: Target, body: bytes) -> aiohttp.ClientResponse:
-        """POST `body` to the target's `/chat/completions`; return once the status and headers
-        have arrived. Release the response when done (the connection goes back to the pool if
-        its body was read to the end).
+    async def post(
+        self, target: Target, body: bytes, path: str | None = None
+    ) -> aiohttp.ClientResponse:
+        """POST `body` to the target's `/chat/completions` (or to `path` under its base URL,
+        for Gemini's API: `/v1beta/models/M:generateContent`); return once the status and
+        headers have arrived. Release the response when done (the connection goes back to the
+        pool if its body was read to the end).
 
         A connection the server closed before answering (a pooled one it had just dropped) is
         replaced once."""
         endpoint = self._endpoints.get(target) or self._endpoint(target)
         session = self._session or self._open()
         headers = _headers(target)
+        url = endpoint.url if path is None else URL(f"{endpoint.url}{path}", encoded=True)
         for attempt in range(2):
             try:
                 return await session.post(
-                    endpoint.url,
+                    url,
                     data=body,
                     headers=headers,
                     ssl=endpoint.ssl,
@@ -322,7 +333,8 @@ class UpstreamClient:
         return self._session
 
     def _endpoint(self, target: Target) -> _Endpoint:
-        url = URL(f"{target.base_url}/chat/completions")
+        suffix = "" if target.api == "gemini" else "/chat/completions"
+        url = URL(f"{target.base_url}{suffix}")
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"base_url {target.base_url!r} is not an http(s) URL")
         proxy, proxy_auth = _env_proxy(url)
@@ -368,21 +380,15 @@ def _failure(exc: BaseException, target: Target, *, first_byte: bool) -> Upstrea
     return _network_error(exc, target)
 
 
-async def complete(
-    client: UpstreamClient, target: Target, body: dict[str, Any], start: float | None = None
-) -> Completion:
-    """Call `target` for a whole reply; raise UpstreamError on any failure.
-
-    The response's status line must arrive by the first-byte deadline, its body by the end
-    (`deadlines(target, start)`)."""
-    limits = deadlines(target, start)
-    if target.api != "openai":
-        return await _litellm_complete(target, body, limits)
-    payload = orjson.dumps({**body, "model": target.upstream_model, "stream": False})
+async def _post_read(
+    client: UpstreamClient, target: Target, payload: bytes, limits: Deadlines, path: str | None
+) -> bytes:
+    """POST and read the whole reply: its status line by the first-byte deadline, its body by
+    the end; UpstreamError for a failure or an HTTP error status."""
     resp: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout_at(limits.first_byte):
-            resp = await client.post(target, payload)
+            resp = await client.post(target, payload, path)
         try:
             if resp.content.is_eof():  # as usual: the whole reply came with its headers
                 content = await resp.read()
@@ -396,13 +402,69 @@ async def complete(
         raise _failure(exc, target, first_byte=resp is None) from exc
     if status >= 400:
         raise _status_error(status, content.decode("utf-8", "replace"))
+    return content
+
+
+def _json_object(content: bytes, target: Target) -> dict[str, Any]:
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError as exc:
         raise UpstreamError("protocol", f"model {target.name!r} sent invalid JSON", 502) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+    if not isinstance(data, dict):
+        raise UpstreamError("protocol", f"model {target.name!r} sent no JSON object", 502)
+    return data
+
+
+async def complete(
+    client: UpstreamClient, target: Target, body: dict[str, Any], start: float | None = None
+) -> Completion:
+    """Call `target` (OpenAI's API, or litellm) for a whole chat completion; raise
+    UpstreamError on any failure.
+
+    The response's status line must arrive by the first-byte deadline, its body by the end
+    (`deadlines(target, start)`)."""
+    limits = deadlines(target, start)
+    if target.api == "litellm":
+        return await _litellm_complete(target, body, limits)
+    payload = orjson.dumps({**body, "model": target.upstream_model, "stream": False})
+    data = _json_object(await _post_read(client, target, payload, limits, None), target)
+    if not isinstance(data.get("choices"), list):
         raise UpstreamError("protocol", f"model {target.name!r} sent no choices", 502)
     return Completion(data)
+
+
+def gemini_path(target: Target, method: str, version: str = "v1beta") -> str:
+    """The path under an `api: gemini` model's base URL for `method` (`generateContent`,
+    `streamGenerateContent` as server-sent events, `countTokens`)."""
+    path = f"/{version}/models/{quote(target.upstream_model, safe='')}:{method}"
+    return path + "?alt=sse" if method == "streamGenerateContent" else path
+
+
+async def gemini_complete(
+    client: UpstreamClient,
+    target: Target,
+    payload: bytes,
+    start: float | None = None,
+    *,
+    version: str = "v1beta",
+) -> Completion:
+    """Call an `api: gemini` model's `generateContent` with `payload` as it is (Gemini's JSON
+    body); its GenerateContentResponse, or UpstreamError. Deadlines as in `complete`."""
+    limits = deadlines(target, start)
+    path = gemini_path(target, "generateContent", version)
+    data = _json_object(await _post_read(client, target, payload, limits, path), target)
+    if not isinstance(data.get("candidates"), list) and "promptFeedback" not in data:
+        raise UpstreamError("protocol", f"model {target.name!r} sent no candidates", 502)
+    return Completion(data)
+
+
+async def gemini_count_tokens(
+    client: UpstreamClient, target: Target, payload: bytes, *, version: str = "v1beta"
+) -> dict[str, Any]:
+    """An `api: gemini` model's `countTokens` answer for `payload`, or UpstreamError."""
+    limits = deadlines(target)
+    path = gemini_path(target, "countTokens", version)
+    return _json_object(await _post_read(client, target, payload, limits, path), target)
 
 
 def _event(payload: bytes, target: Target) -> dict[str, Any] | None:
@@ -443,9 +505,10 @@ async def _drain(resp: aiohttp.ClientResponse, deadline: float) -> None:
 
 
 async def _sse_batches(
-    resp: aiohttp.ClientResponse, target: Target, limits: Deadlines
+    resp: aiohttp.ClientResponse, target: Target, limits: Deadlines, *, done_marker: bool = True
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """The stream's chunks, one list per network read (what arrived together goes on together).
+    OpenAI's stream ends with `data: [DONE]`; Gemini's (`done_marker=False`) with the body.
 
     The first chunk must arrive by the first-byte deadline; after it each read waits at most
     the first-token timeout (a stalled stream), and the stream must end by the end deadline."""
@@ -459,6 +522,12 @@ async def _sse_batches(
                 until = _read_deadline(loop.time(), target, limits)
             data = await _read_some(resp, until)
             if not data:
+                if not done_marker and flowing:
+                    if tail.strip():
+                        event = _event(tail.strip().removeprefix(b"data:").strip(), target)
+                        if event is not None:
+                            yield [event]
+                    return
                 break
             lines = (tail + data).split(b"\n")
             tail = lines.pop()
@@ -484,33 +553,31 @@ async def _sse_batches(
                 raise _stalled(target) from exc
             raise _timeout(target, first_byte=not flowing) from exc
         raise _network_error(exc, target) from exc
-    raise UpstreamError("protocol", f"model {target.name!r} ended the stream without [DONE]", 502)
+    if done_marker:
+        message = f"model {target.name!r} ended the stream without [DONE]"
+    else:
+        message = f"model {target.name!r} ended the stream before any chunk"
+    raise UpstreamError("protocol", message, 502)
 
 
-async def open_stream(
-    client: UpstreamClient, target: Target, body: dict[str, Any], start: float | None = None
+async def _open_sse(
+    client: UpstreamClient,
+    target: Target,
+    payload: bytes,
+    limits: Deadlines,
+    path: str | None,
+    *,
+    done_marker: bool,
 ) -> ChunkStream:
-    """Start a streaming call and wait for its first chunk; raise UpstreamError before that.
-
-    The first chunk must arrive by the first-byte deadline, the stream's end by the end
-    (`deadlines(target, start)`)."""
-    limits = deadlines(target, start)
-    if target.api != "openai":
-        return await _litellm_stream(target, body, limits)
-    upstream_body = {
-        **body,
-        "model": target.upstream_model,
-        "stream": True,
-        "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
-    }
+    """POST and wait for the first chunk of a server-sent event stream (see `open_stream`)."""
     resp: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout_at(limits.first_byte):
-            resp = await client.post(target, orjson.dumps(upstream_body))
+            resp = await client.post(target, payload, path)
             if resp.status >= 400:
                 text = (await resp.read()).decode("utf-8", "replace")
                 raise _status_error(resp.status, text)
-        events = _sse_batches(resp, target, limits)
+        events = _sse_batches(resp, target, limits, done_marker=done_marker)
         first = await anext(events)  # waits until the same first-byte deadline
     except StopAsyncIteration as exc:
         _release(resp)
@@ -526,6 +593,42 @@ async def open_stream(
         resp.release()  # back to the pool when fully read, closed otherwise
 
     return ChunkStream(first, events, time.perf_counter(), closer)
+
+
+async def open_stream(
+    client: UpstreamClient, target: Target, body: dict[str, Any], start: float | None = None
+) -> ChunkStream:
+    """Start a streaming chat completion (OpenAI's API, or litellm) and wait for its first
+    chunk; raise UpstreamError before that.
+
+    The first chunk must arrive by the first-byte deadline, the stream's end by the end
+    (`deadlines(target, start)`)."""
+    limits = deadlines(target, start)
+    if target.api == "litellm":
+        return await _litellm_stream(target, body, limits)
+    upstream_body = {
+        **body,
+        "model": target.upstream_model,
+        "stream": True,
+        "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+    }
+    payload = orjson.dumps(upstream_body)
+    return await _open_sse(client, target, payload, limits, None, done_marker=True)
+
+
+async def gemini_stream(
+    client: UpstreamClient,
+    target: Target,
+    payload: bytes,
+    start: float | None = None,
+    *,
+    version: str = "v1beta",
+) -> ChunkStream:
+    """Start an `api: gemini` model's `streamGenerateContent` (server-sent events) with
+    `payload` as it is; its GenerateContentResponse chunks. Deadlines as in `open_stream`."""
+    limits = deadlines(target, start)
+    path = gemini_path(target, "streamGenerateContent", version)
+    return await _open_sse(client, target, payload, limits, path, done_marker=False)
 
 
 def _release(resp: aiohttp.ClientResponse | None) -> None:

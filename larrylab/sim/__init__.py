@@ -1,6 +1,7 @@
 """larrylab sim: a simulated LLM upstream that speaks the real wire protocols.
 
-OpenAI `/v1/chat/completions` (JSON and SSE) and Ollama `/api/chat` (JSON and NDJSON), with
+OpenAI `/v1/chat/completions` (JSON and SSE), Ollama `/api/chat` (JSON and NDJSON) and Gemini's
+native `models/{model}:generateContent` / `:streamGenerateContent` (JSON and SSE), with
 configurable latency, time to first token, decode speed, errors, hangs and dropped streams,
 answering from a corpus of PWS coach replies. Always labelled as simulated: the banner, the
 `system_fingerprint` (`larrylab-sim:<label>`) and an `x-larrylab-sim` header on every

@@ -15,15 +15,20 @@ from starlette.routing import Route
 
 from larrylab.sim.config import SimConfig
 from larrylab.sim.engine import SIM_HEADER, Simulator
+from larrylab.sim.gemini_api import gemini_error, gemini_model_list, gemini_routes, speaks_gemini
 from larrylab.sim.ollama_api import ollama_error, ollama_routes
-from larrylab.sim.openai_api import openai_error, openai_routes
+from larrylab.sim.openai_api import openai_error, openai_model_list, openai_routes
 
 ENDPOINTS: tuple[str, ...] = (
-    "POST /v1/chat/completions  OpenAI, JSON or SSE streaming",
-    "POST /api/chat             Ollama, JSON or NDJSON streaming",
-    "GET  /v1/models            OpenAI model list",
-    "GET  /api/tags             Ollama model list",
-    "GET  /healthz              health, says simulated: true",
+    "POST /v1/chat/completions                      OpenAI, JSON or SSE streaming",
+    "POST /api/chat                                 Ollama, JSON or NDJSON streaming",
+    "POST /v1beta/models/{m}:generateContent        Gemini, JSON (also under /v1)",
+    "POST /v1beta/models/{m}:streamGenerateContent  Gemini, SSE (alt=sse) or a JSON array",
+    "POST /v1beta/models/{m}:countTokens            Gemini token count",
+    "GET  /v1/models                                OpenAI list; Gemini list to a Gemini client",
+    "GET  /v1beta/models                            Gemini model list; models/{m}: one model",
+    "GET  /api/tags                                 Ollama model list",
+    "GET  /healthz                                  health, says simulated: true",
 )
 
 # Uvicorn logs this for every stream the simulator drops on purpose.
@@ -49,11 +54,20 @@ def create_app(config: SimConfig) -> Starlette:
         text = f"larrylab sim: SIMULATED LLM upstream '{config.label}', not a real model.\n"
         return PlainTextResponse(text, headers=headers)
 
+    openai_models, gemini_models = openai_model_list(sim), gemini_model_list(sim)
+
+    async def v1_models(request: Request) -> Response:
+        """`GET /v1/models` is both OpenAI's and Gemini's: a Gemini client gets Gemini's list."""
+        endpoint = gemini_models if speaks_gemini(request) else openai_models
+        return await endpoint(request)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
         if request.url.path.startswith("/api/"):
             return ollama_error(status, detail, headers=headers)
+        if speaks_gemini(request):
+            return gemini_error(status, detail, headers=headers)
         kind = "invalid_request_error" if status < 500 else "server_error"
         return openai_error(status, detail, headers=headers, error_type=kind)
 
@@ -61,6 +75,8 @@ def create_app(config: SimConfig) -> Starlette:
         routes=[
             *openai_routes(sim),
             *ollama_routes(sim),
+            *gemini_routes(sim),
+            Route("/v1/models", v1_models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/", root, methods=["GET"]),
         ],

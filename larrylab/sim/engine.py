@@ -12,11 +12,12 @@ import json
 import math
 import random
 import time
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import StreamingResponse
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Send
 
 from larrylab.sim.config import SimConfig
@@ -24,6 +25,7 @@ from larrylab.sim.replies import latest_user_text, pick_reply, prompt_tokens, sp
 from larrylab.sim.schema_instance import instance_for_schema
 
 SIM_HEADER = "x-larrylab-sim"
+Endpoint = Callable[[Request], Awaitable[Response]]
 _STOP_POLL_S = 0.25  # how often a long wait checks whether the server is stopping
 
 

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from larrylab.sim.engine import (
     BadRequest,
+    Endpoint,
     Plan,
     Reply,
     SimStream,
@@ -120,10 +121,9 @@ def _response_format(value: Any) -> tuple[dict[str, Any] | None, bool]:
     )
 
 
-def openai_routes(sim: Simulator) -> list[Route]:
-    """The OpenAI routes of one simulated upstream."""
+def openai_model_list(sim: Simulator) -> Endpoint:
+    """The `GET /v1/models` endpoint: the configured models in OpenAI's shape."""
     headers = sim.headers
-    fingerprint = sim.config.fingerprint
     created = int(time.time())
     models = orjson.dumps(
         {
@@ -137,6 +137,14 @@ def openai_routes(sim: Simulator) -> list[Route]:
 
     async def list_models(request: Request) -> Response:
         return Response(models, headers=headers, media_type=_JSON)
+
+    return list_models
+
+
+def openai_routes(sim: Simulator) -> list[Route]:
+    """The OpenAI chat route of one simulated upstream (`openai_model_list` serves the models)."""
+    headers = sim.headers
+    fingerprint = sim.config.fingerprint
 
     async def chat_completions(request: Request) -> Response:
         try:
@@ -171,10 +179,7 @@ def openai_routes(sim: Simulator) -> list[Route]:
             return _abandoned(headers)
         return Response(orjson.dumps(_completion(head, reply)), headers=headers, media_type=_JSON)
 
-    return [
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/models", list_models, methods=["GET"]),
-    ]
+    return [Route("/v1/chat/completions", chat_completions, methods=["POST"])]
 
 
 def _abandoned(headers: Mapping[str, str]) -> Response:

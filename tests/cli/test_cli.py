@@ -29,6 +29,7 @@ runner = CliRunner()
         ["experiment"],
         ["experiment", "list"],
         ["experiment", "create"],
+        ["experiment", "update"],
         ["models", "list"],
         ["models", "show"],
         ["models", "retire"],
@@ -138,7 +139,8 @@ def test_experiment_commands(tmp_path: Path) -> None:
         runner.invoke(app, ["experiment", "show", "e1", "--json", "--database-url", db]).output
     )
     assert [a["weight"] for a in shown["arms"]] == [50.0, 50.0]
-    assert [s["requests"] for s in shown["summary"]] == [0, 0]
+    assert [s["requests"] for s in shown["report"]] == [0, 0]
+    assert shown["unsupported"] == "control"
     stopped = runner.invoke(app, ["experiment", "stop", "e1", "--database-url", db])
     assert stopped.exit_code == 0 and "stopped" in stopped.output
     missing = runner.invoke(app, ["experiment", "stop", "nope", "--database-url", db])
@@ -162,6 +164,46 @@ def test_experiment_commands(tmp_path: Path) -> None:
         ],
     )
     assert ghost.exit_code == 3 and "unknown model 'ghost'" in ghost.output
+
+
+def test_experiment_unsupported_setting(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/x.db"
+    upgrade(db)
+    with sqlite3.connect(tmp_path / "x.db") as conn:
+        conn.execute(
+            "INSERT INTO model (name, api, base_url, connect_timeout_s, first_token_timeout_s,"
+            " total_timeout_s, state, lineage, created_at, updated_at) VALUES ('gemini',"
+            " 'openai', 'http://127.0.0.1:9/v1', 1, 1, 1, 'registered', '{}', '2026-01-01',"
+            " '2026-01-01')"
+        )
+    create = ["experiment", "create", "e1", "--route", "larry", "--arm", "gemini=1:control"]
+    bad = runner.invoke(app, [*create, "--unsupported", "drop", "--database-url", db])
+    assert bad.exit_code == 2 and "--unsupported must be `control` or `strip`" in bad.output
+    ok = runner.invoke(app, [*create, "--unsupported", "strip", "--database-url", db])
+    assert ok.exit_code == 0, ok.output
+
+    def shown() -> dict[str, object]:
+        out = runner.invoke(app, ["experiment", "show", "e1", "--json", "--database-url", db])
+        return dict(json.loads(out.output))
+
+    assert shown()["unsupported"] == "strip"
+    text = runner.invoke(app, ["experiment", "show", "e1", "--database-url", db]).output
+    assert "answered by the candidate without the feature" in text
+    listed = runner.invoke(app, ["experiment", "list", "--database-url", db]).output
+    assert "strip" in listed
+    update = ["experiment", "update", "e1", "--database-url", db]
+    changed = runner.invoke(app, [*update, "--unsupported", "control"])
+    assert changed.exit_code == 0 and "served by the control" in changed.output
+    assert shown()["unsupported"] == "control"
+    wrong = runner.invoke(app, [*update, "--unsupported", "STRIP"])
+    assert wrong.exit_code == 2 and "not 'STRIP'" in wrong.output
+    nothing = runner.invoke(app, update)
+    assert nothing.exit_code == 2 and "nothing to change" in nothing.output
+    missing = runner.invoke(
+        app, ["experiment", "update", "ghost", "--unsupported", "strip", "--database-url", db]
+    )
+    assert missing.exit_code == 3 and "unknown experiment 'ghost'" in missing.output
+    assert shown()["unsupported"] == "control"
 
 
 @pytest.mark.e2e

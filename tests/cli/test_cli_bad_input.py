@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 
 from larrylab.cli._main import app
 from larrylab.db._engine import make_engine, upgrade
-from larrylab.experiments._analysis import analyze
+from larrylab.experiments._report import experiment_report
 from larrylab.experiments.stats import srm_pvalue
 
 runner = CliRunner()
@@ -199,19 +199,20 @@ def test_report_on_overflowing_weights_prints_what_it_can(
     as_json = runner.invoke(app, ["report", "e1", "--json", "--database-url", url])
     assert as_json.exit_code == 1
     data = strict_json(as_json.stdout)
-    assert data["analysis"]["weights_problem"]
-    assert data["analysis"]["candidates"][0]["verdict"] == "invalid"
+    assert data["weights_problem"]
+    assert data["candidates"][0]["verdict"] == "invalid"
+    assert [a["arm"] for a in data["arms"]] == ["a", "b"]
     shown = runner.invoke(app, ["experiment", "show", "e1", "--json", "--database-url", url])
     assert shown.exit_code == 0, shown.output
-    assert [a["arm"] for a in strict_json(shown.stdout)["summary"]] == ["a", "b"]
+    assert [a["arm"] for a in strict_json(shown.stdout)["report"]] == ["a", "b"]
 
 
-def test_analysis_survives_non_finite_weights(tmp_path: Path) -> None:
+def test_report_survives_non_finite_weights(tmp_path: Path) -> None:
     url = _experiment_with_weights(tmp_path, 1e308, 1e308)
     engine = make_engine(url)
     for weights in ((1e308, 1e308), (float("inf"), 1.0), (float("nan"), 1.0)):
         arms = [("a", True, weights[0]), ("b", False, weights[1])]
-        result = analyze(engine, "e1", arms)
+        result = experiment_report(engine, "e1", arms)
         assert result.weights_problem and not result.srm
         assert result.candidates[0].verdict == "invalid"
 

@@ -8,7 +8,7 @@ failed candidate and their eval results, and a pipeline run with its stage folde
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class Seeded:
     now: datetime
     records: list[RequestRecord] = field(default_factory=list)
     scores: dict[str, list[int]] = field(default_factory=dict)  # experiment arm -> ratings
+    thumbs: dict[str, list[int]] = field(default_factory=dict)  # experiment arm -> 1 up, 0 down
     run_dir: Path | None = None
 
 
@@ -96,6 +97,9 @@ def _record(
         overhead_ms=1.0,
         prompt_tokens=12,
         completion_tokens=30,
+        protocol="openai",
+        ineligible=None,
+        stripped=False,
         created_at=at,
         finished_at=at + timedelta(milliseconds=latency),
         prompt=[{"role": "user", "content": f"How do I start with {thread}?"}],
@@ -131,6 +135,20 @@ def _requests(now: datetime) -> list[RequestRecord]:
                 latency=310.0 + k,
                 fallback_from=CANDIDATE,
                 error_class="circuit_open",
+            )
+        )
+    for k, reasons in enumerate(["tools", "tools,cached_content", "non_text_parts", "tools"]):
+        # Requests the candidate could not serve as sent, served by the control in its threads.
+        out.append(
+            replace(
+                _record(
+                    f"inel-{k}",
+                    f"thread-{k * 2:02d}",
+                    at=now - timedelta(minutes=6 * k + 1),
+                    arm=CONTROL,
+                    latency=700.0 + k,
+                ),
+                ineligible=reasons,
             )
         )
     for i in range(48):  # 40 threads on the control, 8 on the candidate at 50/50: SRM
@@ -196,20 +214,27 @@ def _registry(session: Session, now: datetime) -> None:
 def _rate(url: str, records: list[RequestRecord], seeded: Seeded) -> None:
     engine = make_engine(url)
     pattern = {CONTROL: [3, 4, 2, 5, 3, 4], CANDIDATE: [4, 5, 4, 3, 5, 5]}
-    for n, rec in enumerate(r for r in records if r.experiment == EXPERIMENT and r.status == "ok"):
-        if n % 3 == 2:
-            continue
+    rated = (
+        r for r in records if r.experiment == EXPERIMENT and r.status == "ok" and not r.ineligible
+    )
+    for n, rec in enumerate(rated):
         assert rec.arm is not None
-        score = pattern[rec.arm][n % 6]
+        # Two in three rated with stars, one in three with a thumb alone; a thumb every other.
+        score = None if n % 3 == 2 else pattern[rec.arm][n % 6]
+        thumb = (1 if score is None or score >= 4 else 0) if n % 2 == 0 or score is None else None
         upsert_feedback(
             engine,
             target=Attribution(rec.thread_id, rec.experiment, rec.arm),
             request_id=rec.id,
             score=score,
+            thumb=thumb,
             comment=None,
             source="user",
         )
-        seeded.scores.setdefault(rec.arm, []).append(score)
+        if score is not None:
+            seeded.scores.setdefault(rec.arm, []).append(score)
+        if thumb is not None:
+            seeded.thumbs.setdefault(rec.arm, []).append(thumb)
     engine.dispose()
 
 

@@ -21,11 +21,11 @@ import pytest
 from PIL import Image
 from sqlmodel import Session
 
-from larrylab.dashboard import tables
+from larrylab.dashboard import frames
 from larrylab.dashboard.launch import dashboard_env, streamlit_command
 from larrylab.db._engine import make_engine
+from larrylab.experiments._arm_report import arm_reports
 from larrylab.experiments._experiments import get_experiment
-from larrylab.experiments._summary import summarize
 from larrylab.localproc import free_port
 from larrylab.release._evalstore import latest_eval_results
 from tests.dashboard.seed import CANDIDATE, CONTROL, EXPERIMENT, GATED, Seeded
@@ -105,23 +105,25 @@ def _expectations(seeded: Seeded) -> dict[str, list[str]]:
         exp = get_experiment(session=s, name=EXPERIMENT)
         evals = latest_eval_results(session=s, model=GATED)
     spec = [(a.model, a.control, a.weight) for a in exp.arms]
-    arms = {a.arm: a for a in summarize(engine, EXPERIMENT, spec)}
+    arms = {a.arm: a for a in arm_reports(engine, EXPERIMENT, spec)}
     engine.dispose()
     control, cand = arms[CONTROL], arms[CANDIDATE]
     return {
         "": ["Overview", EXPERIMENT, "sample ratio mismatch", "circuit breaker open"],
         f"experiment?experiment={EXPERIMENT}": [
-            tables.count(control.requests),
-            tables.ms(control.latency_ms.p50),
-            tables.ms(cand.latency_ms.p95),
-            tables.score(cand.mean_score),
-            tables.share(cand.high_rating_share),
+            frames.count(control.requests),
+            frames.ms(control.latency_ms.p50),
+            frames.ms(cand.latency_ms.p95),
+            frames.score(cand.mean_score),
+            frames.share(cand.high_rating_share),
+            frames.share(cand.thumbs_up_rate),
+            frames.share(control.ineligible_share),
             "KEEP RUNNING",
         ],
         f"models?model={GATED}": [
             GATED,
             "Gate passed",
-            tables.interval(evals[0].mean, evals[0].ci_low, evals[0].ci_high),
+            frames.interval(evals[0].mean, evals[0].ci_low, evals[0].ci_high),
         ],
         "pipeline": ["Stage counts", "Categories against targets", str(seeded.run_dir)],
     }

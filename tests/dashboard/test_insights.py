@@ -1,5 +1,5 @@
 """The dashboard's SQL aggregates on SQLite and PostgreSQL, checked against the seeded rows
-themselves and against the platform's reference functions (summary, analysis)."""
+themselves and against the platform's reference functions (the experiment report)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
 from larrylab.dashboard import insights
 from larrylab.db._engine import make_engine, upgrade
 from larrylab.db._schema import RequestLog
+from larrylab.experiments._arm_report import arm_reports, latency_percentiles
 from larrylab.experiments._experiments import create_experiment
-from larrylab.experiments._summary import latency_percentiles, summarize
 from larrylab.release._registry import create_model
 from larrylab.requestlog import _sketch as sketch
 from larrylab.requestlog._rollup import rebuild_rollups
@@ -32,18 +32,20 @@ def seeded_db(database_url: str) -> Seeded:
 
 
 def _experiment_rows(seeded: Seeded, arm: str) -> list[float]:
+    """Latencies of the arm's successful requests that every arm could serve (the report
+    leaves out the ineligible ones)."""
     return sorted(
         r.latency_ms
         for r in seeded.records
-        if r.experiment == EXPERIMENT and r.arm == arm and r.status == "ok"
+        if r.experiment == EXPERIMENT and r.arm == arm and r.status == "ok" and not r.ineligible
     )
 
 
-def test_summaries_equal_the_reference_summary(seeded_db: Seeded) -> None:
+def test_arm_reports_equal_the_reference_arm_reports(seeded_db: Seeded) -> None:
     engine = make_engine(seeded_db.url)
     with Session(engine) as s:
-        fast = insights.arm_summaries(session=s, experiment=EXPERIMENT, arms=ARMS)
-    reference = summarize(engine, EXPERIMENT, ARMS)
+        fast = insights.arm_reports(session=s, experiment=EXPERIMENT, arms=ARMS)
+    reference = arm_reports(engine, EXPERIMENT, ARMS)
     for got, want in zip(fast, reference, strict=True):
         assert got.model_dump(exclude={"latency_ms", "ttft_ms"}) == want.model_dump(
             exclude={"latency_ms", "ttft_ms"}
@@ -101,7 +103,7 @@ def test_time_series_buckets_in_sql(seeded_db: Seeded) -> None:
     want: dict[tuple[datetime, str], list[float]] = defaultdict(list)
     errors: Counter[tuple[datetime, str]] = Counter()
     for r in seeded_db.records:
-        if r.experiment != EXPERIMENT or not start <= r.created_at <= end:
+        if r.experiment != EXPERIMENT or r.ineligible or not start <= r.created_at <= end:
             continue
         bucket = datetime.fromtimestamp(
             math.floor(r.created_at.timestamp() / width) * width, tz=UTC

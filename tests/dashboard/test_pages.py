@@ -11,11 +11,11 @@ import pytest
 from sqlmodel import Session
 from streamlit.testing.v1 import AppTest
 
-from larrylab.dashboard import tables
+from larrylab.dashboard import frames
 from larrylab.db._engine import make_engine
-from larrylab.experiments._analysis import analyze
+from larrylab.experiments._arm_report import arm_reports
 from larrylab.experiments._experiments import get_experiment
-from larrylab.experiments._summary import summarize
+from larrylab.experiments._report import experiment_report
 from larrylab.release._evalstore import latest_eval_results
 from larrylab.release._promotion import promotion_readiness
 from tests.dashboard.conftest import APP
@@ -53,20 +53,20 @@ def test_overview_shows_traffic_and_alerts(seeded: Seeded, monkeypatch: pytest.M
     routes = at.table[0].value
     hour = seeded.now - timedelta(hours=1)
     larry = [r for r in seeded.records if r.route == "larry" and r.created_at >= hour]
-    assert routes.loc["larry", "requests 1 h"] == tables.count(len(larry))
+    assert routes.loc["larry", "requests 1 h"] == frames.count(len(larry))
     errors = sum(r.status == "error" for r in larry)
-    assert routes.loc["larry", "error rate 1 h"] == tables.share(errors / len(larry))
+    assert routes.loc["larry", "error rate 1 h"] == frames.share(errors / len(larry))
     day = [
         r
         for r in seeded.records
         if r.route == "summaries" and r.created_at >= hour - timedelta(hours=23)
     ]
-    assert routes.loc["summaries", "requests 24 h"] == tables.count(len(day)) == "4"
+    assert routes.loc["summaries", "requests 24 h"] == frames.count(len(day)) == "4"
     assert routes.loc["summaries", "default model"] == CONTROL
     assert routes.loc["larry", "running experiment"] == EXPERIMENT
     assert routes.loc["larry", "arms"] == f"{CONTROL} 50% (control), {CANDIDATE} 50%"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Requests, last hour"] == tables.count(
+    assert metrics["Requests, last hour"] == frames.count(
         sum(1 for r in seeded.records if r.created_at >= hour)
     )
     alerts = [e.value for e in at.error]
@@ -75,7 +75,7 @@ def test_overview_shows_traffic_and_alerts(seeded: Seeded, monkeypatch: pytest.M
     assert not any(EXPERIMENT in a and "sample ratio" in a for a in alerts)
 
 
-def test_experiment_page_matches_summary_and_analysis(
+def test_experiment_page_matches_the_report(
     seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = _open(seeded, monkeypatch, "experiment", experiment=EXPERIMENT)
@@ -83,19 +83,28 @@ def test_experiment_page_matches_summary_and_analysis(
     with Session(engine) as s:
         exp = get_experiment(session=s, name=EXPERIMENT)
     arms = [(a.model, a.control, a.weight) for a in exp.arms]
-    expected = tables.arm_frame(summarize(engine, EXPERIMENT, arms))
+    expected = frames.arm_frame(arm_reports(engine, EXPERIMENT, arms))
     shown = at.table[0].value
     assert shown.equals(expected), (shown, expected)
     # And against the seed itself, independently of any platform function:
     control = [r for r in seeded.records if r.experiment == EXPERIMENT and r.arm == CONTROL]
-    assert shown.loc[f"{CONTROL} (control)", "requests"] == str(len(control))
     scores = seeded.scores[CANDIDATE]
     assert shown.loc[CANDIDATE, "mean score"] == f"{sum(scores) / len(scores):.2f}"
     assert shown.loc[CANDIDATE, "fallbacks"] == "3"
+    thumbs = seeded.thumbs[CANDIDATE]
+    assert shown.loc[CANDIDATE, "thumbs"] == str(len(thumbs))
+    assert shown.loc[CANDIDATE, "thumbs-up share"] == f"{sum(thumbs) / len(thumbs):.1%}"
+    left_out = [r for r in control if r.ineligible]
+    assert len(left_out) == 4
+    assert shown.loc[f"{CONTROL} (control)", "requests"] == str(len(control) - len(left_out))
+    assert shown.loc[f"{CONTROL} (control)", "ineligible"] == f"{len(left_out) / len(control):.1%}"
+    tools = sum("tools" in (r.ineligible or "") for r in left_out)
+    assert shown.loc[f"{CONTROL} (control)", "ineligible: tools"] == f"{tools / len(control):.1%}"
+    assert shown.loc[CANDIDATE, "ineligible"] == "0.0%"
 
-    analysis = analyze(engine, EXPERIMENT, arms)
-    cand = analysis.candidates[0]
-    assert at.table[1].value.equals(tables.metric_frame(cand))
+    report = experiment_report(engine, EXPERIMENT, arms)
+    cand = report.candidates[0]
+    assert at.table[1].value.equals(frames.metric_frame(cand))
     assert f"{cand.arm}: {cand.verdict.upper().replace('_', ' ')}" in _texts(at)
     assert "Sample ratio mismatch" not in _texts(at)
     charts = at.get("vega_lite_chart")
@@ -129,9 +138,9 @@ def test_models_page_shows_evals_gate_and_enabled_promote(
     assert lineage.loc["training_metrics.train_loss", "value"] == "1.234"
     evals = at.table[2].value
     for r in results:
-        assert evals.loc[r.task, "candidate"] == tables.interval(r.mean, r.ci_low, r.ci_high)
+        assert evals.loc[r.task, "candidate"] == frames.interval(r.mean, r.ci_low, r.ci_high)
     for b in baseline:
-        assert evals.loc[b.task, f"baseline ({CONTROL})"] == tables.interval(
+        assert evals.loc[b.task, f"baseline ({CONTROL})"] == frames.interval(
             b.mean, b.ci_low, b.ci_high
         )
     assert any("Gate passed" in s.value and CONTROL in s.value for s in at.success)

@@ -131,7 +131,7 @@ def test_router_serves_larry_traffic_end_to_end(router: LocalProcess, database_u
     assert r.status_code == 200 and r.json()["updated"] is True
     scores[request_ids[0]] = 5
 
-    summary = http.get("/admin/experiments/larry-v1-vs-gemini/summary").json()
+    summary = http.get("/admin/experiments/larry-v1-vs-gemini/report").json()
     arms = {a["arm"]: a for a in summary["arms"]}
     for arm in ("gemini-flash", "larry-v1"):
         assert arms[arm]["requests"] == served[arm]
@@ -162,7 +162,7 @@ def test_router_serves_larry_traffic_end_to_end(router: LocalProcess, database_u
         fallbacks += assign("broken-canary", thread, canary) == "larry-broken"
     assert fallbacks > 0
     canary_summary = {
-        a["arm"]: a for a in http.get("/admin/experiments/broken-canary/summary").json()["arms"]
+        a["arm"]: a for a in http.get("/admin/experiments/broken-canary/report").json()["arms"]
     }
     assert canary_summary["larry-broken"]["fallbacks"] == fallbacks
     assert canary_summary["larry-broken"]["requests"] == fallbacks
@@ -201,10 +201,9 @@ def test_router_serves_larry_traffic_end_to_end(router: LocalProcess, database_u
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert {a["arm"]: a["requests"] for a in report["arms"]} == dict(served)
-    analysis = report["analysis"]
-    assert analysis["threads"] == {arm: len(t) for arm, t in threads_per_arm.items()}
-    assert analysis["srm"] is False and analysis["control"] == "gemini-flash"
-    (cand,) = analysis["candidates"]
+    assert report["threads"] == {arm: len(t) for arm, t in threads_per_arm.items()}
+    assert report["srm"] is False and report["control"] == "gemini-flash"
+    (cand,) = report["candidates"]
     assert cand["arm"] == "larry-v1" and cand["verdict"] in ("ship", "keep_running")
     assert {m["metric"] for m in cand["metrics"]} >= {"latency_ms", "mean_score", "error_rate"}
     text_out = subprocess.run(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from larrylab.db._engine import make_engine
+from larrylab.experiments import attribute_request, upsert_feedback
 from larrylab.pipeline.categories import CATEGORIES
 from larrylab.pipeline.context import PipelineContext
 from larrylab.pipeline.export import ExportOptions, run_export
@@ -61,6 +62,28 @@ def test_threads_qualify_by_mean_rating_and_a_low_rating_vetoes(
         ctx, engine, ExportOptions(classifier="keywords", veto_score=0, min_score=3.5)
     )
     assert relaxed.counts["records"] == 3
+
+
+def test_a_thread_rated_by_thumbs_alone_is_counted_not_exported(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    seed_store(migrated_url, [_thread("a-five", (5,)), _thread("b-thumbs", ())])
+    engine = make_engine(migrated_url)
+    rid = (
+        engine.connect()
+        .exec_driver_sql("SELECT id FROM request WHERE thread_id = 'b-thumbs' LIMIT 1")
+        .scalar()
+    )
+    target = attribute_request(engine, rid)
+    assert target is not None
+    upsert_feedback(
+        engine, target=target, request_id=rid, score=None, thumb=1, comment=None, source="u"
+    )
+    ctx = _keywords(tmp_path)
+    result = run_export(ctx, engine, ExportOptions(classifier="keywords"))
+    threads = [r.source_thread_id for r in read_records(ctx.out / "export/records.jsonl")]
+    assert threads == ["a-five"]
+    assert result.counts["threads_without_score"] == 1
 
 
 def test_records_rebuild_the_prompt_exactly_with_lineage(migrated_url: str, tmp_path: Path) -> None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from larrylab.requestlog._store import RequestRecord
+import orjson
+
+from larrylab.requestlog._journal import SegmentReader
+from larrylab.requestlog._store import RECORD_FIELDS, RequestRecord
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -39,6 +44,9 @@ def records(n: int, seed: int) -> list[RequestRecord]:
                 overhead_ms=0.5,
                 prompt_tokens=1,
                 completion_tokens=1,
+                protocol="openai",
+                ineligible=None,
+                stripped=False,
                 created_at=T0,
                 finished_at=T0,
                 prompt=[{"role": "user", "content": f"q{i}"}],
@@ -46,3 +54,21 @@ def records(n: int, seed: int) -> list[RequestRecord]:
             )
         )
     return out
+
+
+def to_record(row: Sequence[Any]) -> RequestRecord:
+    """The record of a row `SegmentReader.read_rows` gave (its times and prompt decoded)."""
+    named = dict(zip(RECORD_FIELDS, row, strict=True))
+    for key in ("created_at", "finished_at"):
+        named[key] = datetime.fromisoformat(named[key])
+    if isinstance(named["prompt"], bytes):
+        named["prompt"] = orjson.loads(named["prompt"])
+    return RequestRecord(**named)
+
+
+def read_records(
+    reader: SegmentReader, offset: int, max_rows: int
+) -> tuple[list[RequestRecord], int]:
+    """`reader.read_rows` as records."""
+    rows, offset = reader.read_rows(offset, max_rows)
+    return [to_record(row) for row in rows], offset

@@ -6,7 +6,6 @@ import asyncio
 import io
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from larrylab.db._engine import make_engine
 from larrylab.requestlog._indexer import _Indexer, next_interval
 from larrylab.requestlog._journal import JournalWriter, RequestJournal
 from larrylab.requestlog._rollup import read_rollup, rebuild_rollups
-from larrylab.requestlog._spill import Quarantine, SpillDir
+from larrylab.requestlog._spill import Quarantine
 from larrylab.requestlog._store import BatchStore, RequestRecord
 from tests.requestlog.factories import records as _records
 
@@ -118,31 +117,6 @@ def test_a_killed_child_is_replaced_and_loses_nothing(
     assert len(set(pids)) == 3, "each killed child was replaced by a new one"
     assert _stored(migrated_url) == (600, 600)
     _rollup_matches_a_recount(migrated_url)  # records sent twice are counted once
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
-
-def test_request_rows_spilled_by_the_old_thread_writer_are_journaled_and_stored(
-    migrated_url: str, tmp_path: Path
-) -> None:
-    from dataclasses import asdict
-
-    spilled: list[RequestRecord] = _records(90, seed=5)
-    path = SpillDir(tmp_path).append("requests", (asdict(r) for r in spilled))
-    path.rename(tmp_path / f"requests-{_dead_pid()}.jsonl")  # left by a router that is gone
-
-    async def go() -> None:
-        writer = RequestJournal(migrated_url, journal_dir=tmp_path / "journal", spill_dir=tmp_path)
-        await writer.start()
-        await writer.close()
-
-    asyncio.run(go())
-    assert _stored(migrated_url) == (90, 90)
-    assert not list(tmp_path.glob("*.jsonl*"))
 
 
 def test_closing_an_idle_writer_stops_its_child(migrated_url: str, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from larrylab.requestlog import _journal as journal
 from larrylab.requestlog._journal import JournalWriter, SegmentReader, database_key
 from larrylab.requestlog._store import record_values
+from tests.requestlog.factories import read_records
 from tests.requestlog.factories import records as _records
 
 DB = "sqlite:///some.db"
@@ -21,7 +22,7 @@ DB = "sqlite:///some.db"
 def _read_all(directory: Path) -> list[journal.RequestRecord]:
     out = []
     for _, path in journal.segments(directory):
-        records, _ = SegmentReader(path).read(0, 10**9)
+        records, _ = read_records(SegmentReader(path), 0, 10**9)
         out += records
     return out
 
@@ -47,7 +48,7 @@ def test_segments_rotate_and_a_reader_stops_before_a_line_being_written(tmp_path
     with last.open("ab") as fh:
         fh.write(b'["half a line')
     reader = SegmentReader(last)
-    got, offset = reader.read(0, 100)
+    got, offset = read_records(reader, 0, 100)
     assert got and got == records[-len(got) :]
     assert offset == whole  # the partial line is left for later
     assert reader.tail_bytes(offset) == len(b'["half a line')
@@ -105,8 +106,8 @@ def test_a_reader_read_again_from_the_start_skips_the_header(tmp_path: Path) -> 
     records = _records(5, seed=4)
     writer.append(records)
     reader = SegmentReader(journal.segments(writer.directory)[0][1])
-    first, _ = reader.read(0, 100)
-    again, _ = reader.read(0, 100)  # the store refused the batch: it is read again
+    first, _ = read_records(reader, 0, 100)
+    again, _ = read_records(reader, 0, 100)  # the store refused the batch: it is read again
     assert first == again == records
     assert reader.skipped == 0
 
@@ -119,7 +120,7 @@ def test_a_segment_with_other_fields_reads_by_name(tmp_path: Path) -> None:
     path = tmp_path / "00000001.jsonl"
     header = {"larrylab_journal": 1, "fields": fields}
     path.write_bytes(orjson.dumps(header) + b"\n" + orjson.dumps(values) + b"\n")
-    records, _ = SegmentReader(path).read(0, 10)
+    records, _ = read_records(SegmentReader(path), 0, 10)
     assert records == [rec]
 
 
@@ -132,7 +133,7 @@ def test_version_1_segments_still_read(tmp_path: Path) -> None:
     lines = [orjson.dumps(record_values(rec)) + b"\n" for rec in records]
     path = tmp_path / "00000001.jsonl"
     path.write_bytes(orjson.dumps(header) + b"\n" + b"".join(lines))
-    assert SegmentReader(path).read(0, 10)[0] == records
+    assert read_records(SegmentReader(path), 0, 10)[0] == records
 
 
 def test_lines_keep_the_prompt_as_text_after_a_tab(tmp_path: Path) -> None:
@@ -162,10 +163,10 @@ def test_only_a_line_truly_cut_short_counts_as_a_torn_tail(tmp_path: Path) -> No
     header = len(journal.header())
     assert SegmentReader(path).tail_bytes(0) == 0  # an idle router's segment
     reader = SegmentReader(path)
-    assert reader.read(0, 10) == ([], header)
+    assert read_records(reader, 0, 10) == ([], header)
     assert reader.tail_bytes(0) == 0
     writer.append(_records(3, seed=5))
-    _, offset = SegmentReader(path).read(0, 10)
+    _, offset = read_records(SegmentReader(path), 0, 10)
     assert SegmentReader(path).tail_bytes(offset) == 0
     with path.open("ab") as fh:
         fh.write(b'["cut')

@@ -14,9 +14,9 @@ from sqlmodel import Session
 from larrylab.config import ArmSpec, ExperimentSpec, ModelSpec
 from larrylab.db._engine import current_revision, head_revision, make_engine
 from larrylab.db._schema import Message, RequestLog
+from larrylab.experiments._arm_report import arm_reports
 from larrylab.experiments._experiments import create_experiment
 from larrylab.experiments._feedback import Attribution, attribute_request, upsert_feedback
-from larrylab.experiments._summary import summarize
 from larrylab.release._registry import create_model
 from larrylab.requestlog import _journal as journal
 from larrylab.requestlog._journal import JournalWriter, SegmentReader
@@ -59,6 +59,9 @@ def _record(
         overhead_ms=1.0,
         prompt_tokens=3,
         completion_tokens=4,
+        protocol="openai",
+        ineligible=None,
+        stripped=False,
         created_at=T0,
         finished_at=T0 + timedelta(milliseconds=latency),
         prompt=prompt,
@@ -222,6 +225,26 @@ def test_a_damaged_prompt_in_the_journal_keeps_its_request(
     assert "request r1: unreadable prompt" in caplog.text
 
 
+@pytest.mark.parametrize("via", ["records", "journal"])
+def test_protocol_and_eligibility_are_stored(migrated_url: str, tmp_path: Path, via: str) -> None:
+    """A Gemini request a candidate could not serve as sent keeps its protocol, its reasons and
+    whether they were stripped, written from records and from journal lines alike."""
+    plain = _record("r1", "t1", [{"role": "user", "content": "x"}], "y")
+    gemini = _record("r2", "t1", [{"role": "user", "content": "x"}], "y")
+    gemini.protocol, gemini.ineligible, gemini.stripped = "gemini", "tools,cached_content", True
+    if via == "records":
+        _write(migrated_url, [plain, gemini])
+    else:
+        _store_from_journal(migrated_url, [plain, gemini], tmp_path)
+    with make_engine(migrated_url).connect() as conn:
+        c = RequestLog.__table__.c  # type: ignore[attr-defined]
+        rows = conn.execute(select(c.id, c.protocol, c.ineligible, c.stripped).order_by(c.id))
+        assert [tuple(r) for r in rows] == [
+            ("r1", "openai", None, False),
+            ("r2", "gemini", "tools,cached_content", True),
+        ]
+
+
 def _setup_experiment(url: str) -> None:
     engine = make_engine(url)
     with Session(engine) as session:
@@ -294,7 +317,7 @@ def test_summary_counts_and_percentiles_match_python(migrated_url: str) -> None:
             comment=None,
             source="user",
         )
-    rows = {r.arm: r for r in summarize(engine, "exp", [("a", True, 50), ("b", False, 50)])}
+    rows = {r.arm: r for r in arm_reports(engine, "exp", [("a", True, 50), ("b", False, 50)])}
     a, b = rows["a"], rows["b"]
     assert (a.requests, a.threads, a.errors) == (100, 20, 0)
     assert (b.requests, b.threads, b.errors) == (5, 4, 1)

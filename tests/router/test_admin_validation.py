@@ -71,7 +71,7 @@ def test_the_largest_and_smallest_weights_still_work(client: TestClient) -> None
         assert (
             client.post("/v1/chat/completions", json={**CHAT, "user": f"w{i}"}).status_code == 200
         )
-    summary = client.get(f"/admin/experiments/{EXP}/summary")
+    summary = client.get(f"/admin/experiments/{EXP}/report")
     assert summary.status_code == 200, summary.text
     assert [a["weight"] for a in summary.json()["arms"]] == [1e6, 1e-3]
 
@@ -250,7 +250,7 @@ def test_long_values_are_refused_before_the_database_sees_them(
         made = client.post("/admin/experiments", json={**exp, "seed": "s" * 200})
         assert made.status_code == 201, made.text
         assert [a["weight"] for a in made.json()["arms"]] == [1e6, 0.001]
-        summary = client.get("/admin/experiments/e2/summary")
+        summary = client.get("/admin/experiments/e2/report")
         assert summary.status_code == 200, summary.text
 
 

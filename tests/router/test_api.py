@@ -143,8 +143,32 @@ def test_unknown_fields_pass_through(client: TestClient) -> None:
         ({"request_id": "chatcmpl-x", "score": 6}, "score"),
         ({"request_id": "chatcmpl-x", "score": "5"}, "score"),
         ({"request_id": "chatcmpl-x", "score": 3.5}, "score"),
-        ({"score": 3}, "request_id` or `thread_id"),
+        ({"score": 3}, "give `request_id` (or `response_id`) or `thread_id`"),
         ({"request_id": "chatcmpl-x", "score": 3, "stars": 3}, "stars"),
+        ({"request_id": "chatcmpl-x"}, "give `score` (1-5), `thumb` (up or down), or both"),
+        ({"request_id": "chatcmpl-x", "comment": "meh"}, "give `score`"),
+        ({"request_id": "chatcmpl-x", "thumb": "sideways"}, '`thumb` must be "up", "down"'),
+        ({"request_id": "chatcmpl-x", "thumb": 2}, "`thumb` must be"),
+        ({"request_id": "chatcmpl-x", "thumb": "1"}, "`thumb` must be"),
+        ({"request_id": "chatcmpl-x", "thumb": [1]}, "`thumb` must be"),
+        ({"request_id": "chatcmpl-x", "thumb": 1, "categories": []}, "`categories` must be"),
+        ({"request_id": "chatcmpl-x", "thumb": 1, "categories": {"depth": 1}}, "true or false"),
+        ({"request_id": "chatcmpl-x", "thumb": 1, "categories": {"a b": True}}, "'a b'"),
+        ({"request_id": "chatcmpl-x", "thumb": 1, "categories": {"": True}}, "1-40 letters"),
+        ({"request_id": "chatcmpl-x", "thumb": 1, "categories": {"x" * 41: True}}, "1-40"),
+        (
+            {
+                "request_id": "chatcmpl-x",
+                "thumb": 1,
+                "categories": {f"c{i}": True for i in range(21)},
+            },
+            "at most 20",
+        ),
+        (
+            {"request_id": "chatcmpl-x", "response_id": "chatcmpl-y", "thumb": 1},
+            "`request_id` and `response_id` name the same id",
+        ),
+        ({"response_id": "", "thumb": 1}, "response_id"),
     ],
 )
 def test_bad_feedback_is_422(client: TestClient, body: dict[str, Any], fragment: str) -> None:
@@ -159,6 +183,9 @@ def test_malformed_feedback_json_is_422(client: TestClient) -> None:
 def test_feedback_on_unknown_ids_is_404(client: TestClient) -> None:
     assert "unknown request_id" in _error(
         client.post("/v1/feedback", json={"request_id": "chatcmpl-nope", "score": 4}), 404
+    )
+    assert "unknown request_id" in _error(
+        client.post("/v1/feedback", json={"response_id": "chatcmpl-nope", "thumb": "up"}), 404
     )
     assert "unknown thread_id" in _error(
         client.post("/v1/feedback", json={"thread_id": "nope", "score": 4}), 404
@@ -230,8 +257,32 @@ def test_admin_rejects_bad_changes(client: TestClient) -> None:
     assert "exactly one arm" in _error(
         client.patch("/admin/experiments/larry-v1-vs-gemini", json=two_controls), 422
     )
-    assert "unknown experiment" in _error(client.get("/admin/experiments/ghost/summary"), 404)
+    assert "unknown experiment" in _error(client.get("/admin/experiments/ghost/report"), 404)
     assert _error(client.post("/admin/models", json={"name": "m", "api": "openai"}), 422)
+
+
+def test_admin_sets_what_candidates_do_with_unsupported_requests(client: TestClient) -> None:
+    url = "/admin/experiments/larry-v1-vs-gemini"
+    assert client.get(url).json()["unsupported"] == "control"
+    r = client.patch(url, json={"unsupported": "strip"})
+    assert r.status_code == 200, r.text
+    assert r.json()["unsupported"] == "strip"
+    assert client.get(url).json()["unsupported"] == "strip"
+    assert client.get(f"{url}/report").json()["unsupported"] == "strip"
+    message = _error(client.patch(url, json={"unsupported": "drop"}), 422)
+    assert "unsupported" in message and "'control'" in message and "'strip'" in message
+    assert client.get(url).json()["unsupported"] == "strip"
+    client.post(f"{url}/stop")
+    spec = {
+        "name": "strips",
+        "route": "larry",
+        "unsupported": "strip",
+        "arms": [{"model": "larry-v1", "weight": 1, "control": True}],
+    }
+    created = client.post("/admin/experiments", json=spec)
+    assert created.status_code == 201 and created.json()["unsupported"] == "strip"
+    bad = {**spec, "name": "bad", "unsupported": "maybe"}
+    assert "unsupported" in _error(client.post("/admin/experiments", json=bad), 422)
 
 
 def test_admin_registers_a_model_and_routes_to_it(
@@ -262,9 +313,11 @@ def test_health_metrics_and_openapi(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert "larrylab_requests_total" in metrics and 'route="larry"' in metrics
     schema = client.get("/openapi.json").json()
-    assert {"/v1/chat/completions", "/v1/feedback", "/admin/experiments/{name}/summary"} <= set(
+    assert {"/v1/chat/completions", "/v1/feedback", "/admin/experiments/{name}/report"} <= set(
         schema["paths"]
     )
+    assert schema["paths"]["/admin/experiments/{name}/summary"]["get"]["deprecated"] is True
+    assert not schema["paths"]["/admin/experiments/{name}/report"]["get"].get("deprecated")
 
 
 def test_auth_keys(tmp_path: Path, fast_sim: LocalProcess) -> None:
@@ -303,7 +356,17 @@ def _rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
 
 
-def test_thread_from_header_else_random(tmp_path: Path, fast_sim: LocalProcess) -> None:
+def test_thread_from_header_then_user_then_the_conversations_opening(
+    tmp_path: Path, fast_sim: LocalProcess
+) -> None:
+    later_turn = {
+        **CHAT,
+        "messages": [
+            *CHAT["messages"],
+            {"role": "assistant", "content": "What have you tried?"},
+            {"role": "user", "content": "Nothing yet."},
+        ],
+    }
     for client in _client(tmp_path, fast_sim):
         arms = {
             client.post(
@@ -312,15 +375,25 @@ def test_thread_from_header_else_random(tmp_path: Path, fast_sim: LocalProcess) 
             for _ in range(5)
         }
         assert len(arms) == 1
+        client.post("/v1/chat/completions", json={**CHAT, "user": "u-1"}, headers={})
         client.post("/v1/chat/completions", json=CHAT)
+        client.post("/v1/chat/completions", json=later_turn)
+        client.post(
+            "/v1/chat/completions", json={**CHAT, "messages": [{"role": "system", "content": "x"}]}
+        )
         client.get("/healthz")
     sources = dict(
         _rows(tmp_path, "SELECT unit_source, count(*) FROM request GROUP BY unit_source")
     )
-    assert sources == {"header": 5, "random": 1}
+    assert sources == {"header": 5, "user": 1, "opening": 2, "random": 1}
     assert _rows(
         tmp_path, "SELECT DISTINCT thread_id FROM request WHERE unit_source = 'header'"
     ) == [("hdr-1",)]
+    # every turn of one conversation is one thread: the opening is the same
+    openings = _rows(
+        tmp_path, "SELECT DISTINCT thread_id FROM request WHERE unit_source = 'opening'"
+    )
+    assert len(openings) == 1
 
 
 def test_stream_without_usage_request_hides_usage_but_logs_tokens(
@@ -358,14 +431,39 @@ def test_stream_cut_mid_way_ends_with_error_event_and_is_logged(
     assert status == "error" and error_class in ("protocol", "server_error")
 
 
-def test_summary_includes_the_analysis(client: TestClient) -> None:
+def test_report_has_arms_tests_and_verdicts(client: TestClient) -> None:
+    thumbs: dict[str, list[int]] = {"gemini-flash": [], "larry-v1": []}
+    scores: dict[str, list[int]] = {"gemini-flash": [], "larry-v1": []}
     for i in range(6):
-        client.post("/v1/chat/completions", json={**CHAT, "user": f"s{i}"})
-    body = client.get("/admin/experiments/larry-v1-vs-gemini/summary").json()
-    analysis = body["analysis"]
-    assert analysis["control"] == "gemini-flash" and analysis["method"] == "sequential"
-    assert sum(analysis["threads"].values()) == 6
-    assert analysis["candidates"][0]["verdict"] in ("keep_running", "ship", "stop", "invalid")
+        r = client.post("/v1/chat/completions", json={**CHAT, "user": f"s{i}"})
+        rating: dict[str, Any] = {"thumb": i % 2} if i % 3 else {"score": 2 + i % 4, "thumb": 1}
+        rated = client.post(
+            "/v1/feedback", json={"response_id": r.headers["x-larrylab-request-id"], **rating}
+        )
+        assert rated.status_code == 200, rated.text
+        arm = r.headers["x-larrylab-arm"]
+        thumbs[arm].append(rating["thumb"])
+        if "score" in rating:
+            scores[arm].append(rating["score"])
+    body = client.get("/admin/experiments/larry-v1-vs-gemini/report").json()
+    for row in body["arms"]:
+        seen = thumbs[row["arm"]]
+        assert row["thumbs_count"] == len(seen)
+        assert row["thumbs_up_rate"] == (sum(seen) / len(seen) if seen else None)
+        assert row["feedback_count"] == len(scores[row["arm"]])
+        assert row["ineligible_requests"] == 0 and row["ineligible_share"] == (
+            0.0 if row["requests"] else None
+        )
+    metrics = {m["metric"] for m in body["candidates"][0]["metrics"]}
+    assert {"thumbs_up_rate", "mean_score", "high_rating_share"} <= metrics
+    assert body["control"] == "gemini-flash" and body["method"] == "sequential"
+    assert body["unsupported"] == "control"
+    assert sum(body["threads"].values()) == 6
+    assert sum(a["requests"] for a in body["arms"]) == 6
+    assert body["candidates"][0]["verdict"] in ("keep_running", "ship", "stop", "invalid")
+    # The deprecated alias answers with the same body.
+    alias = client.get("/admin/experiments/larry-v1-vs-gemini/summary")
+    assert alias.status_code == 200 and alias.json() == body
 
 
 def test_circuit_breaker_sends_a_failing_arm_to_the_control(
@@ -386,9 +484,9 @@ def test_circuit_breaker_sends_a_failing_arm_to_the_control(
         for i in range(8):
             r = client.post("/v1/chat/completions", json={**CHAT, "user": f"b{i}"})
             assert r.status_code == 200 and r.headers["x-larrylab-arm"] == "gemini-flash"
-        summary = client.get("/admin/experiments/canary/summary").json()
-        assert summary["breakers"] == {"gemini-flash": "closed", "broken": "open"}
-        broken = next(a for a in summary["arms"] if a["arm"] == "broken")
+        report = client.get("/admin/experiments/canary/report").json()
+        assert report["breakers"] == {"gemini-flash": "closed", "broken": "open"}
+        broken = next(a for a in report["arms"] if a["arm"] == "broken")
         assert broken["fallbacks"] == 8 and broken["errors"] == 0
         assert 'larrylab_breaker_open{model="broken"} 1.0' in client.get("/metrics").text
     reasons = dict(

@@ -310,14 +310,14 @@ def _read_chunked(sock: socket.socket) -> tuple[int, bytes]:
 def test_a_stream_failing_mid_way_ends_with_an_error_event_and_keeps_the_connection(
     inprocess_server: tuple[str, FastAPI], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from larrylab.router import _chat as chat
+    from larrylab.router import _serving as serving
 
     async def failing_relay(*_: Any) -> Any:
         yield b'data: {"choices": []}\n\n'
         raise _Boom("the relay failed")
 
     url, _ = inprocess_server
-    monkeypatch.setattr(chat, "_relay", failing_relay)
+    monkeypatch.setattr(serving, "_relay", failing_relay)
     streamed = _request("POST", "/v1/chat/completions", orjson.dumps({**CHAT, "stream": True}))
     with _connect(url) as sock:
         sock.sendall(streamed)
@@ -362,6 +362,10 @@ def _admin_calls() -> dict[tuple[str, str], tuple[str, dict[str, Any] | None]]:
         ),
         ("POST", "/admin/experiments/{name}/stop"): (
             "/admin/experiments/larry-v1-vs-gemini/stop",
+            None,
+        ),
+        ("GET", "/admin/experiments/{name}/report"): (
+            "/admin/experiments/larry-v1-vs-gemini/report",
             None,
         ),
         ("GET", "/admin/experiments/{name}/summary"): (

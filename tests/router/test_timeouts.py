@@ -300,7 +300,7 @@ def test_a_hanging_candidate_falls_back_within_its_first_token_timeout_and_trips
             took = time.monotonic() - started
             assert r.status_code == 200 and r.headers["x-larrylab-arm"] == "gemini-flash", r.text
             assert took < (1.5 if i < 2 else 1.0), took
-        summary = router.get("/admin/experiments/hang/summary").json()
+        summary = router.get("/admin/experiments/hang/report").json()
         assert summary["breakers"]["hangs"] == "open"
     assert _rows(tmp_path) == [
         ("gemini-flash", 0, "ok", 200, "timeout", "hangs"),

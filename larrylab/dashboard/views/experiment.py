@@ -1,11 +1,11 @@
-"""Experiment: per-arm numbers, latency and rating distributions, time series, and the
-statistics (tests against the control with their intervals, verdicts, SRM)."""
+"""Experiment: its report (per-arm rows; tests against the control with their intervals,
+verdicts, SRM), latency and rating distributions, and time series."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from larrylab.dashboard import charts, tables
+from larrylab.dashboard import charts, frames
 from larrylab.dashboard.data import (
     ExperimentData,
     database_url,
@@ -48,22 +48,22 @@ def _verdict(cand: CandidateResult) -> None:
 
 
 def _statistics(data: ExperimentData) -> None:
-    analysis = data.analysis
-    st.subheader("Statistics")
-    if analysis is None:
+    report = data.report
+    st.subheader("Report: candidates against the control")
+    if report is None:
         st.info("This experiment has no control arm, so there is nothing to test against.")
         return
     st.caption(
-        f"{analysis.method.replace('_', ' ')} tests against {analysis.control}, "
-        f"alpha {analysis.alpha:g}, decision metrics Holm-corrected; "
-        f"SRM check p = {analysis.srm_p_value:.4g} on threads per arm."
+        f"{report.method.replace('_', ' ')} tests against {report.control}, "
+        f"alpha {report.alpha:g}, decision metrics Holm-corrected; "
+        f"SRM check p = {report.srm_p_value:.4g} on threads per arm."
     )
-    for cand in analysis.candidates:
+    for cand in report.candidates:
         _verdict(cand)
         chart = charts.effect_intervals(cand)
         if chart is not None:
             st.altair_chart(chart, width="stretch")
-        st.table(tables.metric_frame(cand))
+        st.table(frames.metric_frame(cand))
 
 
 def _distributions(data: ExperimentData) -> None:
@@ -108,17 +108,17 @@ def render() -> None:
         + (f", started {exp.started_at:%Y-%m-%d %H:%M} UTC" if exp.started_at else "")
         + (f" — {exp.description}" if exp.description else "")
     )
-    if data.analysis is not None and data.analysis.srm:
-        threads = ", ".join(f"{arm} {n:,}" for arm, n in data.analysis.threads.items())
+    if data.report is not None and data.report.srm:
+        threads = ", ".join(f"{arm} {n:,}" for arm, n in data.report.threads.items())
         st.error(
-            f"**Sample ratio mismatch** (SRM check p = {data.analysis.srm_p_value:.2g}; threads "
+            f"**Sample ratio mismatch** (SRM check p = {data.report.srm_p_value:.2g}; threads "
             f"{threads}): the split of threads does not match the weights, so no result below "
             "can be trusted. Look for an assignment or logging problem first.",
             icon=":material/warning:",
         )
-    st.subheader("Arms")
-    if data.summaries:
-        st.table(tables.arm_frame(data.summaries))
+    st.subheader("Report per arm")
+    if data.arm_reports:
+        st.table(frames.arm_frame(data.arm_reports))
     _distributions(data)
     _statistics(data)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from larrylab.dashboard import auth, charts, tables
+from larrylab.dashboard import auth, charts, frames
 from larrylab.dashboard.data import database_url, friendly_errors
 from larrylab.dashboard.models_data import (
     ModelDetail,
@@ -46,7 +46,7 @@ def _lineage(detail: ModelDetail) -> None:
     if not lineage:
         st.caption("No lineage recorded (a model registered by hand).")
         return
-    st.table(tables.lineage_frame(lineage))
+    st.table(frames.lineage_frame(lineage))
     with st.expander("Lineage as recorded (JSON)"):
         st.json(lineage)
 
@@ -61,13 +61,13 @@ def _evals(detail: ModelDetail) -> None:
         f"Eval set `{first.eval_set_hash[:12]}`, judge {first.judge or '-'}, "
         f"run {first.created_at:%Y-%m-%d %H:%M} UTC; baseline: {detail.baseline or 'none chosen'}."
     )
-    rows = tables.eval_rows(detail.model.name, detail.results)
+    rows = frames.eval_rows(detail.model.name, detail.results)
     if detail.baseline:
-        rows += tables.eval_rows(detail.baseline, detail.baseline_results)
+        rows += frames.eval_rows(detail.baseline, detail.baseline_results)
     chart = charts.category_scores(rows)
     if chart is not None:
         st.altair_chart(chart, width="stretch")
-    st.table(tables.eval_frame(detail.results, detail.baseline, detail.baseline_results))
+    st.table(frames.eval_frame(detail.results, detail.baseline, detail.baseline_results))
 
 
 def _gate(detail: ModelDetail) -> None:
@@ -85,7 +85,7 @@ def _gate(detail: ModelDetail) -> None:
     st.markdown("\n".join(f"- {r}" for r in d.reasons))
     categories = d.evidence.get("categories")
     if isinstance(categories, dict) and categories:
-        st.table(tables.gate_categories_frame(categories))
+        st.table(frames.gate_categories_frame(categories))
     with st.expander("Evidence (JSON)"):
         st.json(d.evidence)
 
@@ -189,12 +189,12 @@ def _actions(url: str, reg: RegistryData, detail: ModelDetail) -> None:
 def _history(reg: RegistryData, detail: ModelDetail) -> None:
     st.subheader("Rollouts")
     if reg.rollouts:
-        st.table(tables.rollout_frame(reg.rollouts))
+        st.table(frames.rollout_frame(reg.rollouts))
     else:
         st.caption("No rollouts yet.")
     st.subheader(f"History of {detail.model.name}")
     if detail.events:
-        st.table(tables.event_frame(detail.events))
+        st.table(frames.event_frame(detail.events))
 
 
 def render() -> None:
@@ -210,7 +210,7 @@ def render() -> None:
         st.info("The registry is empty: models come from the config file or `larrylab train`.")
         return
     st.subheader("Registry")
-    st.table(tables.registry_frame(reg.models, reg.routes))
+    st.table(frames.registry_frame(reg.models, reg.routes))
     name = _choose(reg)
     others = [m.name for m in reg.models if m.name != name]
     with friendly_errors():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from larrylab.dashboard import tables
+from larrylab.dashboard import frames
 from larrylab.dashboard.data import OverviewData, database_url, friendly_errors, load_overview
 
 ALERT_ICONS = {
@@ -22,21 +22,21 @@ def _totals(data: OverviewData) -> None:
     errors_hour = sum(t.errors_hour for t in data.traffic)
     errors_day = sum(t.errors_day for t in data.traffic)
     cols = st.columns(4)
-    cols[0].metric("Requests, last hour", tables.count(hour))
-    cols[1].metric("Error rate, last hour", tables.share(errors_hour / hour if hour else None))
-    cols[2].metric("Requests, last 24 h", tables.count(day))
-    cols[3].metric("Error rate, last 24 h", tables.share(errors_day / day if day else None))
+    cols[0].metric("Requests, last hour", frames.count(hour))
+    cols[1].metric("Error rate, last hour", frames.share(errors_hour / hour if hour else None))
+    cols[2].metric("Requests, last 24 h", frames.count(day))
+    cols[3].metric("Error rate, last 24 h", frames.share(errors_day / day if day else None))
 
 
 def _routes(data: OverviewData) -> pd.DataFrame:
-    traffic = tables.traffic_frame(data.traffic)
+    traffic = frames.traffic_frame(data.traffic)
     rows = pd.DataFrame(
         [
             {
                 "route": r.route,
-                "default model": r.model or tables.NONE,
-                "running experiment": r.experiment or tables.NONE,
-                "arms": r.arms or tables.NONE,
+                "default model": r.model or frames.NONE,
+                "running experiment": r.experiment or frames.NONE,
+                "arms": r.arms or frames.NONE,
             }
             for r in data.routes
         ]
@@ -47,7 +47,7 @@ def _routes(data: OverviewData) -> pd.DataFrame:
     if traffic.empty:
         return rows
     zeros = {c: "0" for c in traffic.columns if "requests" in c or "fallbacks" in c}
-    return rows.join(traffic).fillna(zeros).fillna(tables.NONE)
+    return rows.join(traffic).fillna(zeros).fillna(frames.NONE)
 
 
 def render() -> None:
@@ -75,7 +75,7 @@ def render() -> None:
     if not data.running:
         st.info("No experiment is running.")
     for exp in data.running:
-        started = f"{exp.started_at:%Y-%m-%d %H:%M} UTC" if exp.started_at else tables.NONE
+        started = f"{exp.started_at:%Y-%m-%d %H:%M} UTC" if exp.started_at else frames.NONE
         st.page_link(
             "views/experiment.py",
             label=f"**{exp.name}** on route {exp.route}, since {started}",

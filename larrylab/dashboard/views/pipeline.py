@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from larrylab.dashboard import charts, tables
+from larrylab.dashboard import charts, frames
 from larrylab.dashboard.data import database_url, friendly_errors
 from larrylab.dashboard.pipeline_data import (
     MAX_ITEMS,
@@ -50,7 +50,7 @@ def _quotas(run: PipelineRun) -> None:
     if chart is not None:
         st.altair_chart(chart, width="stretch")
     for row in rows:
-        row["progress"] = f"{row['examples'] / row['target']:.0%}" if row["target"] else tables.NONE
+        row["progress"] = f"{row['examples'] / row['target']:.0%}" if row["target"] else frames.NONE
     st.table(pd.DataFrame(rows).set_index("category"))
 
 

@@ -1,19 +1,24 @@
-"""Experiment analysis: per-arm sufficient statistics in SQL, tests against the control, a verdict.
+"""An experiment's report: per-arm rows, tests of each candidate against the control, verdicts.
 
 Metrics (unit of observation in brackets):
 
 - decision metrics, Holm-corrected across metrics and candidate arms:
   `latency_ms` (successful requests, lower is better), `mean_score` and `high_rating_share`
-  (ratings, higher is better);
+  (ratings with a score, higher is better), `thumbs_up_rate` (ratings with a thumb, higher is
+  better);
 - guardrails, reported apart: `error_rate`, `fallback_rate` (requests, lower is better);
 - informational: `ttft_ms` (successful requests), `feedback_rate` (requests rated at least once).
+
+Requests a candidate could not serve as sent (`ineligible`) are left out of the request
+metrics; the per-arm rows count them apart.
 
 Verdict per candidate, from always-valid sequential tests by default (safe to look daily):
 
 - `invalid`: sample-ratio mismatch (SRM p < 0.001 on threads per arm against the weights);
 - `stop`: a guardrail is significantly worse, or a decision metric is significantly worse;
-- `ship`: a decision metric is significantly better and no quality metric's interval allows a
-  relative drop larger than the non-inferiority margin;
+- `ship`: a decision metric is significantly better, and no quality metric with data (at least
+  one has data) has an interval that allows a relative drop larger than the non-inferiority
+  margin;
 - `keep_running`: otherwise, with the ratings still needed per arm to detect the minimum
   detectable effect on the quality metrics at 80% power.
 """
@@ -21,11 +26,12 @@ Verdict per candidate, from always-valid sequential tests by default (safe to lo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine
 
+from larrylab.experiments._arm_report import ArmReport, arm_reports_on
 from larrylab.experiments.stats import (
     ERROR_ZERO_VARIANCE,
     SampleStats,
@@ -45,6 +51,7 @@ from larrylab.requestlog import (
     REQUESTS,
     SCORE,
     THREADS,
+    THUMBS_UP,
     TTFT,
     read_rollup,
 )
@@ -69,6 +76,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("latency_ms", "lower", "decision"),
     MetricSpec("mean_score", "higher", "decision", quality=True),
     MetricSpec("high_rating_share", "higher", "decision", binary=True, quality=True),
+    MetricSpec("thumbs_up_rate", "higher", "decision", binary=True, quality=True),
     MetricSpec("error_rate", "lower", "guardrail", binary=True, relative=False),
     MetricSpec("fallback_rate", "lower", "guardrail", binary=True, relative=False),
     MetricSpec("ttft_ms", "lower", "info"),
@@ -77,8 +85,8 @@ METRICS: tuple[MetricSpec, ...] = (
 
 
 @dataclass(frozen=True)
-class AnalysisOptions:
-    """Knobs of the analysis (defaults: GrowthBook's, and a 5% quality margin)."""
+class ReportOptions:
+    """Knobs of the report's tests (defaults: GrowthBook's, and a 5% quality margin)."""
 
     alpha: float = 0.05
     sequential: bool = True
@@ -116,8 +124,8 @@ class CandidateResult:
 
 
 @dataclass
-class ExperimentAnalysis:
-    """The whole analysis of one experiment."""
+class ExperimentReport:
+    """The report of one experiment: its per-arm rows and each candidate against the control."""
 
     experiment: str
     control: str
@@ -126,6 +134,7 @@ class ExperimentAnalysis:
     srm_p_value: float
     srm: bool
     threads: dict[str, int]
+    arms: list[ArmReport] = field(default_factory=list)
     candidates: list[CandidateResult] = field(default_factory=list)
     weights_problem: str | None = None
     """Why the configured weights cannot be used (the SRM check is then skipped)."""
@@ -153,7 +162,7 @@ def sufficient_stats(
     for arm, totals in read_rollup(conn, experiment).items():
         arm_stats = {
             name: SampleStats(*totals[name])
-            for name in (LATENCY, TTFT, ERRORS, FALLBACKS, SCORE, HIGH)
+            for name in (LATENCY, TTFT, ERRORS, FALLBACKS, SCORE, HIGH, THUMBS_UP)
             if name in totals
         }
         # Requests rated at least once: a 0/1 metric over requests (sum = sum of squares).
@@ -172,7 +181,7 @@ def _smoothed(s: SampleStats) -> SampleStats:
 
 
 def _compare(
-    spec: MetricSpec, control: SampleStats, treatment: SampleStats, opts: AnalysisOptions
+    spec: MetricSpec, control: SampleStats, treatment: SampleStats, opts: ReportOptions
 ) -> TestResult:
     def run(c: SampleStats, t: SampleStats) -> TestResult:
         if opts.sequential:
@@ -193,7 +202,7 @@ def _describe(s: SampleStats) -> dict[str, float]:
 
 
 def _metric_results(
-    stats: dict[str, dict[str, SampleStats]], control: str, arm: str, opts: AnalysisOptions
+    stats: dict[str, dict[str, SampleStats]], control: str, arm: str, opts: ReportOptions
 ) -> list[MetricResult]:
     out = []
     empty = SampleStats(0, 0.0, 0.0)
@@ -232,10 +241,10 @@ def _classify(results: list[MetricResult], alpha: float) -> None:
 
 
 def _ratings_needed(
-    stats: dict[str, dict[str, SampleStats]], control: str, arm: str, opts: AnalysisOptions
+    stats: dict[str, dict[str, SampleStats]], control: str, arm: str, opts: ReportOptions
 ) -> int | None:
     needed = []
-    for name in ("mean_score", "high_rating_share"):
+    for name in ("mean_score", "high_rating_share", "thumbs_up_rate"):
         c = stats.get(control, {}).get(name)
         if c is None or c.n < 2 or c.mean == 0 or c.variance == 0:
             continue
@@ -247,7 +256,7 @@ def _ratings_needed(
     return max(needed) if needed else None
 
 
-def _verdict(cand: CandidateResult, srm: bool, opts: AnalysisOptions) -> None:
+def _verdict(cand: CandidateResult, srm: bool, opts: ReportOptions) -> None:
     by_name = {m.metric: m for m in cand.metrics}
     worse = [
         m.metric
@@ -255,8 +264,14 @@ def _verdict(cand: CandidateResult, srm: bool, opts: AnalysisOptions) -> None:
         if m.role in ("decision", "guardrail") and m.outcome == "worse"
     ]
     better = [m.metric for m in cand.metrics if m.role == "decision" and m.outcome == "better"]
-    quality = [by_name[s.name] for s in METRICS if s.quality]
-    quality_ok = all(
+    # Ratings may come as scores, thumbs or both: quality is judged on the metrics rated in
+    # both arms (at least one), each of which must be testable and within the margin.
+    quality = [
+        m
+        for m in (by_name[s.name] for s in METRICS if s.quality)
+        if m.control["n"] > 0 and m.treatment["n"] > 0
+    ]
+    quality_ok = bool(quality) and all(
         m.outcome != "no_data" and m.test["ci_low"] > -opts.non_inferiority_margin for m in quality
     )
     if srm:
@@ -287,22 +302,23 @@ def _srm_p_value(observed: list[int], weights: list[float]) -> float:
     return srm_pvalue(observed, weights) if sum(weights) > 0 else 1.0
 
 
-def analyze(
+def experiment_report(
     engine: Engine,
     experiment: str,
     arms: list[tuple[str, bool, float]],
-    opts: AnalysisOptions | None = None,
-) -> ExperimentAnalysis:
-    """Analyse `experiment`; `arms` lists (model, control, weight) as configured."""
-    opts = opts or AnalysisOptions()
+    opts: ReportOptions | None = None,
+) -> ExperimentReport:
+    """The report of `experiment`; `arms` lists (model, control, weight) as configured."""
+    opts = opts or ReportOptions()
     control = next(name for name, is_control, _ in arms if is_control)
     with engine.connect() as conn:
         stats, threads = sufficient_stats(conn, experiment)
+        rows = arm_reports_on(conn, experiment, arms)
     observed = [threads.get(name, 0) for name, _, _ in arms]
     weights = [w for _, _, w in arms]
     problem = weights_problem(weights)
     srm_p = _srm_p_value(observed, weights)
-    out = ExperimentAnalysis(
+    out = ExperimentReport(
         experiment,
         control,
         "sequential" if opts.sequential else "fixed_horizon",
@@ -310,6 +326,7 @@ def analyze(
         srm_p,
         srm_p < SRM_THRESHOLD,
         {name: threads.get(name, 0) for name, _, _ in arms},
+        arms=rows,
         weights_problem=problem,
     )
     candidates = [name for name, is_control, _ in arms if not is_control]
@@ -328,9 +345,10 @@ def analyze(
     return out
 
 
-def analysis_dict(analysis: ExperimentAnalysis) -> dict[str, Any]:
-    """The analysis as JSON-safe data."""
-    result: dict[str, Any] = finite(asdict(analysis))
+def report_dict(report: ExperimentReport) -> dict[str, Any]:
+    """The report as JSON-safe data."""
+    result: dict[str, Any] = finite(asdict(replace(report, arms=[])))
+    result["arms"] = [finite(a.model_dump(mode="json")) for a in report.arms]
     return result
 
 

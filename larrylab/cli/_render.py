@@ -1,4 +1,4 @@
-"""Terminal renderings shared by the CLI and the demo (rich tables)."""
+"""Terminal output shared by the CLI and the demo: an experiment's report, rendered with rich."""
 
 from __future__ import annotations
 
@@ -6,15 +6,35 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from larrylab.experiments import ArmSummary, CandidateResult
+from larrylab.experiments import ArmReport, CandidateResult
 
 
 def _ms(value: float | None) -> str:
     return f"{value:.0f}" if value is not None else "-"
 
 
-def summary_table(rows: Sequence[ArmSummary], title: str | None = None) -> Table:
-    """Per-arm traffic, latency and ratings."""
+def _share(value: float | None) -> str:
+    return f"{value:.0%}" if value is not None else "-"
+
+
+def ineligible_lines(rows: Sequence[ArmReport]) -> list[str]:
+    """Per arm with ineligible requests: `b: 12% of requests ineligible (tools 10%, ...)`."""
+    out = []
+    for r in rows:
+        if r.ineligible_requests:
+            reasons = ", ".join(
+                f"{reason} {share:.0%}" for reason, share in r.ineligible_share_by_reason.items()
+            )
+            out.append(
+                f"{r.arm}: {r.ineligible_requests} requests ({_share(r.ineligible_share)}) "
+                f"ineligible, left out of the comparison ({reasons})"
+            )
+    return out
+
+
+def render_arms(rows: Sequence[ArmReport], title: str | None = None) -> Table:
+    """The report's per-arm rows: traffic, latency, ratings (scores and thumbs) and the share
+    of requests a candidate could not serve as sent (ineligible; per reason: `ineligible_lines`)."""
     table = Table(
         "arm",
         "weight",
@@ -29,6 +49,9 @@ def summary_table(rows: Sequence[ArmSummary], title: str | None = None) -> Table
         "ratings",
         "mean",
         "≥4★",
+        "thumbs",
+        "up",
+        "ineligible",
         title=title,
     )
     for r in rows:
@@ -45,7 +68,10 @@ def summary_table(rows: Sequence[ArmSummary], title: str | None = None) -> Table
             _ms(r.ttft_ms.p50),
             str(r.feedback_count),
             f"{r.mean_score:.2f}" if r.mean_score is not None else "-",
-            f"{r.high_rating_share:.0%}" if r.high_rating_share is not None else "-",
+            _share(r.high_rating_share),
+            str(r.thumbs_count),
+            _share(r.thumbs_up_rate),
+            _share(r.ineligible_share),
         )
     return table
 
@@ -70,7 +96,7 @@ VERDICT_STYLE = {
 }
 
 
-def candidate_table(candidate: CandidateResult, control: str) -> Table:
+def render_candidate(candidate: CandidateResult, control: str) -> Table:
     """One candidate's metrics against the control, with lifts, intervals and p-values."""
     table = Table(
         "metric",

@@ -1,4 +1,4 @@
-"""Experiment analysis on SQLite and PostgreSQL: sufficient statistics in SQL, verdicts."""
+"""Experiment reports on SQLite and PostgreSQL: sufficient statistics in SQL, verdicts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import insert
 
 from larrylab.db._engine import make_engine
 from larrylab.db._schema import Feedback, RequestLog
-from larrylab.experiments._analysis import AnalysisOptions, analyze, sufficient_stats
+from larrylab.experiments._report import ReportOptions, experiment_report, sufficient_stats
 from larrylab.requestlog._rollup import rebuild_rollups
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -125,7 +125,7 @@ def _verdict(
 ) -> Any:
     base = {"requests": 2000, "latency": 900, "rated": 0.6}
     _insert(url, {"gemini": {**base, **(gemini or {})}, "larry": {**base, **larry}})
-    return analyze(make_engine(url), "exp", ARMS, AnalysisOptions(**opts)).candidates[0]
+    return experiment_report(make_engine(url), "exp", ARMS, ReportOptions(**opts)).candidates[0]
 
 
 def test_faster_and_not_worse_ships(migrated_url: str) -> None:
@@ -171,8 +171,12 @@ def test_fixed_horizon_option(migrated_url: str) -> None:
         {"gemini": {"requests": 400, "latency": 900}, "larry": {"requests": 400, "latency": 850}},
     )
     engine = make_engine(migrated_url)
-    seq = analyze(engine, "exp", ARMS).candidates[0].metrics[0]
-    fixed = analyze(engine, "exp", ARMS, AnalysisOptions(sequential=False)).candidates[0].metrics[0]
+    seq = experiment_report(engine, "exp", ARMS).candidates[0].metrics[0]
+    fixed = (
+        experiment_report(engine, "exp", ARMS, ReportOptions(sequential=False))
+        .candidates[0]
+        .metrics[0]
+    )
     assert seq.test["effect"] == pytest.approx(fixed.test["effect"])
     # The always-valid interval is wider than the fixed-horizon one.
     assert seq.test["ci_high"] - seq.test["ci_low"] > fixed.test["ci_high"] - fixed.test["ci_low"]

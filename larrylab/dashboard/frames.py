@@ -1,4 +1,4 @@
-"""Tables people read on the dashboard: pandas frames of formatted text, one per view.
+"""What people read on the dashboard: pandas frames of formatted text, one per view.
 
 The same formatting functions are used by the tests to find the numbers on the page.
 """
@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from larrylab.dashboard.insights import RouteTraffic
-from larrylab.experiments import ArmSummary, CandidateResult
+from larrylab.experiments import ArmReport, CandidateResult
 from larrylab.release import AuditEventPublic, EvalResultPublic, ModelPublic, RolloutPublic
 
 NONE = "\u2013"  # an en dash for a missing value ("-" starts a Markdown list in a cell)
@@ -53,8 +53,10 @@ def mean(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def arm_frame(summaries: Sequence[ArmSummary]) -> pd.DataFrame:
-    """Per-arm traffic, latency and ratings."""
+def arm_frame(arms: Sequence[ArmReport]) -> pd.DataFrame:
+    """The report's per-arm rows: traffic, latency, ratings (scores and thumbs), and the share
+    of requests a candidate could not serve as sent (ineligible), in all and per reason."""
+    reasons = sorted({reason for s in arms for reason in s.ineligible_by_reason})
     rows = [
         {
             "arm": s.arm + (" (control)" if s.control else ""),
@@ -72,8 +74,19 @@ def arm_frame(summaries: Sequence[ArmSummary]) -> pd.DataFrame:
             "ratings": count(s.feedback_count),
             "mean score": score(s.mean_score),
             "≥4★ share": share(s.high_rating_share),
+            "thumbs": count(s.thumbs_count),
+            "thumbs-up share": share(s.thumbs_up_rate),
+            "ineligible": share(s.ineligible_share),
+            **{
+                f"ineligible: {reason}": share(
+                    s.ineligible_share_by_reason.get(reason, 0.0)
+                    if s.ineligible_share is not None
+                    else None
+                )
+                for reason in reasons
+            },
         }
-        for s in summaries
+        for s in arms
     ]
     return pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()
 
