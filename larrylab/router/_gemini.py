@@ -122,7 +122,9 @@ def _split(name: str) -> tuple[str, str]:
 
 
 def _version(request: Request) -> str:
-    return request.url.path.split("/", 2)[1]
+    """The API version of the request's path (`v1` or `v1beta`)."""
+    path: str = request.scope["path"]
+    return path.split("/", 2)[1]
 
 
 def _checked_method(name: str) -> tuple[str, str]:
