@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
 from sqlalchemy.engine import make_url
 
 from larrylab.db._engine import make_engine, normalize_url, upgrade
-from larrylab.localproc import LocalProcess, start_sim
+from larrylab.localproc import LocalProcess, free_port, start_sim
 from larrylab.requestlog._spill import Quarantine
 from larrylab.requestlog._store import BatchStore, RequestRecord
 
@@ -127,3 +131,19 @@ def write_config(
         f"{{model: larry-v1, weight: {candidate_weight}}}]}}\n"
     )
     return path
+
+
+@contextlib.contextmanager
+def served(app: Any) -> Iterator[str]:
+    """An ASGI app served by uvicorn on a free loopback port in a thread; its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        threading.Event().wait(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(5)

@@ -137,6 +137,8 @@ def _camel_keys(obj: Any, keep: frozenset[str] = frozenset(), deep: bool = False
     Anything other than an object is returned as it is (the checks report it)."""
     if not isinstance(obj, dict):
         return obj
+    if not deep and not any("_" in key for key in obj):  # as Gemini's SDK sends most objects
+        return dict(obj)
     out: dict[str, Any] = {}
     for key, value in obj.items():
         name = _camel(key)

@@ -51,7 +51,7 @@ OPENAI, GEMINI = "openai", "gemini"
 MAX_THREAD_ID = 256
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Inbound:
     """A request as its client sent it: OpenAI's chat body, or Gemini's (camelCase) body with
     its raw bytes, the API version of its path and whether it streams."""
@@ -63,13 +63,16 @@ class Inbound:
     stream: bool
     version: str = "v1beta"
     stripped: bool = False
+    _messages: list[dict[str, Any]] | None = None
 
     def messages(self) -> list[dict[str, Any]]:
         """The conversation as OpenAI-style messages (for the request log and stickiness)."""
-        if self.protocol == GEMINI:
-            return gemini_messages(self.body)
-        messages: list[dict[str, Any]] = self.body["messages"]
-        return messages
+        if self._messages is None:
+            if self.protocol == GEMINI:
+                self._messages = gemini_messages(self.body)
+            else:
+                self._messages = self.body["messages"]
+        return self._messages
 
     def features_for(self, target: Target) -> list[str]:
         """What `target` cannot be sent faithfully (empty: everything translates)."""
@@ -84,7 +87,7 @@ class Inbound:
         tools, cached content, non-text parts...: `strip_unsupported`). An OpenAI request
         keeps its body: what does not translate is left out in translation."""
         if self.protocol == GEMINI:
-            return replace(self, body=strip_unsupported(self.body), stripped=True)
+            return replace(self, body=strip_unsupported(self.body), stripped=True, _messages=None)
         return replace(self, stripped=True)
 
 

@@ -4,7 +4,6 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 from google import genai
 from google.genai import errors, types
 from sqlalchemy import text
@@ -23,11 +21,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from larrylab.db._engine import make_engine, upgrade
-from larrylab.localproc import LocalProcess, free_port, start_router
+from larrylab.localproc import LocalProcess, start_router
+from tests.conftest import served
 
 pytestmark = pytest.mark.e2e
 
 LARRY = "You are Larry, a PWS coach: clarify the problem before any solution."
+FILE_SEARCH = types.Tool(
+    file_search=types.FileSearch(file_search_store_names=["fileSearchStores/pws"])
+)
 
 
 def _config(path: Path, sim: str, broken: str, capture: str | None = None) -> Path:
@@ -154,10 +156,7 @@ def test_a_tools_request_goes_to_the_control_with_its_reason(
     router: LocalProcess, database_url: str
 ) -> None:
     client = _client(router)
-    tool = types.Tool(
-        file_search=types.FileSearch(file_search_store_names=["fileSearchStores/pws"])
-    )
-    config = types.GenerateContentConfig(system_instruction=LARRY, tools=[tool])
+    config = types.GenerateContentConfig(system_instruction=LARRY, tools=[FILE_SEARCH])
     reply = client.models.generate_content(
         model="larry-candidate", contents="What is a problem worth solving?", config=config
     )
@@ -185,10 +184,7 @@ def test_strip_lets_the_candidate_answer_without_the_tool(
     router: LocalProcess, database_url: str
 ) -> None:
     client = _client(router)
-    tool = types.Tool(
-        file_search=types.FileSearch(file_search_store_names=["fileSearchStores/pws"])
-    )
-    config = types.GenerateContentConfig(system_instruction=LARRY, tools=[tool])
+    config = types.GenerateContentConfig(system_instruction=LARRY, tools=[FILE_SEARCH])
     reply = client.models.generate_content(
         model="larry-strip", contents="What is a problem worth solving?", config=config
     )
@@ -321,15 +317,8 @@ class _Capture:
 def capture() -> Iterator[tuple[str, _Capture]]:
     cap = _Capture()
     app = Starlette(routes=[Route("/{path:path}", cap.handle, methods=["POST"])])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        threading.Event().wait(0.01)
-    yield f"http://127.0.0.1:{port}", cap
-    server.should_exit = True
-    thread.join(5)
+    with served(app) as url:
+        yield url, cap
 
 
 def test_a_gemini_arm_receives_larrys_native_fields_byte_for_byte(
@@ -343,12 +332,9 @@ def test_a_gemini_arm_receives_larrys_native_fields_byte_for_byte(
     config = _config(tmp_path / "larrylab.yaml", fast_sim.url, broken_sim.url, capture=url)
     router = _start(database_url, tmp_path, config)
     try:
-        tool = types.Tool(
-            file_search=types.FileSearch(file_search_store_names=["fileSearchStores/pws"])
-        )
         config_ = types.GenerateContentConfig(
             system_instruction=LARRY,
-            tools=[tool],
+            tools=[FILE_SEARCH],
             cached_content="cachedContents/larry-rag",
             temperature=0.4,
             thinking_config=types.ThinkingConfig(thinking_budget=128),

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,9 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from larrylab.config import Settings
-from larrylab.localproc import free_port
 from larrylab.release._prepare import prepare_store
 from larrylab.router._app import create_app
+from tests.conftest import served
 
 
 def _chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
@@ -91,15 +89,8 @@ def upstream() -> Iterator[tuple[str, dict[str, bytes]]]:
         return Response(streams[model], media_type="text/event-stream")
 
     app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        threading.Event().wait(0.01)
-    yield f"http://127.0.0.1:{port}/v1", streams
-    server.should_exit = True
-    thread.join(5)
+    with served(app) as url:
+        yield f"{url}/v1", streams
 
 
 def _stored_reply(tmp_path: Path, config: str, model: str, body: dict[str, Any]) -> Any:
