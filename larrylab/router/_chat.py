@@ -17,9 +17,9 @@ from starlette.responses import Response
 
 from larrylab.router._deps import RouterState, StateDep
 from larrylab.router._errors import error_body, error_response, error_responses, speaks_gemini
-from larrylab.router._gemini import model_list
 from larrylab.router._guard import CHAT_PATH
 from larrylab.router._inbound import OPENAI, Inbound
+from larrylab.router._model_list import gemini_model_list, openai_model_list
 from larrylab.router._raw import RawRoute, read_body
 from larrylab.router._schemas import parse_chat_body
 from larrylab.router._serving import Attempt, plan, serve
@@ -206,16 +206,5 @@ async def list_models(request: Request, state: StateDep) -> dict[str, Any]:
     its key as `x-goog-api-key` or `?key=`)."""
     table = state.routing.table
     if speaks_gemini(request.scope):
-        return model_list(table)
-    data = [
-        {
-            "id": name,
-            "object": "model",
-            "created": 0,
-            "owned_by": "larrylab-route"
-            if name in table.routes or name in table.experiments
-            else "larrylab",
-        }
-        for name in table.names()
-    ]
-    return {"object": "list", "data": data}
+        return gemini_model_list(table)
+    return openai_model_list(table)

@@ -133,11 +133,11 @@ def gemini_error_response(
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def goog_key(scope: Scope) -> str | None:
-    """A Gemini client's key: the `x-goog-api-key` header, else the `key` query parameter."""
-    for name, value in scope["headers"]:
-        if name == b"x-goog-api-key":
-            return str(value.decode("latin-1"))
+GOOG_KEY_HEADER = b"x-goog-api-key"
+
+
+def query_key(scope: Scope) -> str | None:
+    """The `key` query parameter (how a Gemini client may send its key), if any."""
     query: bytes = scope.get("query_string", b"")
     if b"key=" in query:
         for pair in query.split(b"&"):
@@ -145,6 +145,14 @@ def goog_key(scope: Scope) -> str | None:
             if name == b"key":
                 return unquote_to_bytes(value).decode("latin-1")
     return None
+
+
+def goog_key(scope: Scope) -> str | None:
+    """A Gemini client's key: the `x-goog-api-key` header, else the `key` query parameter."""
+    for name, value in scope["headers"]:
+        if name == GOOG_KEY_HEADER:
+            return str(value.decode("latin-1"))
+    return query_key(scope)
 
 
 def speaks_gemini(scope: Scope) -> bool:

@@ -31,13 +31,19 @@ from larrylab.router._gemini_wire import (
     parse_gemini_body,
 )
 from larrylab.router._inbound import GEMINI, Inbound
+from larrylab.router._model_list import (
+    GEMINI_METHODS,
+    gemini_model,
+    gemini_model_list,
+    openai_model,
+)
 from larrylab.router._raw import RawRoute, read_body
 from larrylab.router._routing import RoutingTable, Target
 from larrylab.router._serving import Attempt, plan, serve
 from larrylab.router._upstream import UpstreamError, gemini_count_tokens
 
 VERSIONS = ("v1", "v1beta")
-METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+METHODS = GEMINI_METHODS
 
 router = APIRouter(tags=["gemini"])
 
@@ -158,7 +164,7 @@ async def model_call(request: Request) -> Response:
     return await serve(state, att, wire)
 
 
-def _count_target(table: RoutingTable, model: str, contents: list[dict[str, Any]]) -> Target:
+def _count_target(table: RoutingTable, model: str) -> Target:
     """The model that counts: a route's control (its experiment's), else the model named."""
     res = table.resolve(model, "count-tokens")
     if res is None:
@@ -167,8 +173,8 @@ def _count_target(table: RoutingTable, model: str, contents: list[dict[str, Any]
     return res.control or res.target
 
 
-def _count_body(raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A countTokens body, and the conversation it counts as OpenAI-style messages."""
+def _counted_messages(raw: bytes) -> list[dict[str, Any]]:
+    """The conversation a countTokens body counts, as OpenAI-style messages."""
     try:
         data = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError as exc:
@@ -182,7 +188,7 @@ def _count_body(raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         body = parse_gemini_body(orjson.dumps(request))
     except WireError as exc:
         raise ApiError(400, str(exc), code="invalid_argument") from None
-    return data, gemini_messages(body)
+    return gemini_messages(body)
 
 
 def _estimate_tokens(target: Target, messages: list[dict[str, Any]]) -> int:
@@ -194,8 +200,8 @@ def _estimate_tokens(target: Target, messages: list[dict[str, Any]]) -> int:
 
 
 async def _count_tokens(state: RouterState, model: str, raw: bytes, version: str) -> Response:
-    _, messages = _count_body(raw)
-    target = _count_target(state.routing.table, model, messages)
+    messages = _counted_messages(raw)
+    target = _count_target(state.routing.table, model)
     if target.api == GEMINI:
         try:
             data = await gemini_count_tokens(state.client, target, raw, version=version)
@@ -206,27 +212,11 @@ async def _count_tokens(state: RouterState, model: str, raw: bytes, version: str
     return Response(orjson.dumps({"totalTokens": total}), media_type="application/json")
 
 
-def model_list(table: RoutingTable) -> dict[str, Any]:
-    """Routes and models in Gemini's list format."""
-    return {"models": [_model_entry(table, name) for name in table.names()]}
-
-
-def _model_entry(table: RoutingTable, name: str) -> dict[str, Any]:
-    route = name in table.routes or name in table.experiments
-    what = "a larrylab route (its experiment picks the model)" if route else "a larrylab model"
-    return {
-        "name": f"models/{name}",
-        "version": "larrylab",
-        "displayName": name,
-        "description": what,
-        "supportedGenerationMethods": list(METHODS),
-    }
-
-
 async def list_gemini_models(request: Request) -> Response:
     """Routes and models a client may call, in Gemini's list format."""
     state: RouterState = request.app.state.router
-    return Response(orjson.dumps(model_list(state.routing.table)), media_type="application/json")
+    body = orjson.dumps(gemini_model_list(state.routing.table))
+    return Response(body, media_type="application/json")
 
 
 async def get_gemini_model(request: Request) -> Response:
@@ -236,12 +226,7 @@ async def get_gemini_model(request: Request) -> Response:
     table = state.routing.table
     if name not in table.names():
         raise ApiError(404, f"unknown model or route {name!r}", code="not_found")
-    if speaks_gemini(request.scope):
-        entry = _model_entry(table, name)
-    else:
-        route = name in table.routes or name in table.experiments
-        owner = "larrylab-route" if route else "larrylab"
-        entry = {"id": name, "object": "model", "created": 0, "owned_by": owner}
+    entry = gemini_model(table, name) if speaks_gemini(request.scope) else openai_model(table, name)
     return Response(orjson.dumps(entry), media_type="application/json")
 
 

@@ -24,11 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from larrylab.config import Settings
 from larrylab.router._deps import admin_key_error, client_key_error
 from larrylab.router._errors import (
+    GOOG_KEY_HEADER,
     ApiError,
     BodyTooLarge,
     api_error_response,
     body_too_large,
-    goog_key,
+    query_key,
     speaks_gemini,
     unexpected_error_response,
 )
@@ -39,6 +40,7 @@ class RequestHead:
     """What the gate needs of a request's headers."""
 
     authorization: str
+    goog_api_key: str | None  # Gemini's `x-goog-api-key` header
     content_length: int | None
     chunked: bool
 
@@ -50,27 +52,32 @@ class RequestHead:
 
 
 def read_head(scope: Scope) -> RequestHead:
-    """The authorization, length and framing of a request, from its ASGI headers."""
-    authorization, length, chunked = "", None, False
+    """The keys, length and framing of a request, from its ASGI headers."""
+    authorization, goog, length, chunked = "", None, None, False
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorization = value.decode("latin-1")
+        elif name == GOOG_KEY_HEADER:
+            goog = value.decode("latin-1")
         elif name == b"content-length" and value.isdigit():
             length = int(value)
         elif name == b"transfer-encoding":
             chunked = True
-    return RequestHead(authorization, length, chunked)
+    return RequestHead(authorization, goog, length, chunked)
 
 
-def key_error(settings: Settings, scope: Scope, authorization: str) -> ApiError | None:
+def key_error(settings: Settings, scope: Scope, head: RequestHead) -> ApiError | None:
     """Why the key is refused for the request's path: the admin key on `/admin/*`, a client key
     on `/v1/*` and `/v1beta/*` (a bearer token, or Gemini's `x-goog-api-key` or `?key=`)."""
     path: str = scope["path"]
+    authorization = head.authorization
     if path == "/admin" or path.startswith("/admin/"):
         return admin_key_error(settings, authorization)
     if path in ("/v1", "/v1beta") or path.startswith(("/v1/", "/v1beta/")):
-        if not authorization and (key := goog_key(scope)) is not None:
-            authorization = f"Bearer {key}"
+        if not authorization:
+            key = head.goog_api_key if head.goog_api_key is not None else query_key(scope)
+            if key is not None:
+                authorization = f"Bearer {key}"
         return client_key_error(settings, authorization, gemini=speaks_gemini(scope))
     return None
 
@@ -103,7 +110,7 @@ def refusal(settings: Settings, scope: Scope, head: RequestHead) -> ApiError | N
     """The error to answer before reading the body, if any: a refused key, then a body over the
     limit."""
     limit = body_limit(settings, scope["path"])
-    error = key_error(settings, scope, head.authorization)
+    error = key_error(settings, scope, head)
     if error is not None:
         return closing_if_large_body(error, head, limit)
     if head.content_length is not None and head.content_length > limit:

@@ -64,6 +64,7 @@ class Inbound:
     version: str = "v1beta"
     stripped: bool = False
     _messages: list[dict[str, Any]] | None = None
+    _as_gemini: tuple[dict[str, Any], list[str]] | None = None
 
     def messages(self) -> list[dict[str, Any]]:
         """The conversation as OpenAI-style messages (for the request log and stickiness)."""
@@ -74,12 +75,18 @@ class Inbound:
                 self._messages = self.body["messages"]
         return self._messages
 
+    def as_gemini(self) -> tuple[dict[str, Any], list[str]]:
+        """An OpenAI request as Gemini's body, and what does not translate (computed once)."""
+        if self._as_gemini is None:
+            self._as_gemini = openai_to_gemini_request(self.body)
+        return self._as_gemini
+
     def features_for(self, target: Target) -> list[str]:
         """What `target` cannot be sent faithfully (empty: everything translates)."""
         if self.protocol == GEMINI:
             return [] if target.api == GEMINI else unsupported_features(self.body)
         if target.api == GEMINI:
-            return openai_to_gemini_request(self.body)[1]
+            return self.as_gemini()[1]
         return []
 
     def without_features(self) -> Inbound:
@@ -117,7 +124,7 @@ async def complete_for(
     if inbound.protocol == OPENAI:
         if target.api != GEMINI:
             return await complete(client, target, inbound.body, start)
-        native, _ = openai_to_gemini_request(inbound.body)
+        native, _ = inbound.as_gemini()
         done = await gemini_complete(client, target, orjson.dumps(native), start)
         data = gemini_to_openai_response(
             done.data, completion_id="", model=inbound.model, created=int(time.time())
@@ -149,7 +156,7 @@ async def stream_for(
     if inbound.protocol == OPENAI:
         if target.api != GEMINI:
             return await open_stream(client, target, inbound.body, start)
-        native, _ = openai_to_gemini_request(inbound.body)
+        native, _ = inbound.as_gemini()
         upstream = await gemini_stream(client, target, orjson.dumps(native), start)
         to_openai = GeminiToOpenAIStream(
             completion_id="", model=inbound.model, created=int(time.time())

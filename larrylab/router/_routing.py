@@ -116,6 +116,10 @@ class RoutingTable:
     experiments: Mapping[str, ExperimentPlan]
     refused_keys: frozenset[tuple[str, str]] = frozenset()  # (model, why its key is not read)
 
+    def is_route(self, name: str) -> bool:
+        """Whether `name` is a route (or a route an experiment runs on), not only a model."""
+        return name in self.routes or name in self.experiments
+
     def names(self) -> list[str]:
         """Every name a client may put in `model`: routes first, then models."""
         routes = sorted(set(self.routes) | set(self.experiments))

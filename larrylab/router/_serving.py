@@ -148,18 +148,20 @@ def plan(state: RouterState, inbound: Inbound, headers: Mapping[str, str], t0: f
         if features := inbound.features_for(res.target):
             raise _cannot_serve(res.target, features, inbound.protocol)
         return att
-    reasons: set[str] = set()
-    for name in plan_.ranges.names:
-        if name != plan_.control:
-            reasons.update(inbound.features_for(table.models[name]))
+    by_candidate = {
+        name: inbound.features_for(table.models[name])
+        for name in plan_.ranges.names
+        if name != plan_.control
+    }
+    reasons = {reason for found in by_candidate.values() for reason in found}
     if not reasons:
         return att
     att.ineligible = ",".join(sorted(reasons))
     if res.control is None:  # assigned to the control, which serves the request as sent
-        if features := inbound.features_for(res.target):
-            raise _cannot_serve(res.target, features, inbound.protocol)
+        if control_features := inbound.features_for(res.target):
+            raise _cannot_serve(res.target, control_features, inbound.protocol)
         return att
-    if not inbound.features_for(res.target):
+    if not by_candidate[res.target.name]:
         return att
     if plan_.unsupported == "strip":
         att.stripped = inbound.without_features()
@@ -315,11 +317,8 @@ async def serve(state: RouterState, att: Attempt, wire: Wire) -> Response:
         reply=reply,
     )
     await log_request(state, att, rec)
-    return Response(_dumps(done.data), media_type="application/json", headers=att.headers())
-
-
-def _dumps(data: dict[str, Any]) -> bytes:
-    return orjson.dumps(data)
+    body = orjson.dumps(done.data)
+    return Response(body, media_type="application/json", headers=att.headers())
 
 
 async def _batches(stream: ChunkStream) -> AsyncIterator[list[dict[str, Any]]]:
