@@ -35,7 +35,7 @@ from larrylab.experiments._arm_report import arm_reports
 from larrylab.experiments._experiments import create_experiment
 from larrylab.experiments._report import experiment_report
 from larrylab.release._registry import create_model
-from larrylab.requestlog._rollup import rebuild_rollups
+from larrylab.rollups import rebuild_rollups
 
 ARMS = [("gemini", True, 90.0), ("larry-v1", False, 10.0)]
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

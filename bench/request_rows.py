@@ -38,7 +38,7 @@ from larrylab.release._evalstore import (
     register_eval_set,
 )
 from larrylab.release._registry import create_model
-from larrylab.requestlog._rollup import rebuild_rollups
+from larrylab.rollups import rebuild_rollups
 
 EXPERIMENT = "larry-v1-vs-gemini"
 CONTROL, CANDIDATE = "gemini-flash", "larry-v1"

@@ -47,3 +47,26 @@ def test_no_module_imports_another_packages_private_modules() -> None:
 def test_every_package_says_what_it_is_for() -> None:
     for init in sorted(ROOT.glob("*/__init__.py")):
         assert ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))), init
+
+
+def _larrylab_imports(path: Path) -> set[str]:
+    """The larrylab packages (`larrylab.<package>`) a module imports."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module]
+        elif isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        else:
+            continue
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] == "larrylab" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def test_the_rollups_depend_on_the_database_only() -> None:
+    """The request log and the experiments add to and read the rollups, never the reverse."""
+    for path in sorted((ROOT / "rollups").rglob("*.py")):
+        assert _larrylab_imports(path) <= {"db", "rollups"}, path

@@ -35,7 +35,7 @@ from larrylab.experiments import (
     list_routes,
 )
 from larrylab.experiments.stats import SampleStats
-from larrylab.requestlog import LATENCY, read_rollup
+from larrylab.rollups import LATENCY, read_rollup
 
 T = TypeVar("T")
 TTL_S = 10.0

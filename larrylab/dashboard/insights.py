@@ -33,7 +33,7 @@ from larrylab.experiments import (
     experiment_report,
     list_experiments,
 )
-from larrylab.requestlog import bucket_value, read_buckets
+from larrylab.rollups import bucket_value, read_buckets
 
 # The error class the router logs on a request rerouted because its model's breaker was open.
 CIRCUIT_OPEN = "circuit_open"
@@ -203,7 +203,7 @@ def latency_histogram(
 ) -> list[HistogramBin]:
     """Successful requests per arm in `bins` equal bins over [0, upper) plus one overflow bin
     (empty bins left out), from the latency buckets: a value lands in the bin of its bucket's
-    value, within 1% of its own (`requestlog._sketch`)."""
+    value, within 1% of its own (`rollups._sketch`)."""
     if upper <= 0 or bins < 1:
         raise ValueError("a histogram needs a positive upper bound and at least one bin")
     width = upper / bins

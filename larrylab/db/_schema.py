@@ -231,7 +231,7 @@ class ArmThread(SQLModel, table=True):
 
 class ArmLatency(SQLModel, table=True):
     """How many successful requests of one experiment arm fell in one latency bucket
-    (`requestlog._sketch`: log-spaced, 1% relative accuracy); percentiles and histograms read it."""
+    (`rollups._sketch`: log-spaced, 1% relative accuracy); percentiles and histograms read it."""
 
     __tablename__ = "arm_latency"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine
 
-from larrylab.requestlog import (
+from larrylab.rollups import (
     ERRORS,
     FALLBACKS,
     HIGH,
@@ -63,7 +63,7 @@ class ArmReport(BaseModel):
 
 def latency_percentiles(conn: Connection, experiment: str, column: str) -> dict[str, Percentiles]:
     """Percentiles of `column` per arm over the experiment's successful requests, from the
-    latency buckets (within 1% of the exact values, `requestlog._sketch`)."""
+    latency buckets (within 1% of the exact values, `rollups._sketch`)."""
     out: dict[str, Percentiles] = {}
     for arm, counts in read_buckets(conn, experiment, column).items():
         values = percentiles(counts, PERCENTILES)

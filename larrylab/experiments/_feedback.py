@@ -22,14 +22,12 @@ from larrylab.db import Feedback, RequestLog, Thread, insert_for, utcnow
 from larrylab.requestlog import (
     Attribution,
     Quarantine,
-    Rating,
     SpillDir,
-    apply_totals,
     is_data_error,
-    rating_totals,
     reason,
     without_nul,
 )
+from larrylab.rollups import Rating, apply_totals, rating_totals
 
 log = logging.getLogger(__name__)
 

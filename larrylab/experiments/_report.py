@@ -42,7 +42,7 @@ from larrylab.experiments.stats import (
     srm_pvalue,
     ttest,
 )
-from larrylab.requestlog import (
+from larrylab.rollups import (
     ERRORS,
     FALLBACKS,
     HIGH,

@@ -31,7 +31,7 @@ from larrylab.experiments import (
 from larrylab.release._audit import record_event
 from larrylab.release._evalstore import current_eval_set, endpoint_of, latest_gate_decision
 from larrylab.release._registry import set_state
-from larrylab.requestlog import REQUESTS, read_rollup
+from larrylab.rollups import REQUESTS, read_rollup
 
 ACTIVE = "active"
 GUARDRAILS = ("error_rate", "fallback_rate", "high_rating_share")

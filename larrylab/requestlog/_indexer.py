@@ -1,12 +1,7 @@
-"""The indexer: the child process (`python -m larrylab.requestlog`, at `nice` 10 by default)
-that stores a router's journal folder in the database in batches, and the folders of routers
-that are gone (`requestlog._journal` describes the journal, the pipe and what is never lost).
-
-While many rows arrive (at least a fifth of `batch_size` per `flush_interval_s`) the indexer
-stores less often and in larger batches: its interval doubles after each such round, up to
-`flush_interval_max_s`, and a batch may hold `batch_size` rows per `flush_interval_s` of it;
-once fewer than half as many arrive, it halves back (larger batches cost less CPU per row,
-`bench/results/indexer_instructions.md`). A flush still stores at once.
+"""The indexer: the child process (`python -m larrylab.requestlog`, at lower CPU priority) that
+stores a router's journal folder in the database in batches, paced to the rows arriving
+(`next_interval`), and the folders of routers that are gone. How it works: docs/resilience.md,
+"The request log".
 """
 
 from __future__ import annotations

@@ -1,40 +1,7 @@
-"""The request journal: the router appends each finished request to a local folder, and its
-indexer (`python -m larrylab.requestlog`, `requestlog._indexer`), a child process of lower CPU
-priority, stores the folder in the database in batches. Appending costs about a microsecond;
-storing several times the router's own work per request (`bench/results/router_overhead.md`),
-so under saturation serving comes first and the store lags, up to `max_rows` rows past which
-`submit()` waits for the indexer (back-pressure, never a dropped row).
-
-Layout: one folder per router process under the journal root, named
-`<database key>-<host>-<pid>-<random>`, holding
-- `writer.lock`: locked (`flock`) by the router for its whole life;
-- `indexer.lock`: locked by the indexer that stores this folder;
-- segments `00000001.jsonl`, ...: a header line (`{"larrylab_journal": 2, "fields": [...],
-  "tail": "prompt"}`), then one line per request: a JSON array of the values of `fields`, a tab,
-  and the prompt's messages as a JSON array (the indexer compares the prompt's text with the
-  thread's last chain and decodes only the messages it adds, `transcripts.ChainCache`). A
-  segment whose header lists other fields (an older router's) is read by field name;
-- `checkpoint.json`: the segment and byte offset stored so far, and the rows stored in all.
-
-A line is read back with its text as the store keeps it: U+0000 becomes U+FFFD (`clean_row`).
-
-Losing nothing:
-- A record is durable once appended (a process crash keeps it; a power cut may not). The
-  router appends once per 10 ms: a SIGKILL of the router loses at most those 10 ms.
-- The indexer saves the checkpoint after each batch; one that dies is replaced and goes on
-  from it (a batch stored again counts once: request ids are primary keys).
-- When the router exits, its indexer stores the rest and removes the folder. A folder neither
-  lock holds (router and indexer SIGKILLed) is adopted by the next indexer for the same
-  database; a line cut short by the crash is skipped and reported.
-- While the database is down the journal grows and the indexer retries. A row the database
-  refuses for what it holds is quarantined (`BatchStore.write_rows`) and counted.
-- The indexer ignores SIGINT and SIGTERM (they reach the process group): it stops when the
-  router closes the pipe.
-
-Pipe: the router sends frames of a 4-byte little-endian length and a pickle of
-`("config", dict)` or `("store",)` (store now: a flush, or a backlog near its bound); the
-indexer answers with 9-byte frames: a kind byte (`A`: rows of the router's folder stored so far,
-`Q`: rows just quarantined) and a count.
+"""The request journal: the router appends each finished request to a local folder of its own
+(`JournalWriter`, `RequestJournal`) and runs the indexer (`python -m larrylab.requestlog`) that
+stores the folder in the database in batches. The folder's layout, the pipe between the two
+and why no row is lost: docs/resilience.md, "The request log" and "Crashes and shutdown".
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""Spill files: ratings kept while the database is unreachable, until they are replayed; and
-the quarantine of rows the database refused.
-
-Each process appends JSON lines to its own file per kind (`feedback-<pid>.jsonl`) and fsyncs
-them. To replay, a process claims its own files and those of processes that no longer run by
-renaming them (`*.replaying-<pid>`), writes their rows idempotently and deletes them; a replay
-that fails leaves the claimed file for the next attempt.
-
-Rows the database refuses as they are (a value out of range, text too long for its column)
-would fail every retry; they go to the quarantine folder instead (`Quarantine`), one JSON line
-each with the reason, so that the rows after them are stored.
+"""Spill files: ratings kept while the database is unreachable, until they are replayed
+(`SpillDir`); and the quarantine of rows the database refused (`Quarantine`). How they are
+written, replayed and reported: docs/resilience.md, "Database outages" and "Bad rows never
+block the others".
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
-"""Storing request records: one batch in one transaction (`BatchStore`, run by the indexer).
-
-As little Python as possible: plain SQL strings run with the driver's executemany on tuples;
-messages a thread's cached last chain holds are neither hashed nor sent again
-(`transcripts.ChainCache`), nor are (experiment, arm, thread) pairs already counted;
-`ON CONFLICT DO NOTHING` keeps a message sent again stored once.
-
-Text is stored the same way on SQLite and PostgreSQL: PostgreSQL refuses U+0000 (NUL) in
-text, so every text column gets U+FFFD instead (`clean_row`, `transcripts.without_nul`);
-transcript bodies are JSON, where a NUL stays the escape `\\u0000`. A batch the database
-refuses for its data (`is_data_error`) is split in halves until the refused rows are found;
-they go to the quarantine file with the reason and the rest is stored. Any other failure (the
-database unreachable, a lock) raises: the rows wait in the journal, nothing is quarantined.
+"""Storing request records: one batch in one transaction (`BatchStore`, run by the indexer),
+with plain SQL strings run with the driver's executemany on tuples, as little Python as
+possible. What a batch writes, how text loses its NULs and how refused rows are found and
+quarantined: docs/resilience.md, "The request log" and "Bad rows never block the others".
 """
 
 from __future__ import annotations
@@ -27,7 +18,6 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
 from larrylab.db import RequestLog
-from larrylab.requestlog._rollup import Pair, add_requests
 from larrylab.requestlog._spill import Quarantine
 from larrylab.requestlog._transcripts import (
     MESSAGE_COLUMNS,
@@ -37,6 +27,7 @@ from larrylab.requestlog._transcripts import (
     Chains,
     MessageRow,
 )
+from larrylab.rollups import Pair, add_requests
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +89,7 @@ _FACTS = (
     "ineligible",
 )
 _facts = itemgetter(*map(RECORD_FIELDS.index, _FACTS))
-"""What the rollups read of a stored request's row (`rollup.RequestFacts`)."""
+"""What the rollups read of a stored request's row (`rollups.RequestFacts`)."""
 
 
 def clean_row(row: list[Any]) -> list[Any]:

@@ -40,6 +40,7 @@ from larrylab.router._routing import Target
 from larrylab.router._upstream import (
     ChunkStream,
     Completion,
+    StreamEnd,
     UpstreamClient,
     complete,
     gemini_complete,
@@ -179,18 +180,26 @@ def _converted(
     feed: Callable[[Chunk], list[Chunk]],
     finish: Callable[[], list[Chunk]],
 ) -> ChunkStream:
-    """`stream` with each chunk converted by `feed` (and what `finish` holds back at the end)."""
+    """`stream` with each chunk converted by `feed` (and what `finish` holds back at the end,
+    sent with the source's last batch when its end is known then)."""
+    end = StreamEnd()
 
     def convert(batch: list[Chunk]) -> list[Chunk]:
-        return [out for chunk in batch for out in feed(chunk)]
+        out = [converted for chunk in batch for converted in feed(chunk)]
+        if stream.end.seen and not end.seen:
+            end.seen = True
+            out += finish()
+        return out
 
     async def rest() -> AsyncIterator[list[Chunk]]:
         async for batch in stream.rest:
             converted = convert(batch)
             if converted:
                 yield converted
-        last = finish()
-        if last:
-            yield last
+        if not end.seen:
+            end.seen = True
+            last = finish()
+            if last:
+                yield last
 
-    return ChunkStream(convert(stream.first), rest(), stream.first_at, stream.closer)
+    return ChunkStream(convert(stream.first), rest(), stream.first_at, stream.closer, end)

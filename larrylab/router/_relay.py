@@ -11,35 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Mapping
 
-import orjson
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from larrylab.router._errors import error_body
-
-log = logging.getLogger(__name__)
-
-
-def _error_event(exc: Exception) -> bytes:
-    """Log an unexpected error of a relay; the event that tells the client, as a 500 would."""
-    log.exception("unexpected error while relaying a stream", exc_info=exc)
-    body = error_body(500, f"internal error ({type(exc).__name__}); see the server log")
-    return b"data: " + orjson.dumps(body) + b"\n\n"
-
 
 class RelayResponse(Response):
-    """An ASGI `text/event-stream` response sending each bytes chunk `body` yields.
+    """An ASGI `text/event-stream` response sending each piece `body` yields: bytes, and
+    whether more follow (the last piece ends the response in the same write).
 
     A Starlette `Response` in type only (so a FastAPI route returns it as is): its body is the
     iterator, and it runs no background task."""
 
     def __init__(
         self,
-        body: AsyncIterator[bytes],
+        body: AsyncIterator[tuple[bytes, bool]],
         headers: Mapping[str, str],
         media_type: str = "text/event-stream; charset=utf-8",
     ) -> None:
@@ -67,14 +55,13 @@ class RelayResponse(Response):
         watcher = asyncio.create_task(watch(), name="larrylab-relay-disconnect")
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            try:
-                async for chunk in self.stream:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except Exception as exc:  # a bug mid-stream: say so, and end the stream cleanly
-                await send(
-                    {"type": "http.response.body", "body": _error_event(exc), "more_body": True}
-                )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            more = True
+            async for chunk, more_after in self.stream:
+                if more:  # nothing goes after the piece that ended the response
+                    more = more_after
+                    await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not cancelled:
                 raise  # cancelled from outside (shutdown): not ours to swallow

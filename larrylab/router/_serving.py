@@ -329,27 +329,45 @@ async def _batches(stream: ChunkStream) -> AsyncIterator[list[dict[str, Any]]]:
 
 async def _relay(
     state: RouterState, att: Attempt, stream: ChunkStream, wire: Wire
-) -> AsyncIterator[bytes]:
-    """Pass the upstream's chunks through with our request id; log when the stream ends."""
+) -> AsyncIterator[tuple[bytes, bool]]:
+    """Pass the upstream's chunks through with our request id, each piece with whether more
+    follows (the last batch goes with the end of the reply); log when the stream ends."""
     ttft_s = stream.first_at - att.t0
     error: UpstreamError | None = None
     status = "ok"
+    ended = False  # whether the end of the reply has been handed on
     try:
         opening = wire.start()
         async for batch in _batches(stream):
             out = [b for chunk in batch if (b := wire.chunk(chunk, att)) is not None]
-            if out:  # chunks that arrived together are sent together
-                yield opening + b"".join(out)
+            if ended:
+                continue
+            if stream.end.seen:  # the upstream's end came with this batch
+                ended = True
+                yield opening + b"".join(out) + wire.end(), False
+            elif out:  # chunks that arrived together are sent together
+                yield opening + b"".join(out), True
                 opening = b""
-        yield opening + wire.end()
+        if not ended:
+            ended = True
+            yield opening + wire.end(), False
     except UpstreamError as err:
         error, status = err, "error"
         if att.served is not None:
             state.breakers.failure(att.served.name)
-        yield wire.error_event(err)
+        if not ended:
+            ended = True
+            yield wire.error_event(err), False
     except (asyncio.CancelledError, GeneratorExit):
         status = "cancelled"
         raise
+    except Exception as exc:  # a bug mid-stream: say so in the client's protocol, end cleanly
+        log.exception("unexpected error while relaying a stream")
+        message = f"internal error ({type(exc).__name__}); see the server log"
+        error, status = UpstreamError("internal_error", message, 500), "error"
+        if not ended:
+            ended = True
+            yield wire.error_event(error), False
     finally:
         att.upstream_s += time.perf_counter() - stream.first_at
         with anyio.CancelScope(shield=True):

@@ -33,7 +33,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -84,6 +84,14 @@ class Completion:
 
 
 @dataclass(slots=True)
+class StreamEnd:
+    """Whether a stream's source has seen its end: set before the last batch is handed on,
+    so that the relay sends that batch and the end of the reply in one write."""
+
+    seen: bool = False
+
+
+@dataclass(slots=True)
 class ChunkStream:
     """An open streaming reply whose first chunks have already arrived (in batches per read)."""
 
@@ -91,6 +99,7 @@ class ChunkStream:
     rest: AsyncIterator[list[dict[str, Any]]]
     first_at: float
     closer: Any = None
+    end: StreamEnd = field(default_factory=StreamEnd)
 
     async def aclose(self) -> None:
         """Release the upstream connection."""
@@ -505,10 +514,17 @@ async def _drain(resp: aiohttp.ClientResponse, deadline: float) -> None:
 
 
 async def _sse_batches(
-    resp: aiohttp.ClientResponse, target: Target, limits: Deadlines, *, done_marker: bool = True
+    resp: aiohttp.ClientResponse,
+    target: Target,
+    limits: Deadlines,
+    end: StreamEnd,
+    *,
+    done_marker: bool = True,
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """The stream's chunks, one list per network read (what arrived together goes on together).
     OpenAI's stream ends with `data: [DONE]`; Gemini's (`done_marker=False`) with the body.
+    `end.seen` is set before the last list is yielded, when the read that brought it also
+    brought the end (as usual).
 
     The first chunk must arrive by the first-byte deadline; after it each read waits at most
     the first-token timeout (a stalled stream), and the stream must end by the end deadline."""
@@ -521,22 +537,21 @@ async def _sse_batches(
             if flowing:
                 until = _read_deadline(loop.time(), target, limits)
             data = await _read_some(resp, until)
-            if not data:
-                if not done_marker and flowing:
-                    if tail.strip():
-                        event = _event(tail.strip().removeprefix(b"data:").strip(), target)
-                        if event is not None:
-                            yield [event]
-                    return
+            last = not done_marker and (not data or resp.content.at_eof())
+            if not data and not (last and flowing):
                 break
             lines = (tail + data).split(b"\n")
             tail = lines.pop()
+            if last:  # Gemini's last event may lack its blank line
+                lines.append(tail)
             batch: list[dict[str, Any]] = []
             for line in lines:
+                line = line.strip()
                 if not line.startswith(b"data:"):
                     continue
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
+                    end.seen = True
                     if batch:
                         yield batch
                     await _drain(resp, min(loop.time() + target.first_token_timeout_s, limits.end))
@@ -544,9 +559,16 @@ async def _sse_batches(
                 event = _event(payload, target)
                 if event is not None:
                     batch.append(event)
+            if last and (batch or flowing):
+                end.seen = True
+                if batch:
+                    yield batch
+                return
             if batch:
                 flowing = True
                 yield batch
+            elif last:
+                break
     except _NETWORK_ERRORS as exc:
         if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
             if flowing and until != limits.end:
@@ -577,7 +599,8 @@ async def _open_sse(
             if resp.status >= 400:
                 text = (await resp.read()).decode("utf-8", "replace")
                 raise _status_error(resp.status, text)
-        events = _sse_batches(resp, target, limits, done_marker=done_marker)
+        end = StreamEnd()
+        events = _sse_batches(resp, target, limits, end, done_marker=done_marker)
         first = await anext(events)  # waits until the same first-byte deadline
     except StopAsyncIteration as exc:
         _release(resp)
@@ -592,7 +615,7 @@ async def _open_sse(
     async def closer() -> None:
         resp.release()  # back to the pool when fully read, closed otherwise
 
-    return ChunkStream(first, events, time.perf_counter(), closer)
+    return ChunkStream(first, events, time.perf_counter(), closer, end)
 
 
 async def open_stream(

@@ -19,8 +19,8 @@ from larrylab.db._schema import RequestLog
 from larrylab.experiments._arm_report import arm_reports, latency_percentiles
 from larrylab.experiments._experiments import create_experiment
 from larrylab.release._registry import create_model
-from larrylab.requestlog import _sketch as sketch
-from larrylab.requestlog._rollup import rebuild_rollups
+from larrylab.rollups import _sketch as sketch
+from larrylab.rollups import rebuild_rollups
 from tests.dashboard.seed import CANDIDATE, CONTROL, EXPERIMENT, SKEWED, Seeded, seed
 
 ARMS = [(CONTROL, True, 50.0), (CANDIDATE, False, 50.0)]

@@ -21,9 +21,9 @@ from larrylab.experiments._feedback import (
     upsert_feedback,
 )
 from larrylab.experiments._report import experiment_report
-from larrylab.requestlog._rollup import rebuild_rollups
 from larrylab.requestlog._spill import Quarantine, SpillDir
 from larrylab.requestlog._store import RequestRecord
+from larrylab.rollups import rebuild_rollups
 from tests.conftest import write_records
 from tests.requestlog.factories import records as _records
 

@@ -13,7 +13,7 @@ from sqlalchemy import insert
 from larrylab.db._engine import make_engine
 from larrylab.db._schema import Feedback, RequestLog
 from larrylab.experiments._report import ReportOptions, experiment_report, sufficient_stats
-from larrylab.requestlog._rollup import rebuild_rollups
+from larrylab.rollups import rebuild_rollups
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 ARMS = [("gemini", True, 50.0), ("larry", False, 50.0)]

@@ -16,9 +16,9 @@ from sqlalchemy import text
 from larrylab.db._engine import make_engine
 from larrylab.requestlog._indexer import _Indexer, next_interval
 from larrylab.requestlog._journal import JournalWriter, RequestJournal
-from larrylab.requestlog._rollup import read_rollup, rebuild_rollups
 from larrylab.requestlog._spill import Quarantine
 from larrylab.requestlog._store import BatchStore, RequestRecord
+from larrylab.rollups import read_rollup, rebuild_rollups
 from tests.requestlog.factories import records as _records
 
 

@@ -24,10 +24,10 @@ from larrylab.experiments._feedback import (
     upsert_feedback,
 )
 from larrylab.requestlog._journal import JournalWriter, RequestJournal, SegmentReader, segments
-from larrylab.requestlog._rollup import read_rollup, rebuild_rollups
 from larrylab.requestlog._spill import Quarantine, SpillDir
 from larrylab.requestlog._store import BatchStore, RequestRecord
 from larrylab.requestlog._transcripts import rebuild
+from larrylab.rollups import read_rollup, rebuild_rollups
 from tests.requestlog.factories import records as _records
 
 NUL, REPLACEMENT = "\x00", "\ufffd"

@@ -310,25 +310,25 @@ def _read_chunked(sock: socket.socket) -> tuple[int, bytes]:
 def test_a_stream_failing_mid_way_ends_with_an_error_event_and_keeps_the_connection(
     inprocess_server: tuple[str, FastAPI], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from larrylab.router import _serving as serving
+    from larrylab.router import _chat as chat
 
-    async def failing_relay(*_: Any) -> Any:
-        yield b'data: {"choices": []}\n\n'
+    def failing_chunk(*_: Any) -> bytes:
         raise _Boom("the relay failed")
 
     url, _ = inprocess_server
-    monkeypatch.setattr(serving, "_relay", failing_relay)
+    monkeypatch.setattr(chat.OpenAIWire, "chunk", failing_chunk)
     streamed = _request("POST", "/v1/chat/completions", orjson.dumps({**CHAT, "stream": True}))
     with _connect(url) as sock:
         sock.sendall(streamed)
         status, body = _read_chunked(sock)
         assert status == 200
-        first, error, end = body.split(b"\n\n")
-        assert first == b'data: {"choices": []}' and end == b""
+        error, end = body.split(b"\n\n")
+        assert end == b""
         assert (
             "internal error (_Boom)"
             in orjson.loads(error.removeprefix(b"data: "))["error"]["message"]
         )
+        monkeypatch.undo()
         status, _, reply = _exchange(
             sock, _request("POST", "/v1/chat/completions", orjson.dumps(CHAT))
         )

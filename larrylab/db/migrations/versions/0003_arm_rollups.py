@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("thread_id", sa.String(length=256), nullable=False),
         sa.PrimaryKeyConstraint("experiment", "arm", "thread_id"),
     )
-    from larrylab.requestlog._rollup import rebuild_rollups_on
+    from larrylab.rollups import rebuild_rollups_on
 
     rebuild_rollups_on(op.get_bind(), buckets=False)
 

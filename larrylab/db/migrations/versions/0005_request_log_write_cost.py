@@ -4,7 +4,7 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-25
 
-- `arm_latency` counts successful requests per arm and latency bucket (`requestlog._sketch`),
+- `arm_latency` counts successful requests per arm and latency bucket (`rollups._sketch`),
   backfilled from the rows; percentiles and histograms read it, so the two indexes ordered by
   latency and time to first token go. Each took a write at a random place per logged request.
 - `ix_request_exp_arm_thread` goes: distinct threads per arm come from `arm_thread` (0003).
@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("n", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("experiment", "arm", "metric", "bucket"),
     )
-    from larrylab.requestlog._rollup import rebuild_buckets_on
+    from larrylab.rollups import rebuild_buckets_on
 
     rebuild_buckets_on(op.get_bind())
     with op.batch_alter_table("request", schema=None) as batch_op:

@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 
 from larrylab.db import ArmLatency, ArmStat, ArmThread, Feedback, RequestLog, insert_for
-from larrylab.requestlog import _sketch as sketch
+from larrylab.rollups import _sketch as sketch
 
 # Metric names in arm_stat.
 LATENCY, TTFT, ERRORS, FALLBACKS, REQUESTS = (

@@ -1,0 +1,58 @@
+"""Per-arm rollups: the per-arm counters the request log and the ratings add to, and the report
+and the dashboard read (running totals, threads per arm, latency buckets), and their recount
+from the rows. Depends on `larrylab.db` only."""
+
+from larrylab.rollups._counters import (
+    ERRORS,
+    FALLBACKS,
+    HIGH,
+    INELIGIBLE,
+    LATENCY,
+    RATED,
+    REQUESTS,
+    SCORE,
+    THREADS,
+    THUMBS_UP,
+    TTFT,
+    Pair,
+    Rating,
+    RequestFacts,
+    add_requests,
+    apply_totals,
+    ineligible_metric,
+    rating_totals,
+    read_buckets,
+    read_rollup,
+    rebuild_buckets_on,
+    rebuild_rollups,
+    rebuild_rollups_on,
+)
+from larrylab.rollups._sketch import bucket_value, percentiles
+
+__all__ = [
+    "ERRORS",
+    "FALLBACKS",
+    "HIGH",
+    "INELIGIBLE",
+    "LATENCY",
+    "RATED",
+    "REQUESTS",
+    "SCORE",
+    "THREADS",
+    "THUMBS_UP",
+    "TTFT",
+    "Pair",
+    "Rating",
+    "RequestFacts",
+    "add_requests",
+    "apply_totals",
+    "bucket_value",
+    "ineligible_metric",
+    "percentiles",
+    "rating_totals",
+    "read_buckets",
+    "read_rollup",
+    "rebuild_buckets_on",
+    "rebuild_rollups",
+    "rebuild_rollups_on",
+]
