@@ -335,6 +335,29 @@ def test_a_stream_failing_mid_way_ends_with_an_error_event_and_keeps_the_connect
         assert status == 200, reply
 
 
+def test_a_gemini_stream_failing_mid_way_ends_with_an_error_in_gemini_s_shape(
+    inprocess_server: tuple[str, FastAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from larrylab.router import _gemini as gemini
+
+    def failing_chunk(*_: Any) -> bytes:
+        raise _Boom("the relay failed")
+
+    url, _ = inprocess_server
+    monkeypatch.setattr(gemini.GeminiWire, "chunk", failing_chunk)
+    body = {"contents": [{"role": "user", "parts": [{"text": "What problem am I solving?"}]}]}
+    path = "/v1beta/models/larry:streamGenerateContent?alt=sse"
+    with _connect(url) as sock:
+        sock.sendall(_request("POST", path, orjson.dumps(body)))
+        status, streamed = _read_chunked(sock)
+    assert status == 200
+    events = [e for e in streamed.split(b"\r\n\r\n") if e]
+    assert len(events) == 1
+    error = orjson.loads(events[0].removeprefix(b"data: "))["error"]
+    assert error["code"] == 500 and error["status"] == "INTERNAL"
+    assert "internal error (_Boom)" in error["message"]
+
+
 # ---------------------------------------------------------------- database outage: 503
 
 
