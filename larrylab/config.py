@@ -220,6 +220,9 @@ class Settings(BaseSettings):
     rollout_steps: str = "10,25,50,100"
     rollout_step_min_s: float = Field(default=3600.0, ge=0)
     rollout_min_requests: int = Field(default=100, ge=0)
+    # The key of the pipeline's pseudonyms of thread and user ids (HMAC-SHA256); empty: each
+    # run folder gets a random one, kept in `<out>/.pseudonym-key`.
+    pseudonym_key: str = ""
 
     @field_validator("rollout_steps")
     @classmethod

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from larrylab.cli import _release as release_cli
 from larrylab.cli._evals import eval_app, gate_command
+from larrylab.cli._import import import_app
 from larrylab.cli._kit import (
     DbOpt,
     JsonOpt,
@@ -45,6 +46,7 @@ release_cli.register(app, models_app)
 app.add_typer(eval_app, name="eval")
 add_training_commands(pipeline_app)
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(import_app, name="import")
 app.command("gate")(gate_command)
 
 

@@ -63,6 +63,26 @@ VetoOpt = Annotated[
         help="A rating at or below this excludes its thread (0: none).",
     ),
 ]
+MinThumbsUpOpt = Annotated[
+    float,
+    typer.Option(
+        "--min-thumbs-up",
+        min=0,
+        max=1,
+        help="Lowest share of thumbs up of a thread rated by thumbs alone (1: all up).",
+    ),
+]
+MinThumbsOpt = Annotated[
+    int,
+    typer.Option("--min-thumbs", min=1, help="Fewest thumbs of a thread rated by thumbs alone."),
+]
+VetoThumbsDownOpt = Annotated[
+    bool,
+    typer.Option(
+        "--veto-thumbs-down/--no-veto-thumbs-down",
+        help="Whether a thumbs down excludes its thread.",
+    ),
+]
 ClassifierOpt = Annotated[
     str, typer.Option("--classifier", help="Category by 'llm' (classifier prompt) or 'keywords'.")
 ]
@@ -107,6 +127,15 @@ NearDupOpt = Annotated[
 ]
 NgramOpt = Annotated[
     int, typer.Option("--ngram", min=5, max=50, help="Decontamination n-gram length.")
+]
+ContamOpt = Annotated[
+    float,
+    typer.Option(
+        "--contamination-threshold",
+        min=0.05,
+        max=1,
+        help="Jaccard similarity at which a passage is a near-duplicate of an eval item.",
+    ),
 ]
 MinMeanOpt = Annotated[
     float, typer.Option("--min-mean", min=1, max=5, help="Judge: lowest mean score kept.")
@@ -211,18 +240,41 @@ def _report(result: StageResult, out: Path, engine: Any, as_json: bool) -> dict[
     return summary
 
 
-def _export_options(min_score: float, veto: int, classifier: str) -> Any:
+def _export_options(
+    min_score: float,
+    veto: int,
+    classifier: str,
+    min_thumbs_up: float = 1.0,
+    min_thumbs: int = 1,
+    veto_thumbs_down: bool = True,
+) -> Any:
     from larrylab.pipeline.export import ExportOptions
 
-    return guard(lambda: ExportOptions(min_score=min_score, veto_score=veto, classifier=classifier))
+    return guard(
+        lambda: ExportOptions(
+            min_score=min_score,
+            veto_score=veto,
+            min_thumbs_up=min_thumbs_up,
+            min_thumbs=min_thumbs,
+            veto_thumbs_down=veto_thumbs_down,
+            classifier=classifier,
+        )
+    )
 
 
 def _generate_options(
-    rounds: int, limit: int | None, quota: list[str] | None, fill: bool, temperature: float
+    rounds: int,
+    limit: int | None,
+    quota: list[str] | None,
+    fill: bool,
+    temperature: float,
+    decontam: tuple[Path | None, int, float] = (None, 13, 0.5),
 ) -> Any:
     from larrylab.pipeline.categories import parse_quotas
+    from larrylab.pipeline.decontam import DecontamOptions
     from larrylab.pipeline.generate import GenerateOptions
 
+    eval_set, ngram, threshold = decontam
     return guard(
         lambda: GenerateOptions(
             quotas=parse_quotas(quota or []),
@@ -230,6 +282,7 @@ def _generate_options(
             limit=limit,
             stop_at_quota=not fill,
             temperature=temperature,
+            decontam=DecontamOptions(eval_set=eval_set, ngram=ngram, threshold=threshold),
         )
     )
 
@@ -242,6 +295,7 @@ def _filter_options(
     min_mean: float,
     min_criterion: int,
     judge_originals: bool,
+    contamination_threshold: float = 0.5,
 ) -> Any:
     from larrylab.pipeline.dedup import DedupOptions
     from larrylab.pipeline.filter import FilterOptions
@@ -256,6 +310,7 @@ def _filter_options(
             ngram=ngram,
             eval_set=eval_set,
             existing=tuple(existing or ()),
+            contamination_threshold=contamination_threshold,
         )
     )
 
@@ -292,6 +347,9 @@ def export(
     database_url: DbOpt = None,
     min_score: MinScoreOpt = 4.0,
     veto_score: VetoOpt = 1,
+    min_thumbs_up: MinThumbsUpOpt = 1.0,
+    min_thumbs: MinThumbsOpt = 1,
+    veto_thumbs_down: VetoThumbsDownOpt = True,
     classifier: ClassifierOpt = "llm",
     model: ModelOpt = DEFAULT_MODEL,
     api_base: ApiBaseOpt = None,
@@ -303,7 +361,9 @@ def export(
     """Export highly rated threads (as the model saw them, scrubbed, categorised)."""
     from larrylab.pipeline.export import run_export
 
-    options = _export_options(min_score, veto_score, classifier)
+    options = _export_options(
+        min_score, veto_score, classifier, min_thumbs_up, min_thumbs, veto_thumbs_down
+    )
     ctx = _context(out, model, api_base, api_key_env, concurrency, retries, as_json)
     engine = _engine(database_url, need_schema=True)
     result = _run(lambda: run_export(ctx, engine, options))
@@ -319,6 +379,9 @@ def generate(
     quota: QuotaOpt = None,
     fill_past_quota: FillOpt = False,
     temperature: TempOpt = 0.9,
+    eval_set: EvalSetOpt = None,
+    ngram: NgramOpt = 13,
+    contamination_threshold: ContamOpt = 0.5,
     model: ModelOpt = DEFAULT_MODEL,
     api_base: ApiBaseOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
@@ -326,10 +389,18 @@ def generate(
     retries: RetriesOpt = 3,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate 5 variations per exported thread, steered toward unmet category quotas."""
+    """Generate 5 variations per exported thread, steered toward unmet category quotas
+    (exported threads that overlap the held-out eval set get none)."""
     from larrylab.pipeline.generate import run_generate
 
-    options = _generate_options(max_rounds, limit, quota, fill_past_quota, temperature)
+    options = _generate_options(
+        max_rounds,
+        limit,
+        quota,
+        fill_past_quota,
+        temperature,
+        (eval_set, ngram, contamination_threshold),
+    )
     ctx = _context(out, model, api_base, api_key_env, concurrency, retries, as_json)
     engine = _engine(database_url, need_schema=False)
     result = _run(lambda: run_generate(ctx, options))
@@ -347,6 +418,7 @@ def filter_(
     min_mean: MinMeanOpt = 4.0,
     min_criterion: MinCritOpt = 3,
     judge_originals: JudgeOrigOpt = False,
+    contamination_threshold: ContamOpt = 0.5,
     model: ModelOpt = DEFAULT_MODEL,
     api_base: ApiBaseOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
@@ -358,7 +430,14 @@ def filter_(
     from larrylab.pipeline.filter import run_filter
 
     options = _filter_options(
-        eval_set, existing, near_dup_threshold, ngram, min_mean, min_criterion, judge_originals
+        eval_set,
+        existing,
+        near_dup_threshold,
+        ngram,
+        min_mean,
+        min_criterion,
+        judge_originals,
+        contamination_threshold,
     )
     ctx = _context(out, model, api_base, api_key_env, concurrency, retries, as_json)
     engine = _engine(database_url, need_schema=False)
@@ -389,6 +468,9 @@ def run(
     database_url: DbOpt = None,
     min_score: MinScoreOpt = 4.0,
     veto_score: VetoOpt = 1,
+    min_thumbs_up: MinThumbsUpOpt = 1.0,
+    min_thumbs: MinThumbsOpt = 1,
+    veto_thumbs_down: VetoThumbsDownOpt = True,
     classifier: ClassifierOpt = "llm",
     max_rounds: RoundsOpt = 1,
     limit: LimitOpt = None,
@@ -402,6 +484,7 @@ def run(
     min_mean: MinMeanOpt = 4.0,
     min_criterion: MinCritOpt = 3,
     judge_originals: JudgeOrigOpt = False,
+    contamination_threshold: ContamOpt = 0.5,
     validation_share: ValShareOpt = 0.1,
     force: Annotated[
         bool, typer.Option("--force", help="Rerun stages that are up to date.")
@@ -417,10 +500,19 @@ def run(
     from larrylab.pipeline.run import RunOptions, run_pipeline
 
     options = RunOptions(
-        export=_export_options(min_score, veto_score, classifier),
+        export=_export_options(
+            min_score, veto_score, classifier, min_thumbs_up, min_thumbs, veto_thumbs_down
+        ),
         generate=_generate_options(max_rounds, limit, quota, fill_past_quota, temperature),
         filter=_filter_options(
-            eval_set, existing, near_dup_threshold, ngram, min_mean, min_criterion, judge_originals
+            eval_set,
+            existing,
+            near_dup_threshold,
+            ngram,
+            min_mean,
+            min_criterion,
+            judge_originals,
+            contamination_threshold,
         ),
         dataset=_dataset_options(validation_share),
         force=force,

@@ -180,7 +180,10 @@ def train_command(
 def _report_training(
     result: TrainResult, entry: dict[str, Any] | None, name: str, as_json: bool
 ) -> None:
+    from larrylab.training import package_hint
+
     m = result.metrics
+    next_step = package_hint(result.adapter_dir, name, merged=result.merged_dir is not None)
     if as_json:
         print_json(
             {
@@ -189,6 +192,7 @@ def _report_training(
                 "metrics": m,
                 "run": result.run,
                 "registered": entry,
+                "next": next_step,
             }
         )
         return
@@ -202,7 +206,7 @@ def _report_training(
     )
     if entry:
         typer.echo(f"registered {name} (state {entry['state']})")
-    typer.echo(f"next: larrylab pipeline package --adapter {result.adapter_dir} --name {name}")
+    typer.echo(f"next: {next_step}")
 
 
 def package_command(
@@ -215,8 +219,13 @@ def package_command(
         str | None, typer.Option(help="FROM: an Ollama model name or a model folder.")
     ] = None,
     merged: Annotated[
-        bool, typer.Option(help="Package the merged model (no ADAPTER; for Ollama >= 0.34.1).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--merged/--as-adapter",
+            help="FROM the run's merged model, no ADAPTER (the default when training saved "
+            "one; Ollama >= 0.34.1 needs it), or FROM the base with ADAPTER.",
+        ),
+    ] = None,
     system_file: Annotated[
         Path | None, typer.Option(help="SYSTEM prompt file (default: the training data's).")
     ] = None,
@@ -226,7 +235,7 @@ def package_command(
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write an Ollama Modelfile for an adapter; with --ollama-host, create the model there."""
+    """Write an Ollama Modelfile for a trained model; with --ollama-host, create it there."""
     from larrylab.training import create_command, create_on_ollama, modelfile_text, plan_package
 
     try:
@@ -240,13 +249,10 @@ def package_command(
     except OSError as exc:
         fail(os_error_sentence(exc))
     out: dict[str, Any] = {"modelfile": str(path), "from": plan.base, "created": created}
+    if plan.note:
+        out["note"] = plan.note
     if created is None:
         out["command"] = create_command(path, name)
-        if plan.adapter_dir is not None:
-            out["note"] = (
-                "Ollama 0.34.1 and later refuse ADAPTER; for them, train with --merge "
-                "and package with --merged"
-            )
     else:
         out["registry"] = guard(lambda: _update_serving(database_url, plan, ollama_host or ""))
     _report_package(out, as_json)
@@ -289,11 +295,11 @@ def _report_package(out: dict[str, Any], as_json: bool) -> None:
         print_json(out)
         return
     typer.echo(f"Modelfile: {out['modelfile']} (FROM {out['from']})")
+    if "note" in out:
+        typer.echo(f"note: {out['note']}")
     if out["created"] is None:
         typer.echo("create the model with:")
         typer.echo(f"  {out['command']}")
-        if "note" in out:
-            typer.echo(f"note: {out['note']}")
         return
     typer.echo(f"created on Ollama at {out['created']['host']}")
     typer.echo(out["registry"])

@@ -206,6 +206,29 @@ class Feedback(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class Imported(SQLModel, table=True):
+    """Lineage of history imported from elsewhere (Larry's Chainlit database): one row per
+    thread, message and rating taken from a source, keyed by the source's own id, so that a
+    rerun imports only what is new."""
+
+    __tablename__ = "imported"
+    __table_args__ = (
+        PrimaryKeyConstraint("source", "kind", "source_id", name="pk_imported"),
+        Index("ix_imported_thread_id", "thread_id"),
+    )
+
+    source: str = Field(max_length=40)  # "chainlit"
+    kind: str = Field(max_length=20)  # "thread", "message" or "rating"
+    # The source's id: a Chainlit thread, step or feedback id; a JSON rating's
+    # `<message_id>:<feedback_type>`.
+    source_id: str = Field(max_length=300)
+    thread_id: str = Field(max_length=256)
+    message_id: str | None = Field(default=None, max_length=64)
+    bot: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=40)  # the bot's PWS category
+    imported_at: datetime = Field(default_factory=utcnow)
+
+
 class ArmStat(SQLModel, table=True):
     """Running totals of one metric of one experiment arm: n, sum and sum of squares."""
 

@@ -9,7 +9,13 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from larrylab.pipeline.llm import Completer, LLMClient, LLMOptions, RequestCache
+from larrylab.pipeline.llm import (
+    Completer,
+    LLMClient,
+    LLMOptions,
+    RequestCache,
+    client_libraries,
+)
 
 T = TypeVar("T")
 
@@ -37,6 +43,13 @@ class PipelineContext:
     def client(self) -> LLMClient:
         """A fresh LLM client (its own counters) sharing the run's request cache."""
         return LLMClient(self.llm, RequestCache(self.out / "cache"), self.completer)
+
+    def llm_libraries(self) -> tuple[str, ...]:
+        """The modules the run's LLM client imports (litellm unless a completer is given).
+
+        Stages import them before starting their clocks (`StageClock(imports=...)`).
+        """
+        return client_libraries(litellm=self.completer is None)
 
     def bar(self, items: Iterable[T], *, total: int | None, desc: str) -> Iterable[T]:
         """`items` wrapped in a progress bar when progress is on and stderr is a terminal."""

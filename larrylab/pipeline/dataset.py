@@ -3,7 +3,8 @@
 All records that come from one rated thread (the conversation and its variations) land on the
 same side of the split, so validation never sees a paraphrase of a training example. Written
 as a Hugging Face `DatasetDict` (`hf/`, `save_to_disk`), as JSONL in the `messages` format
-(`train.jsonl`, `validation.jsonl`) and with a dataset card (`README.md`).
+(`train.jsonl`, `validation.jsonl`) and with a dataset card (`README.md`) whose Privacy section
+states what the export scrubbed and pseudonymised, and what it did not.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from larrylab.pipeline.manifest import (
     input_file,
     read_manifest,
 )
+from larrylab.pipeline.privacy_card import privacy_section
 from larrylab.pipeline.records import Record, atomic_writer, read_records
 
 STAGE = "dataset"
@@ -191,8 +193,14 @@ def _md_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
     return "\n".join(lines)
 
 
-def dataset_card(stats: CardStats, lineage: dict[str, Any]) -> str:
-    """The dataset card (README.md): counts per category, judge scores, lineage."""
+def dataset_card(
+    stats: CardStats, lineage: dict[str, Any], export_manifest: dict[str, Any] | None
+) -> str:
+    """The dataset card (README.md): counts per category, judge scores, privacy, lineage.
+
+    `export_manifest` is the export stage's manifest: the Privacy section states what it
+    scrubbed and pseudonymised (None: the card says that cannot be stated).
+    """
     category_rows = [
         [LABELS[r["category"]], *(r[s] for s in SPLITS), sum(r[s] for s in SPLITS)]
         for r in stats.category_rows()
@@ -223,6 +231,7 @@ def dataset_card(stats: CardStats, lineage: dict[str, Any]) -> str:
             [[name, *(c[i] for i in range(1, 6))] for name, c in sorted(stats.criteria.items())],
         )
         + "\n",
+        privacy_section(export_manifest),
         "## Lineage\n",
         "```json\n" + json.dumps(lineage, indent=2, sort_keys=True) + "\n```\n",
         "## Files\n",
@@ -253,7 +262,7 @@ def _lineage(ctx: PipelineContext, stats: CardStats) -> dict[str, Any]:
 
 def run_dataset(ctx: PipelineContext, options: DatasetOptions) -> StageResult:
     """Build `out/dataset/` from `out/filter/records.jsonl` (records are streamed, not held)."""
-    clock = StageClock()
+    clock = StageClock(imports=("datasets",))
     plan = plan_dataset(ctx, options)
     plan.directory.mkdir(parents=True, exist_ok=True)
     source = ctx.stage_dir("filter") / "records.jsonl"
@@ -271,7 +280,8 @@ def run_dataset(ctx: PipelineContext, options: DatasetOptions) -> StageResult:
     save_hf(ctx, source, held_out, {name: stats.split_size(name) for name in SPLITS})
     lineage = _lineage(ctx, stats)
     with atomic_writer(plan.directory / CARD) as fh:
-        fh.write(dataset_card(stats, lineage).encode("utf-8"))
+        card = dataset_card(stats, lineage, read_manifest(ctx.stage_dir("export")))
+        fh.write(card.encode("utf-8"))
     counts = {name: stats.split_size(name) for name in SPLITS}
     counts["source_threads"] = lineage["source_threads"]
     counts["validation_threads"] = len(held_out)

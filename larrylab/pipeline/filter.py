@@ -1,8 +1,10 @@
-"""Stage 3, filter: rules, deduplication, decontamination, then the LLM judge.
+"""Stage 3, filter: rules, decontamination, deduplication, then the LLM judge.
 
 Reads the exported conversations and the generated variations; the cheap checks run first and
-the judge sees only what survives them. Every dropped record is written to `dropped.jsonl`
-with the step that dropped it and the reason; the rest go to `records.jsonl`.
+the judge sees only what survives them. Decontamination (exact n-grams and near-duplicates of
+the held-out eval set, see `decontam`) follows lineage: the variations of a contaminated
+exported record are dropped with it. Every dropped record is written to `dropped.jsonl` with
+the step that dropped it and the reason; the rest go to `records.jsonl`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import orjson
 from larrylab.pipeline.categories import CATEGORIES, QUOTAS
 from larrylab.pipeline.context import PipelineContext
 from larrylab.pipeline.decontam import (
+    DEFAULT_NEAR_THRESHOLD,
     DEFAULT_NGRAM,
     Decontaminator,
-    EvalItem,
+    DecontamOptions,
+    EvalSet,
     EvalSetError,
-    default_eval_items,
-    eval_set_hash,
-    load_eval_file,
+    Screen,
+    load_eval_set,
 )
 from larrylab.pipeline.dedup import Deduplicator, DedupOptions
 from larrylab.pipeline.judge import JudgeOptions, Verdict, judge_record, score_distribution
@@ -66,6 +69,8 @@ class FilterOptions:
         ngram: Decontamination n-gram length.
         eval_set: A JSONL eval set; None uses the evals package's held-out set.
         existing: JSONL files of existing training data (`messages` per line) to dedupe against.
+        contamination_threshold: Jaccard similarity at or above which a passage is a
+            near-duplicate of an eval item.
     """
 
     rules: RuleOptions = field(default_factory=RuleOptions)
@@ -74,6 +79,16 @@ class FilterOptions:
     ngram: int = DEFAULT_NGRAM
     eval_set: Path | None = None
     existing: tuple[Path, ...] = ()
+    contamination_threshold: float = DEFAULT_NEAR_THRESHOLD
+
+    def __post_init__(self) -> None:
+        self.decontam()  # validates the n-gram length and the threshold
+
+    def decontam(self) -> DecontamOptions:
+        """The eval set and decontamination settings (the generate stage of a run shares them)."""
+        return DecontamOptions(
+            eval_set=self.eval_set, ngram=self.ngram, threshold=self.contamination_threshold
+        )
 
     def params(self) -> dict[str, Any]:
         """The options as manifest parameters (file inputs are listed as inputs instead)."""
@@ -81,29 +96,19 @@ class FilterOptions:
             "rules": asdict(self.rules),
             "dedup": asdict(self.dedup),
             "judge": asdict(self.judge),
-            "ngram": self.ngram,
+            "decontamination": self.decontam().params(),
         }
 
 
-@dataclass
-class EvalSet:
-    """The eval items used for decontamination, where they came from, and any warning."""
+def plan_filter(
+    ctx: PipelineContext, options: FilterOptions, evals: EvalSet | None = None
+) -> StagePlan:
+    """The filter's inputs (records, eval set, existing data) and settings.
 
-    items: list[EvalItem]
-    source: str
-    warning: str | None = None
-
-
-def load_eval_set(options: FilterOptions) -> EvalSet:
-    """The eval set named by the options, or the evals package's default."""
-    if options.eval_set is not None:
-        return EvalSet(load_eval_file(options.eval_set), str(options.eval_set))
-    items, warning = default_eval_items()
-    return EvalSet(items, "larrylab.evals held-out set" if warning is None else "none", warning)
-
-
-def plan_filter(ctx: PipelineContext, options: FilterOptions, evals: EvalSet) -> StagePlan:
-    """The filter's inputs (records, eval set, existing data) and parameters."""
+    `evals` is the eval set named by the options (loaded here when not given).
+    """
+    if evals is None:
+        evals = load_eval_set(options.eval_set)
     existing = []
     for path in options.existing:
         if not path.is_file():
@@ -112,11 +117,7 @@ def plan_filter(ctx: PipelineContext, options: FilterOptions, evals: EvalSet) ->
     inputs = {
         "export": input_file(ctx.stage_dir("export"), "records.jsonl", stage="export"),
         "generate": input_file(ctx.stage_dir("generate"), "records.jsonl", stage="generate"),
-        "eval_set": {
-            "source": evals.source,
-            "sha256": eval_set_hash(evals.items),
-            "items": len(evals.items),
-        },
+        "eval_set": evals.describe(),
         "existing": existing,
     }
     return StagePlan(
@@ -126,6 +127,7 @@ def plan_filter(ctx: PipelineContext, options: FilterOptions, evals: EvalSet) ->
         params=options.params(),
         prompt_versions={"judge": PROMPT_VERSIONS["judge"]},
         models={"judge": ctx.llm.model},
+        llm=ctx.llm.settings(),
     )
 
 
@@ -156,11 +158,15 @@ def _drop(fh: IO[bytes], rec: Record, step: str, reason: str, tally: Tally) -> N
 def _rules_pass(
     ctx: PipelineContext,
     options: FilterOptions,
+    screen: Screen,
     dedup: Deduplicator,
     dropped: IO[bytes],
     tally: Tally,
 ) -> Iterator[Record]:
-    """Records that pass the rules (the rest are dropped); their texts go to `dedup`."""
+    """Records that pass the rules and are not contaminated; their texts go to `dedup`.
+
+    Exported records come first, so a variation of a contaminated one is known as such.
+    """
     export = ctx.stage_dir("export") / "records.jsonl"
     generated = ctx.stage_dir("generate") / "records.jsonl"
     records = itertools.chain(read_records(export), read_records(generated))
@@ -170,34 +176,29 @@ def _rules_pass(
         if reason is not None:
             _drop(dropped, rec, "rules", reason, tally)
             continue
+        if not screen.passes(rec):
+            continue
         dedup.add(rec.id, rec.text())
         yield rec
 
 
 def _cheap_filters(
-    ctx: PipelineContext, options: FilterOptions, evals: EvalSet, dropped: IO[bytes], tally: Tally
+    ctx: PipelineContext, options: FilterOptions, screen: Screen, dropped: IO[bytes], tally: Tally
 ) -> Iterator[Record]:
-    """Rules, then duplicates, then contamination; yields what the judge should see."""
+    """Rules, then contamination, then duplicates; yields what the judge should see."""
     dedup = Deduplicator(options.dedup)
     for key, text in _existing_texts(options.existing):
         tally.add("existing_reference")
         dedup.add(key, text, reference=True)
     first = len(dedup)
     passed = ctx.stage_dir(STAGE) / ".passed.jsonl"
-    write_records(passed, _rules_pass(ctx, options, dedup, dropped, tally))
+    write_records(passed, _rules_pass(ctx, options, screen, dedup, dropped, tally))
     duplicates = dedup.duplicates()
     del dedup
-    decon = Decontaminator(evals.items, options.ngram)
-    tally.add("eval_items", len(evals.items))
-    tally.add("eval_items_shorter_than_ngram", decon.short_items)
     for index, rec in enumerate(read_records(passed), start=first):
         reason = duplicates.get(index)
         if reason is not None:
             _drop(dropped, rec, "duplicate", reason, tally)
-            continue
-        reason = decon.check(rec.text())
-        if reason is not None:
-            _drop(dropped, rec, "contaminated", reason, tally)
             continue
         yield rec
     passed.unlink(missing_ok=True)
@@ -211,7 +212,7 @@ async def _verdict(rec: Record, client: LLMClient, options: JudgeOptions) -> tup
 
 async def _filter_async(
     ctx: PipelineContext, options: FilterOptions, evals: EvalSet, plan: StagePlan, tally: Tally
-) -> dict[str, int]:
+) -> tuple[dict[str, int], list[dict[str, str]]]:
     for origin in ("export", "generated"):
         tally.add(f"input_{origin}", 0)
         tally.add(f"kept_{origin}", 0)
@@ -221,9 +222,13 @@ async def _filter_async(
     candidates = plan.directory / ".candidates.jsonl"
     kept = dict.fromkeys(CATEGORIES, 0)
     client = ctx.client()
+    decon = Decontaminator.from_options(evals, options.decontam())
+    tally.add("eval_items", len(evals.items))
+    tally.add("eval_items_shorter_than_ngram", decon.short_items)
     with atomic_writer(plan.directory / DROPPED) as dropped:
+        screen = Screen(decon, dropped, tally)
         n = await asyncio.to_thread(
-            write_records, candidates, _cheap_filters(ctx, options, evals, dropped, tally)
+            write_records, candidates, _cheap_filters(ctx, options, screen, dropped, tally)
         )
         bar = ctx.manual_bar(total=n, desc="filter: judge")
         with atomic_writer(plan.directory / OUTPUT) as out:
@@ -245,7 +250,7 @@ async def _filter_async(
         bar.close()
     candidates.unlink(missing_ok=True)
     tally.counts.update(client.stats.as_counts("judge"))
-    return kept
+    return kept, screen.reasons
 
 
 def _quotas(ctx: PipelineContext) -> dict[str, int]:
@@ -256,12 +261,12 @@ def _quotas(ctx: PipelineContext) -> dict[str, int]:
 
 def run_filter(ctx: PipelineContext, options: FilterOptions) -> StageResult:
     """Filter `out/export` and `out/generate` records into `out/filter/records.jsonl`."""
-    clock = StageClock()
-    evals = load_eval_set(options)
+    clock = StageClock(imports=ctx.llm_libraries())
+    evals = load_eval_set(options.eval_set)
     plan = plan_filter(ctx, options, evals)
     plan.directory.mkdir(parents=True, exist_ok=True)
     tally = Tally()
-    kept = asyncio.run(_filter_async(ctx, options, evals, plan, tally))
+    kept, contaminated = asyncio.run(_filter_async(ctx, options, evals, plan, tally))
     quotas = _quotas(ctx)
     table = [{"category": c, "kept": kept.get(c, 0), "quota": quotas.get(c, 0)} for c in CATEGORIES]
     scores = score_distribution(read_records(plan.directory / OUTPUT))
@@ -272,5 +277,9 @@ def run_filter(ctx: PipelineContext, options: FilterOptions) -> StageResult:
         counts=tally.counts,
         outputs=[OUTPUT, DROPPED],
         tables={"categories": table},
-        extra={"eval_set_warning": evals.warning, "judge_scores": scores},
+        extra={
+            "eval_set_warning": evals.warning,
+            "judge_scores": scores,
+            "contaminated": contaminated,
+        },
     )

@@ -5,6 +5,10 @@ variations (other industry, other persona, objection, recovery, advanced) as str
 Requests are ordered so the category furthest from its quota goes first; once a category's
 planned total reaches its quota it gets no more requests (unless told to fill past quotas).
 Every answer is cached by request hash, so an interrupted run resumes where it stopped.
+
+Decontamination comes first: an exported record that overlaps the held-out eval set (exact
+n-gram or near-duplicate, see `decontam`) gets no request at all, and every variation is
+checked before it is kept; both are written to `dropped.jsonl` with the eval item they overlap.
 """
 
 from __future__ import annotations
@@ -17,6 +21,13 @@ from typing import Any
 
 from larrylab.pipeline.categories import CATEGORIES, QUOTAS
 from larrylab.pipeline.context import PipelineContext
+from larrylab.pipeline.decontam import (
+    Decontaminator,
+    DecontamOptions,
+    EvalSet,
+    Screen,
+    load_eval_set,
+)
 from larrylab.pipeline.llm import LLMClient, ReplyError, map_ordered
 from larrylab.pipeline.manifest import (
     StageClock,
@@ -32,10 +43,17 @@ from larrylab.pipeline.prompts import (
     STRATEGIES,
     generate_messages,
 )
-from larrylab.pipeline.records import ORIGIN_GENERATED, Record, RecordIndex, atomic_writer
+from larrylab.pipeline.records import (
+    ORIGIN_GENERATED,
+    Record,
+    RecordIndex,
+    atomic_writer,
+    read_records,
+)
 
 STAGE = "generate"
 OUTPUT = "records.jsonl"
+DROPPED = "dropped.jsonl"
 PER_REQUEST = len(STRATEGIES)
 
 
@@ -49,6 +67,7 @@ class GenerateOptions:
         limit: Most requests this run (None: all planned); spent on unmet quotas first.
         stop_at_quota: Stop planning for a category once its quota is planned.
         temperature: Sampling temperature of the generator.
+        decontam: The held-out eval set and how overlap with it is found.
     """
 
     quotas: Mapping[str, int] = field(default_factory=lambda: dict(QUOTAS))
@@ -56,6 +75,7 @@ class GenerateOptions:
     limit: int | None = None
     stop_at_quota: bool = True
     temperature: float = 0.9
+    decontam: DecontamOptions = field(default_factory=DecontamOptions)
 
     def __post_init__(self) -> None:
         if self.max_rounds < 1:
@@ -73,6 +93,9 @@ class GenerateOptions:
             "limit": self.limit,
             "stop_at_quota": self.stop_at_quota,
             "temperature": self.temperature,
+            "variations_per_request": PER_REQUEST,
+            "strategies": list(STRATEGIES),
+            "decontamination": self.decontam.params(),
         }
 
 
@@ -166,16 +189,24 @@ def variations(source: Record, answer: dict[str, Any], job: Job, model: str) -> 
     return out
 
 
-def plan_generate(ctx: PipelineContext, options: GenerateOptions) -> StagePlan:
-    """The generation stage's inputs (the export's records) and parameters."""
+def plan_generate(
+    ctx: PipelineContext, options: GenerateOptions, evals: EvalSet | None = None
+) -> StagePlan:
+    """The generation stage's inputs (the export's records, the eval set) and settings.
+
+    `evals` is the eval set named by the options (loaded here when not given).
+    """
     export = input_file(ctx.stage_dir("export"), "records.jsonl", stage="export")
+    if evals is None:
+        evals = load_eval_set(options.decontam.eval_set)
     return StagePlan(
         stage=STAGE,
         directory=ctx.stage_dir(STAGE),
-        inputs={"export": export},
+        inputs={"export": export, "eval_set": evals.describe()},
         params=options.params(),
         prompt_versions={"generate": PROMPT_VERSIONS["generate"]},
         models={"generator": ctx.llm.model},
+        llm=ctx.llm.settings(),
     )
 
 
@@ -196,15 +227,34 @@ async def _one(
     return variations(source, answer, job, client.options.model)
 
 
+def _clean_sources(ctx: PipelineContext, screen: Screen, tally: Tally) -> list[tuple[str, str]]:
+    """`(id, category)` of the exported records that do not overlap the eval set."""
+    tally.add("exported", 0)
+    clean = []
+    records = read_records(ctx.stage_dir("export") / "records.jsonl")
+    for rec in ctx.bar(records, total=None, desc="generate: decontaminate"):
+        tally.add("exported")
+        if screen.passes(rec):
+            clean.append((rec.id, rec.category))
+    return clean
+
+
 async def _generate_async(
-    ctx: PipelineContext, options: GenerateOptions, plan: StagePlan, tally: Tally
-) -> tuple[dict[str, int], dict[str, int], list[str]]:
-    with RecordIndex(ctx.stage_dir("export") / "records.jsonl") as sources:
-        made, failures = await _run_jobs(ctx, options, plan, tally, sources)
+    ctx: PipelineContext,
+    options: GenerateOptions,
+    plan: StagePlan,
+    tally: Tally,
+    decon: Decontaminator,
+) -> tuple[dict[str, int], dict[str, int], list[str], list[dict[str, str]]]:
+    with atomic_writer(plan.directory / DROPPED) as dropped:
+        screen = Screen(decon, dropped, tally)
+        clean = await asyncio.to_thread(_clean_sources, ctx, screen, tally)
+        with RecordIndex(ctx.stage_dir("export") / "records.jsonl") as sources:
+            made, failures = await _run_jobs(ctx, options, plan, tally, sources, clean, screen)
     have = dict.fromkeys(CATEGORIES, 0)
-    for _, category in sources.entries:
+    for _, category in clean:
         have[category] = have.get(category, 0) + 1
-    return have, made, failures
+    return have, made, failures, screen.reasons
 
 
 async def _run_jobs(
@@ -213,9 +263,10 @@ async def _run_jobs(
     plan: StagePlan,
     tally: Tally,
     sources: RecordIndex,
+    clean: list[tuple[str, str]],
+    screen: Screen,
 ) -> tuple[dict[str, int], list[str]]:
-    jobs, skipped = plan_jobs(sources.entries, options)
-    tally.add("exported", len(sources))
+    jobs, skipped = plan_jobs(clean, options)
     tally.add("requests_planned", len(jobs))
     tally.add("requests_skipped_quota_or_limit", sum(skipped.values()))
     tally.add("requests_failed", 0)
@@ -233,9 +284,11 @@ async def _run_jobs(
                 tally.add("requests_failed")
                 continue
             for rec in result:
+                if not screen.passes(rec):
+                    continue
                 fh.write(rec.to_json() + b"\n")
                 made[rec.category] = made.get(rec.category, 0) + 1
-            tally.add("variations", len(result))
+                tally.add("variations")
             bar.update(len(result))
     bar.close()
     tally.counts.update(client.stats.as_counts("generator"))
@@ -264,19 +317,32 @@ def quota_table(
 
 
 def run_generate(ctx: PipelineContext, options: GenerateOptions) -> StageResult:
-    """Generate variations of `out/export/records.jsonl` into `out/generate/records.jsonl`."""
-    clock = StageClock()
-    plan = plan_generate(ctx, options)
+    """Generate variations of `out/export/records.jsonl` into `out/generate/records.jsonl`.
+
+    Exported records and variations that overlap the eval set go to `dropped.jsonl` instead.
+    """
+    clock = StageClock(imports=ctx.llm_libraries())
+    evals = load_eval_set(options.decontam.eval_set)
+    plan = plan_generate(ctx, options, evals)
     plan.directory.mkdir(parents=True, exist_ok=True)
     tally = Tally()
-    have, made, failures = asyncio.run(_generate_async(ctx, options, plan, tally))
+    decon = Decontaminator.from_options(evals, options.decontam)
+    tally.add("eval_items", len(evals))
+    have, made, failures, contaminated = asyncio.run(
+        _generate_async(ctx, options, plan, tally, decon)
+    )
     rate = tally.counts.get("variations", 0) / max(clock.seconds(), 1e-9)
     return finish_stage(
         plan,
         clock,
         status="partial" if failures else "done",
         counts=tally.counts,
-        outputs=[OUTPUT],
+        outputs=[OUTPUT, DROPPED],
         tables={"quotas": quota_table(options.quotas, have, made)},
-        extra={"failures": failures[:100], "variations_per_s": round(rate, 2)},
+        extra={
+            "failures": failures[:100],
+            "contaminated": contaminated,
+            "eval_set_warning": evals.warning,
+            "variations_per_s": round(rate, 2),
+        },
     )

@@ -1,9 +1,11 @@
 """Structured-output calls through litellm: bounded concurrency, retries, an on-disk cache.
 
-Every request is keyed by a hash of what decides its answer (model, messages, schema,
-temperature). A validated answer is written to the cache before the call returns, so a run
-that crashes or is interrupted resumes without paying twice for any request. Malformed
-answers are never cached: they are retried, and reported if they stay malformed.
+Every request is keyed by a hash of what decides its answer: the model, the endpoint it is
+served from (`api_base`, without any credentials), the sampling settings, the messages, the
+schema and the temperature; never an API key. A validated answer is written to the cache
+before the call returns, so a run that crashes or is interrupted resumes without paying twice
+for any request. Malformed answers are never cached: they are retried, and reported if they
+stay malformed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import random
 import re
+import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -33,6 +36,8 @@ R = TypeVar("R")
 Completer = Callable[..., Awaitable[Any]]
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+_SECRET_PARAM = re.compile(r"key|token|secret|passw|sig|auth|credential", re.IGNORECASE)
+_CLIENT_LIBRARIES = ("openai", "httpx", "jsonschema")
 
 
 class LLMError(Exception):
@@ -63,6 +68,9 @@ class LLMOptions:
         retries: Extra attempts after a failed or malformed answer.
         timeout_s: Timeout of one attempt.
         backoff_s: First retry delay; it doubles per attempt (with jitter), up to 30 s.
+        top_p: Nucleus sampling mass sent with every request (None: the provider's default).
+        max_tokens: Most tokens in an answer (None: the provider's default).
+        seed: Sampling seed sent with every request (None: none).
     """
 
     model: str = DEFAULT_MODEL
@@ -72,6 +80,9 @@ class LLMOptions:
     retries: int = 3
     timeout_s: float = 120.0
     backoff_s: float = 0.5
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if not self.model.strip():
@@ -80,6 +91,55 @@ class LLMOptions:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.retries < 0:
             raise ValueError(f"retries must not be negative, got {self.retries}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+
+    @property
+    def endpoint(self) -> str | None:
+        """`api_base` without credentials (user, password, key-like query parameters)."""
+        return public_url(self.api_base) if self.api_base else None
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling settings that are set, as request arguments."""
+        values = {"top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def settings(self) -> dict[str, Any]:
+        """What shapes every answer besides the prompt: model, endpoint, sampling (no secrets).
+
+        Part of each request's cache key, of the fingerprints of the stages that call the
+        model, and of their manifests.
+        """
+        return {"model": self.model, "api_base": self.endpoint, **self.sampling()}
+
+
+def public_url(url: str) -> str:
+    """`url` without user, password or key-like query parameters, and no trailing slash."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = host or ""
+    if host and ":" in host:
+        netloc = f"[{host}]"
+    if port is not None:
+        netloc += f":{port}"
+    query = urllib.parse.urlencode(
+        [
+            (k, v)
+            for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            if not _SECRET_PARAM.search(k)
+        ]
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), query, ""))
+
+
+def client_libraries(*, litellm: bool) -> tuple[str, ...]:
+    """The modules an LLM client imports to make its calls (litellm only when it is used)."""
+    return (("litellm",) if litellm else ()) + _CLIENT_LIBRARIES
 
 
 @dataclass
@@ -116,13 +176,15 @@ class RequestCache:
         except (FileNotFoundError, orjson.JSONDecodeError, KeyError):
             return None
 
-    def put(self, key: str, value: Any, *, model: str, name: str) -> None:
+    def put(
+        self, key: str, value: Any, *, model: str, name: str, endpoint: str | None = None
+    ) -> None:
         """Store an answer atomically (a crash never leaves a half-written entry)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Unique per call: the same request may be answered twice at once (equal prompts).
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        entry = {"key": key, "model": model, "name": name, "value": value}
+        entry = {"key": key, "model": model, "endpoint": endpoint, "name": name, "value": value}
         entry["stored_at"] = datetime.now(UTC).isoformat()
         tmp.write_bytes(orjson.dumps(entry))
         os.replace(tmp, path)
@@ -195,9 +257,9 @@ class LLMClient:
         schema: dict[str, Any],
         temperature: float,
     ) -> str:
-        """The cache key of a request."""
+        """The cache key of a request: the prompt and every setting that shapes its answer."""
         payload = {
-            "model": self.options.model,
+            **self.options.settings(),
             "name": name,
             "messages": messages,
             "schema": schema,
@@ -225,7 +287,14 @@ class LLMClient:
             self.stats.cache_hits += 1
             return cached
         value = await self._call_with_retries(name, messages, schema, temperature)
-        await asyncio.to_thread(self.cache.put, key, value, model=self.options.model, name=name)
+        await asyncio.to_thread(
+            self.cache.put,
+            key,
+            value,
+            model=self.options.model,
+            name=name,
+            endpoint=self.options.endpoint,
+        )
         return value
 
     async def _call_with_retries(
@@ -272,6 +341,7 @@ class LLMClient:
             "temperature": temp,
             "timeout": self.options.timeout_s,
             "num_retries": 0,
+            **self.options.sampling(),
         }
         if self.options.api_base:
             kwargs["api_base"] = self.options.api_base

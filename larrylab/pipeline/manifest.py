@@ -1,14 +1,20 @@
 """Stage manifests: what a stage read (with hashes), how it was set, what it wrote and counted.
 
-A stage's fingerprint hashes its inputs, parameters, prompt versions and models. `run` skips a
-stage whose folder holds a finished manifest with the same fingerprint and outputs that still
-match their recorded hashes.
+A stage's fingerprint hashes its inputs, parameters, prompt versions, models and the settings of
+the model it calls (endpoint and sampling, never a secret). `run` skips a stage whose folder
+holds a finished manifest with the same fingerprint and outputs that still match their recorded
+hashes.
+
+A stage's seconds cover its own work: its heavy libraries (litellm takes seconds to import) are
+imported before its clock starts, and that import time is reported apart (`import_seconds`).
 """
 
 from __future__ import annotations
 
+import importlib
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -20,9 +26,13 @@ import orjson
 from larrylab.pipeline.records import atomic_writer, file_sha256, json_sha256
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 STAGES: tuple[str, ...] = ("export", "generate", "filter", "dataset")
 _LIBRARIES = ("larrylab", "litellm", "datasets", "datasketch", "jsonschema", "pyarrow", "tqdm")
+TIMINGS_COVER = (
+    "the stage's own work (reading, checks, model calls, writing), from after its libraries "
+    "were imported to its manifest; the import time is import_seconds"
+)
 
 
 class StageInputError(LookupError):
@@ -46,6 +56,7 @@ def fingerprint(
     params: dict[str, Any],
     prompt_versions: dict[str, str],
     models: dict[str, str],
+    llm: dict[str, Any] | None = None,
 ) -> str:
     """The hash that decides whether a stage must run again."""
     return json_sha256(
@@ -56,6 +67,7 @@ def fingerprint(
             "params": params,
             "prompt_versions": prompt_versions,
             "models": models,
+            "llm": llm or {},
         }
     )
 
@@ -73,7 +85,12 @@ class Tally:
 
 @dataclass
 class StagePlan:
-    """What a stage will read and how it is set, known before it runs."""
+    """What a stage will read and how it is set, known before it runs.
+
+    `llm` holds the settings of the model the stage calls that shape its answers (model,
+    endpoint without credentials, sampling; see `LLMOptions.settings`): a changed endpoint
+    reruns the stage.
+    """
 
     stage: str
     directory: Path
@@ -81,11 +98,14 @@ class StagePlan:
     params: dict[str, Any]
     prompt_versions: dict[str, str] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
+    llm: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
         """The stage's fingerprint (see `fingerprint`)."""
-        return fingerprint(self.stage, self.inputs, self.params, self.prompt_versions, self.models)
+        return fingerprint(
+            self.stage, self.inputs, self.params, self.prompt_versions, self.models, self.llm
+        )
 
 
 @dataclass
@@ -102,10 +122,24 @@ class StageResult:
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-class StageClock:
-    """Wall-clock start and end of a stage, as datetimes and seconds."""
+def import_libraries(names: Sequence[str]) -> float:
+    """Import the modules `names` (if not imported yet); returns the seconds it took."""
+    t0 = time.perf_counter()
+    for name in names:
+        importlib.import_module(name)
+    return time.perf_counter() - t0
 
-    def __init__(self) -> None:
+
+class StageClock:
+    """Wall-clock start and end of a stage's work, as datetimes and seconds.
+
+    The clock starts after `imports` (the stage's heavy libraries, e.g. litellm) are imported,
+    so a stage's seconds and throughput do not count library import time; the import time is
+    kept in `import_seconds`.
+    """
+
+    def __init__(self, imports: Sequence[str] = ()) -> None:
+        self.import_seconds = import_libraries(imports)
         self.started_at = datetime.now(UTC)
         self._t0 = time.perf_counter()
 
@@ -136,6 +170,7 @@ def finish_stage(
         "params": plan.params,
         "prompt_versions": plan.prompt_versions,
         "models": plan.models,
+        "llm": plan.llm,
         "library_versions": library_versions(),
         "counts": counts,
         "outputs": {name: file_sha256(plan.directory / name) for name in outputs},
@@ -143,6 +178,8 @@ def finish_stage(
             "started_at": clock.started_at.isoformat(),
             "finished_at": finished.isoformat(),
             "seconds": round(seconds, 3),
+            "import_seconds": round(clock.import_seconds, 3),
+            "covers": TIMINGS_COVER,
         },
         **(extra or {}),
     }

@@ -6,6 +6,7 @@ from larrylab.training._package import (
     create_command,
     create_on_ollama,
     modelfile_text,
+    package_hint,
     plan_package,
     serving_info,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "create_command",
     "create_on_ollama",
     "modelfile_text",
+    "package_hint",
     "plan_package",
     "serving_info",
     "train",

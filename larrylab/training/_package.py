@@ -1,15 +1,14 @@
-"""Package a trained adapter for Ollama: a Modelfile, and optionally the model itself.
+"""Package a trained model for Ollama: a Modelfile, and optionally the model itself.
 
-The Modelfile says `FROM` the base the adapter was trained on (an Ollama model name for a
-known hub base, or the base's local folder), `ADAPTER` the adapter folder, the prompt
-`TEMPLATE` in the same format the training chat template wrote, Larry's `SYSTEM` prompt and
-the stop tokens. With an Ollama host the model is created through the `ollama` Python client
-(`create_blob` for each file, then `create`); without one the exact `ollama create` command
-is printed.
-
-Ollama 0.34.1 and later refuse LoRA adapters ("LoRA adapters are no longer supported"). For
-those servers, train with `--merge` and package with `--merged`: `FROM` the merged folder,
-with no `ADAPTER`.
+Ollama 0.34.1 and later refuse LoRA adapters ("LoRA adapters are no longer supported"), so
+when the training run saved a merged model (`train --merge`; its run.json names `merged_dir`)
+the Modelfile says `FROM` that merged folder with no `ADAPTER`. Otherwise, or when asked
+(`merged=False`), it says `FROM` the base the adapter was trained on (an Ollama model name for
+a known hub base, or the base's local folder) and `ADAPTER` the adapter folder, and the plan
+carries a note that current Ollama refuses it. Either way the prompt `TEMPLATE` is the format
+the training chat template wrote, with Larry's `SYSTEM` prompt and the stop tokens. With an
+Ollama host the model is created through the `ollama` Python client (`create_blob` for each
+file, then `create`); without one the exact `ollama create` command is printed.
 """
 
 from __future__ import annotations
@@ -132,6 +131,8 @@ class PackagePlan:
     system: str
     parameters: dict[str, Any] = field(default_factory=dict)
     registry_name: str | None = None
+    merged_available: bool = False
+    note: str | None = None
 
 
 def ollama_template(family: str, chat_template: str = "") -> str:
@@ -210,29 +211,80 @@ def _chat_template_text(folder: Path) -> str:
     return template if isinstance(template, str) else ""
 
 
+def run_merged_dir(run: dict[str, Any]) -> Path | None:
+    """The merged model the training run saved (run.json's `merged_dir`), if its weights exist."""
+    folder = run.get("merged_dir")
+    if not isinstance(folder, str) or not folder:
+        return None
+    path = Path(folder)
+    return path if any(path.glob("model*.safetensors")) else None
+
+
+def adapter_note(merged_available: bool) -> str:
+    """Why a Modelfile with ADAPTER will not load on current Ollama, and what to do instead."""
+    if merged_available:
+        return (
+            "the Modelfile uses ADAPTER, as asked with --as-adapter: Ollama 0.34.1 and later "
+            "refuse it; package without --as-adapter to use the run's merged model"
+        )
+    return (
+        "this run has no merged model, so the Modelfile uses ADAPTER, which Ollama 0.34.1 and "
+        "later refuse; for them, train again with `larrylab pipeline train --merge` and "
+        "package that run (FROM its merged model, no ADAPTER)"
+    )
+
+
+def package_hint(adapter_dir: Path, name: str, *, merged: bool) -> str:
+    """The `larrylab pipeline package` command to run after training, and what it will write."""
+    command = shlex.join(
+        ["larrylab", "pipeline", "package", "--adapter", str(adapter_dir), "--name", name]
+    )
+    if merged:
+        return f"{command}  (FROM the merged model, no ADAPTER: what Ollama >= 0.34.1 needs)"
+    return (
+        f"{command}  (FROM the base with ADAPTER: Ollama >= 0.34.1 refuses it; "
+        "train with --merge for those versions)"
+    )
+
+
+def _merged_from(adapter_dir: Path, run: dict[str, Any], base: str | None) -> str:
+    folder = Path(base) if base else run_merged_dir(run) or adapter_dir.parent / "merged"
+    if not any(folder.glob("model*.safetensors")):
+        raise PackagingError(
+            f"no merged model in {folder}: train with --merge, pass --base with the merged "
+            "model's folder, or package with --as-adapter (FROM the base with ADAPTER)"
+        )
+    return str(folder.resolve())
+
+
 def plan_package(
     adapter_dir: Path,
     name: str,
     *,
     base: str | None = None,
-    merged: bool = False,
+    merged: bool | None = None,
     system: str | None = None,
 ) -> PackagePlan:
-    """Decide FROM, ADAPTER, TEMPLATE, SYSTEM and PARAMETERs for `adapter_dir`."""
+    """Decide FROM, ADAPTER, TEMPLATE, SYSTEM and PARAMETERs for `adapter_dir`.
+
+    `merged=None` (the default) packages the run's merged model when it has one, and the
+    adapter otherwise; True insists on a merged model, False on the adapter. `base` overrides
+    FROM: the merged model's folder, or for the adapter an Ollama model name or a base folder.
+    """
     check_name(name)
     if not (adapter_dir / "adapter_model.safetensors").is_file():
         raise PackagingError(f"{adapter_dir} has no adapter_model.safetensors")
     run = read_run(adapter_dir)
+    merged_available = run_merged_dir(run) is not None
+    if merged is None:
+        merged = merged_available
+    note = None
     if merged:
-        folder = Path(base or run.get("merged_dir") or adapter_dir.parent / "merged")
-        if not any(folder.glob("model*.safetensors")):
-            raise PackagingError(
-                f"no merged model in {folder}: train with --merge (or pass --base DIR)"
-            )
-        from_, is_dir, adapter = str(folder.resolve()), True, None
+        from_, is_dir, adapter = _merged_from(adapter_dir, run, base), True, None
     else:
         from_, is_dir = _resolve_from(adapter_dir, run, base)
         adapter = adapter_dir.resolve()
+        note = adapter_note(merged_available)
     chat_template = _chat_template_text(adapter_dir)
     family = run.get("chat_family") or detect_family(chat_template)
     if family not in STOP_TOKENS:
@@ -247,6 +299,8 @@ def plan_package(
         system=system or run.get("system_prompt") or LARRY_SYSTEM_PROMPT,
         parameters={"stop": STOP_TOKENS[family], "temperature": 0.7, "num_ctx": 4096},
         registry_name=run.get("registered_name"),
+        merged_available=merged_available,
+        note=note,
     )
 
 
@@ -338,9 +392,13 @@ def create_on_ollama(plan: PackagePlan, host: str) -> dict[str, Any]:
         )
     except ollama.ResponseError as exc:
         if refused in exc.error and plan.adapter_dir is not None:
+            instead = (
+                "package without --as-adapter (FROM the run's merged model)"
+                if plan.merged_available
+                else "train again with --merge and package that run (FROM its merged model)"
+            )
             raise PackagingError(
-                f"the Ollama server at {base_url} refuses LoRA adapters ({exc.error}); "
-                "train with --merge and package with --merged"
+                f"the Ollama server at {base_url} refuses LoRA adapters ({exc.error}); {instead}"
             ) from exc
         raise PackagingError(
             f"Ollama at {base_url} answered {exc.status_code}: {exc.error}"

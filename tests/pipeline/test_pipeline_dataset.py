@@ -112,3 +112,83 @@ def test_a_changed_or_missing_output_makes_a_stage_stale(tmp_path: Path) -> None
     assert is_current(plan_dataset(ctx, DatasetOptions(validation_share=0.3))) is None
     (tmp_path / "dataset/train.jsonl").write_text("tampered\n")
     assert is_current(plan) is None
+
+
+def _exported(out: Path, counts: dict[str, int], **extra: object) -> None:
+    plan = StagePlan(stage="export", directory=out / "export", inputs={}, params={})
+    write_records(plan.directory / "records.jsonl", [])
+    finish_stage(
+        plan, StageClock(), status="done", counts=counts, outputs=["records.jsonl"], extra=extra
+    )
+
+
+def _privacy(card: str) -> str:
+    """The card's Privacy section, its lines joined (so sentences do not break at wraps)."""
+    section = card[card.index("## Privacy\n") : card.index("## Lineage\n")]
+    return " ".join(section.split())
+
+
+def _card(tmp_path: Path) -> str:
+    _filtered(tmp_path, [_record("t1", 1, "tta"), _record("t2", 1, "jtbd")])
+    ctx = PipelineContext(out=tmp_path, llm=LLMOptions(), progress=False)
+    run_dataset(ctx, DatasetOptions())
+    return _privacy((tmp_path / "dataset/README.md").read_text())
+
+
+def test_card_states_pseudonyms_placeholders_counts_and_the_presidio_model(
+    tmp_path: Path,
+) -> None:
+    counts = {"scrubbed_emails": 4, "scrubbed_phones": 2, "scrubbed_urls": 1, "scrubbed_names": 9}
+    names = "Presidio 2.2.366 with the spaCy model en_core_web_lg 3.8.0"
+    _exported(
+        tmp_path,
+        counts,
+        pseudonyms={"method": "HMAC-SHA256", "key": "settings"},
+        scrubbing={"placeholders": {"emails": "[EMAIL]", "names": "[NAME]"}, "names": names},
+    )
+    privacy = _card(tmp_path)
+    assert (
+        "thread ids (`source_thread_id`) are replaced by keyed HMAC-SHA256 pseudonyms "
+        "(key: the `LARRYLAB_PSEUDONYM_KEY` setting)" in privacy
+    )
+    assert "Request ids (`id`, `source_request_ids`) are as stored" in privacy
+    assert "replaced by `[EMAIL]` (4 replaced)" in privacy
+    assert "replaced by `[PHONE]`" in privacy and "(2 replaced)" in privacy
+    assert "replaced by `[URL]`" in privacy and "(1 replaced). Other URLs are kept." in privacy
+    assert f"**Person names**: replaced by `[NAME]` where {names} finds a PERSON (9 replaced)" in (
+        privacy
+    )
+    assert "NOT scrubbed" not in privacy
+    assert "Never scrubbed: - names of companies, organisations, products and places" in privacy
+    assert "a name or contact detail the generator invents stays" in privacy
+
+
+def test_card_says_names_were_not_scrubbed_and_ids_are_as_stored(tmp_path: Path) -> None:
+    why = "not scrubbed (presidio not installed: pip install 'larrylab[privacy]' ...)"
+    _exported(
+        tmp_path,
+        {"scrubbed_emails": 1, "names_not_scrubbed_presidio_not_installed": 12},
+        pseudonyms={"method": "HMAC-SHA256", "key": "generated in runs/x/.pseudonym-key"},
+        scrubbing={"placeholders": {"emails": "[EMAIL]"}, "names": why},
+    )
+    privacy = _card(tmp_path)
+    assert "(key: generated in runs/x/.pseudonym-key)" in privacy
+    reason = "(presidio not installed: pip install 'larrylab[privacy]' ...)"
+    assert f"**Person names**: **NOT scrubbed** {reason}." in privacy
+    assert "[NAME]" not in privacy
+    assert "replaced by `[PHONE]`" in privacy and "(0 replaced)" in privacy
+
+
+def test_card_reads_the_tally_of_an_export_without_a_scrubbing_entry(tmp_path: Path) -> None:
+    _exported(tmp_path, {"names_not_scrubbed_no_spacy_model": 3})
+    privacy = _card(tmp_path)
+    assert "thread ids are as stored in the larrylab store" in privacy
+    assert "they are not pseudonymised" in privacy
+    assert "**NOT scrubbed** (presidio installed, but no spaCy model)." in privacy
+
+
+def test_card_without_an_export_manifest_claims_nothing(tmp_path: Path) -> None:
+    privacy = _card(tmp_path)
+    assert "what was scrubbed cannot be stated" in privacy
+    assert "treat the conversations as not scrubbed and the ids as stored" in privacy
+    assert "replaced by" not in privacy

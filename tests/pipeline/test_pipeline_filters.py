@@ -9,19 +9,33 @@ from typing import Any
 
 import pytest
 
+from larrylab.db._engine import make_engine, upgrade
+from larrylab.pipeline.context import PipelineContext
 from larrylab.pipeline.decontam import (
     Decontaminator,
+    DecontamOptions,
     EvalItem,
     EvalSetError,
     default_eval_items,
     load_eval_file,
 )
 from larrylab.pipeline.dedup import Deduplicator, DedupOptions
+from larrylab.pipeline.export import ExportOptions, run_export
+from larrylab.pipeline.filter import FilterOptions, run_filter
+from larrylab.pipeline.generate import GenerateOptions, run_generate
 from larrylab.pipeline.judge import JudgeOptions, decide, judge_record
 from larrylab.pipeline.llm import LLMClient, LLMOptions, RequestCache
-from larrylab.pipeline.records import Record
+from larrylab.pipeline.records import Record, read_records
 from larrylab.pipeline.rules import RuleOptions, check_rules
-from tests.pipeline.factories import ScriptedCompleter
+from larrylab.sim import SimConfig
+from tests.pipeline.factories import (
+    ScriptedCompleter,
+    ThreadSpec,
+    counting_sim,
+    seed_store,
+    sim_context,
+    simple_threads,
+)
 
 REPLY = "Who exactly struggles with this today, and what do they do about it now?"
 
@@ -184,7 +198,10 @@ def test_a_shared_13_gram_with_the_eval_set_is_contamination() -> None:
 
 def test_twelve_shared_words_or_the_system_prompt_are_not_contamination() -> None:
     decon = Decontaminator([_eval_item()])
-    assert decon.check(" ".join(EVAL_TEXT.split()[:12]) + " banana") is None
+    twelve = " ".join(EVAL_TEXT.split()[:12])
+    assert decon.exact(twelve + " banana") is None  # not a 13-gram (but nearly the item)
+    aside = ", said the banker on the radio yesterday while discussing interest rates and rents"
+    assert decon.check(twelve + aside) is None
     assert decon.check("You are Larry, the PWS coach of the workshop. " * 3) is None
 
 
@@ -194,7 +211,9 @@ def test_a_short_eval_item_contained_whole_is_contamination() -> None:
     decon = Decontaminator([short, tiny])
     reason = decon.check("Larry, where are smartphones on the s curve today, honestly?")
     assert reason is not None and "eval item sc-01" in reason
-    assert decon.check("Where are smartphones heading on the S-curve?") is None
+    near = decon.check("Where are smartphones heading on the S-curve?")
+    assert near is not None and near.startswith("near-duplicate of eval item sc-01 (jaccard 0.")
+    assert decon.check("Where is our product heading on its S-curve?") is None
     assert decon.check("So what is JTBD? Tell me.") is None and decon.short_items == 1
 
 
@@ -274,3 +293,40 @@ def test_judge_drops_with_reason_when_replies_stay_malformed(tmp_path: Path) -> 
     assert verdict.reason is not None and verdict.reason.startswith("judge: malformed answer")
     assert "larry_voice" in verdict.reason
     assert "judge" not in record.meta
+
+
+def test_filter_drops_a_reworded_eval_item_and_its_variations_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    # Generated against an empty eval set, filtered against the built-in held-out set.
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    leaked = "Where are smartphones now on the S-curve?"  # eval item sc-01, reworded
+    reply = "Before we place it: what measure of performance are you plotting, and since when?"
+    seed_store(url, [*simple_threads(1), ThreadSpec(id="leak", users=[leaked], replies=[reply])])
+    out = tmp_path / "run"
+    keywords = PipelineContext(out=out, llm=LLMOptions(), progress=False)
+    run_export(keywords, make_engine(url), ExportOptions(classifier="keywords"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with counting_sim(SimConfig(ttft_ms=1, tokens_per_s=0, seed=2)) as (sim_url, _):
+        generated = run_generate(
+            sim_context(out, sim_url), GenerateOptions(decontam=DecontamOptions(eval_set=empty))
+        )
+    assert generated.counts["variations"] == 10 and generated.counts["dropped_contaminated"] == 0
+    judge = ScriptedCompleter([answer(GOOD)])
+    ctx = PipelineContext(
+        out=out, llm=LLMOptions(model="openai/judge"), completer=judge, progress=False
+    )
+    result = run_filter(ctx, FilterOptions())
+    c = result.counts
+    assert c["dropped_contaminated"] == 6  # the exported thread and its five variations
+    assert (c["contaminated_export"], c["contaminated_generated"]) == (1, 5)
+    assert c["kept"] == 6 and len(judge.calls) == 5  # only the clean variations were judged
+    rows = [json.loads(x) for x in (out / "filter/dropped.jsonl").read_text().splitlines()]
+    source = rows[0]["record"]["id"]
+    assert rows[0]["reason"].startswith("contaminated: near-duplicate of eval item sc-01")
+    assert all(r["reason"].startswith(f"contaminated: variation of {source} (") for r in rows[1:])
+    kept = list(read_records(out / "filter/records.jsonl"))
+    assert all(source not in (r.id, r.meta.get("source_record")) for r in kept)
+    assert len(result.manifest["contaminated"]) == 6

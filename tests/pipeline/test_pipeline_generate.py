@@ -1,13 +1,21 @@
-"""Generation: quota steering, variations on the simulator, and resuming after a kill."""
+"""Generation: quota steering, variations on the simulator, resuming after a kill, and
+decontamination before anything is paid for."""
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 from larrylab.db._engine import make_engine, upgrade
 from larrylab.pipeline.context import PipelineContext
@@ -17,7 +25,20 @@ from larrylab.pipeline.llm import LLMOptions
 from larrylab.pipeline.prompts import STRATEGIES
 from larrylab.pipeline.records import read_records
 from larrylab.sim import SimConfig
-from tests.pipeline.factories import counting_sim, seed_store, sim_context, simple_threads
+from tests.pipeline.factories import (
+    ScriptedCompleter,
+    ThreadSpec,
+    counting_sim,
+    seed_store,
+    sim_context,
+    simple_threads,
+)
+
+# Eval item pc-01 of the built-in held-out set, reworded (no 13-gram in common with it).
+LEAKED = (
+    "Hello Larry. Our team would like to build an app that lets nurses swap their shifts. "
+    "Could you help us plan the features?"
+)
 
 ZERO = dict.fromkeys(
     [
@@ -67,10 +88,10 @@ def test_a_request_limit_is_spent_on_unmet_quotas_first() -> None:
     assert skipped["problem_clarification"] == 4
 
 
-def _exported(tmp_path: Path, n: int) -> Path:
+def _exported(tmp_path: Path, n: int, extra: list[ThreadSpec] | None = None) -> Path:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     upgrade(url)
-    seed_store(url, simple_threads(n))
+    seed_store(url, simple_threads(n) + (extra or []))
     ctx = PipelineContext(out=tmp_path / "run", llm=LLMOptions(), progress=False)
     run_export(ctx, make_engine(url), ExportOptions(classifier="keywords"))
     return ctx.out
@@ -129,3 +150,104 @@ def test_killed_generation_resumes_and_pays_only_for_the_rest(tmp_path: Path) ->
     assert result.counts["generator_requests"] == 24 - cached == counter.requests - paid_before
     assert paid_before <= cached + 2  # at most the requests in flight at the kill were lost
     assert len(list(read_records(out / "generate/records.jsonl"))) == 24 * 5
+
+
+def test_a_contaminated_exported_thread_gets_no_request_and_no_variations(tmp_path: Path) -> None:
+    leak = ThreadSpec(
+        id="leak",
+        users=[LEAKED],
+        replies=["Before any features: who exactly struggles with shift swaps today, and how?"],
+    )
+    out = _exported(tmp_path, 2, [leak])
+    exported = list(read_records(out / "export/records.jsonl"))
+    leaked = next(r.id for r in exported if "nurses swap" in r.text())
+    with counting_sim(SimConfig(ttft_ms=1, tokens_per_s=0, seed=2)) as (url, counter):
+        result = run_generate(sim_context(out, url), GenerateOptions())
+    assert counter.requests == 2 and result.status == "done"  # nothing asked for the leak
+    c = result.counts
+    assert (c["exported"], c["requests_planned"], c["variations"]) == (3, 2, 10)
+    assert c["dropped_contaminated"] == c["contaminated_export"] == 1
+    records = list(read_records(out / "generate/records.jsonl"))
+    assert len(records) == 10 and all(r.meta["source_record"] != leaked for r in records)
+    rows = [json.loads(line) for line in (out / "generate/dropped.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["record"]["id"]) for r in rows] == [("contaminated", leaked)]
+    assert rows[0]["reason"].startswith("contaminated: near-duplicate of eval item pc-01 (jaccard")
+    manifest = json.loads((out / "generate/manifest.json").read_text())
+    assert manifest["contaminated"] == [
+        {"record": leaked, "origin": "export", "reason": rows[0]["reason"]}
+    ]
+    assert manifest["inputs"]["eval_set"]["items"] > 100
+    quotas = {row["category"]: row for row in result.tables["quotas"]}
+    assert sum(row["exported"] for row in quotas.values()) == 2
+
+
+def _variation(user: str) -> dict[str, object]:
+    reply = "What did the people you interviewed say when you asked them about it last week?"
+    return {
+        "setting": "a hospital ward, a head nurse",
+        "turns": [
+            {"user": user, "assistant": reply},
+            {"user": "We have not asked anyone yet, to be honest.", "assistant": reply},
+        ],
+    }
+
+
+def test_a_variation_that_repeats_an_eval_item_is_dropped(tmp_path: Path) -> None:
+    out = _exported(tmp_path, 1)
+    answer = {
+        s: _variation(f"A fresh {s} question about farming cooperatives?") for s in STRATEGIES
+    }
+    answer["objection"] = _variation(LEAKED)
+    completer = ScriptedCompleter([json.dumps(answer)])
+    ctx = PipelineContext(
+        out=out, llm=LLMOptions(model="openai/scripted"), completer=completer, progress=False
+    )
+    result = run_generate(ctx, GenerateOptions())
+    assert len(completer.calls) == 1
+    assert result.counts["variations"] == 4
+    assert result.counts["dropped_contaminated"] == result.counts["contaminated_generated"] == 1
+    kept = [r.strategy for r in read_records(out / "generate/records.jsonl")]
+    assert "objection" not in kept and len(kept) == 4
+    (row,) = [json.loads(x) for x in (out / "generate/dropped.jsonl").read_text().splitlines()]
+    assert row["record"]["strategy"] == "objection" and "eval item pc-01" in row["reason"]
+
+
+class SlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports module `name` as a stand-in that takes `delay` seconds to import and forwards
+    every attribute to the real module."""
+
+    def __init__(self, name: str, real: ModuleType, delay: float) -> None:
+        self.name, self.real, self.delay = name, real, delay
+        self.imports = 0
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> ModuleSpec | None:
+        return importlib.util.spec_from_loader(fullname, self) if fullname == self.name else None
+
+    def create_module(self, spec: ModuleSpec) -> None:
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.imports += 1
+        time.sleep(self.delay)
+        module.__dict__["__getattr__"] = lambda attr: getattr(self.real, attr)
+
+
+def test_stage_seconds_leave_out_library_import_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import litellm
+
+    out = _exported(tmp_path, 2)
+    slow = SlowImport("litellm", litellm, delay=2.0)
+    monkeypatch.delitem(sys.modules, "litellm")
+    monkeypatch.setattr(sys, "meta_path", [slow, *sys.meta_path])
+    with counting_sim(SimConfig(ttft_ms=1, tokens_per_s=0, seed=2)) as (url, counter):
+        t0 = time.perf_counter()
+        result = run_generate(sim_context(out, url), GenerateOptions())
+        wall = time.perf_counter() - t0
+    assert slow.imports == 1 and counter.requests == 2 and wall >= 2.0
+    timings = result.manifest["timings"]
+    assert timings["seconds"] < 1.0  # the stage's own work: two requests on a fast simulator
+    assert timings["import_seconds"] >= 2.0
+    assert "import" in timings["covers"]
+    assert result.manifest["variations_per_s"] > 10 / 1.0

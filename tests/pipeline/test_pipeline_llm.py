@@ -18,6 +18,7 @@ from larrylab.pipeline.llm import (
     RequestCache,
     map_ordered,
     parse_json_reply,
+    public_url,
 )
 from tests.pipeline.factories import ScriptedCompleter
 
@@ -170,3 +171,63 @@ def test_options_reject_nonsense() -> None:
         LLMOptions(concurrency=0)
     with pytest.raises(ValueError, match="model"):
         LLMOptions(model=" ")
+
+
+def test_public_url_leaves_out_credentials() -> None:
+    url = "https://user:hunter2@LLM.example.com:8443/v1/?api_key=abc&api-version=2024-06-01"
+    assert public_url(url) == "https://llm.example.com:8443/v1?api-version=2024-06-01"
+    assert public_url("http://127.0.0.1:9000/v1/") == "http://127.0.0.1:9000/v1"
+    assert public_url("http://[::1]:9000/v1?token=x&key=y") == "http://[::1]:9000/v1"
+
+
+def test_the_cache_key_names_the_endpoint_and_sampling_but_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_KEY", "sk-secret-1")
+
+    def key(**opts: object) -> str:
+        options = LLMOptions(model="openai/test", api_key_env="TEST_KEY", **opts)  # type: ignore[arg-type]
+        client = LLMClient(options, RequestCache(tmp_path), ScriptedCompleter([]))
+        return client.key(name="rate", messages=MESSAGES, schema=SCHEMA, temperature=0.0)
+
+    here = key(api_base="http://a.example/v1")
+    assert key(api_base="http://b.example/v1") != here != key()
+    assert key(api_base="http://u:other-password@a.example/v1/") == here  # same endpoint
+    monkeypatch.setenv("TEST_KEY", "sk-secret-2")
+    assert key(api_base="http://a.example/v1") == here  # another key, the same answers
+    for setting in ({"top_p": 0.5}, {"max_tokens": 100}, {"seed": 7}):
+        assert key(api_base="http://a.example/v1", **setting) != here
+
+
+def test_an_answer_from_another_endpoint_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_KEY", "sk-secret-1")
+    client, _ = _client(
+        tmp_path, ['{"score": 4}'], api_base="http://u:pw-9@a.example/v1", api_key_env="TEST_KEY"
+    )
+    assert _ask(client) == {"score": 4}
+    other, second = _client(
+        tmp_path, ['{"score": 2}'], api_base="http://b.example/v1", api_key_env="TEST_KEY"
+    )
+    assert _ask(other) == {"score": 2} and len(second.calls) == 1
+    assert other.stats.cache_hits == 0 and other.stats.requests == 1
+    (entry,) = [
+        json.loads(p.read_text())
+        for p in (tmp_path / "cache").glob("*/*.json")
+        if "a.example" in p.read_text()
+    ]
+    assert entry["endpoint"] == "http://a.example/v1"
+    assert not any(
+        "pw-9" in p.read_text() or "sk-secret" in p.read_text()
+        for p in (tmp_path / "cache").glob("*/*.json")
+    )
+
+
+def test_sampling_settings_are_sent_when_set(tmp_path: Path) -> None:
+    client, completer = _client(tmp_path, ['{"score": 2}'], seed=3, max_tokens=50)
+    _ask(client)
+    call = completer.calls[0]
+    assert (call["seed"], call["max_tokens"]) == (3, 50) and "top_p" not in call
+    with pytest.raises(ValueError, match="top_p"):
+        LLMOptions(top_p=0)

@@ -54,19 +54,56 @@ def _digest(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_without_a_host_it_writes_the_modelfile_and_prints_the_command(
-    run: dict[str, Any],
-) -> None:
+def test_a_merged_run_is_packaged_from_the_merged_model_by_default(run: dict[str, Any]) -> None:
     result = _package("--adapter", str(run["adapter"]), "--name", "larry-pkg")
     assert result.exit_code == 0, result.output
     modelfile = run["out"] / "Modelfile"
     assert f"ollama create larry-pkg -f {modelfile}" in result.output
     text = modelfile.read_text()
-    assert f"FROM {(run['out'] / 'base').resolve()}\n" in text
-    assert f"ADAPTER {run['adapter'].resolve()}\n" in text
+    # what Ollama >= 0.34.1 accepts: FROM the merged weights, no ADAPTER line
+    assert f"FROM {(run['out'] / 'merged').resolve()}\n" in text
+    assert "ADAPTER" not in text
+    assert "note:" not in result.output
     assert 'TEMPLATE """{{- if .System }}<|im_start|>system' in text
     assert f'SYSTEM """{SYSTEM}"""' in text  # the system prompt the adapter was trained with
     assert 'PARAMETER stop "<|im_start|>"\nPARAMETER stop "<|im_end|>"\n' in text
+
+
+def test_as_adapter_writes_from_the_base_with_adapter_and_warns(run: dict[str, Any]) -> None:
+    result = _package("--adapter", str(run["adapter"]), "--name", "larry-pkg", "--as-adapter")
+    assert result.exit_code == 0, result.output
+    text = (run["out"] / "Modelfile").read_text()
+    assert f"FROM {(run['out'] / 'base').resolve()}\n" in text
+    assert f"ADAPTER {run['adapter'].resolve()}\n" in text
+    assert "Ollama 0.34.1 and later refuse it" in result.output
+    assert "package without --as-adapter" in result.output
+
+
+def _unmerged_copy(run: dict[str, Any], folder: Path) -> Path:
+    """The run's adapter in `folder`, with a run.json that names no merged model."""
+    adapter = folder / "adapter"
+    shutil.copytree(run["adapter"], adapter)
+    record = json.loads((run["out"] / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**record, "merged_dir": None}))
+    return adapter
+
+
+def test_an_unmerged_run_gets_adapter_and_is_told_how_to_merge(
+    run: dict[str, Any], tmp_path: Path
+) -> None:
+    adapter = _unmerged_copy(run, tmp_path)
+    result = _package("--adapter", str(adapter), "--name", "larry-unmerged")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "Modelfile").read_text()
+    assert f"FROM {(run['out'] / 'base').resolve()}\n" in text
+    assert f"ADAPTER {adapter.resolve()}\n" in text
+    note = " ".join(result.output.split())
+    assert "this run has no merged model, so the Modelfile uses ADAPTER" in note
+    assert "Ollama 0.34.1 and later refuse" in note
+    assert "train again with `larrylab pipeline train --merge`" in note
+    insisted = _package("--adapter", str(adapter), "--name", "larry-unmerged", "--merged")
+    assert insisted.exit_code == 2
+    assert "no merged model in" in insisted.output and "--as-adapter" in insisted.output
 
 
 def test_client_path_uploads_blobs_creates_the_model_and_updates_the_registry(
@@ -76,6 +113,7 @@ def test_client_path_uploads_blobs_creates_the_model_and_updates_the_registry(
     base: Path = run["out"] / "base"
     with FakeOllama() as fake:
         args = ["--adapter", str(adapter), "--name", "larry-pkg", "--ollama-host", fake.url]
+        args += ["--as-adapter"]
         result = _package(*args, "--database-url", run["db"])
         assert result.exit_code == 0, result.output
         (create,) = fake.state.creates
@@ -107,13 +145,19 @@ def test_client_path_uploads_blobs_creates_the_model_and_updates_the_registry(
     assert entry.lineage["dataset_manifest_hash"]  # training lineage is kept
 
 
-def test_server_refusing_adapters_points_to_merged(run: dict[str, Any]) -> None:
+def test_server_refusing_adapters_points_to_merged(run: dict[str, Any], tmp_path: Path) -> None:
     with FakeOllama(refuse_adapters=True) as fake:
         args = ["--adapter", str(run["adapter"]), "--name", "larry-pkg", "--ollama-host", fake.url]
-        refused = _package(*args, "--database-url", run["db"])
+        refused = _package(*args, "--as-adapter", "--database-url", run["db"])
         assert refused.exit_code == 2
-        assert "refuses LoRA adapters" in refused.output and "--merged" in refused.output
-        merged = _package(*args, "--merged", "--database-url", run["db"])
+        assert "refuses LoRA adapters" in refused.output
+        assert "package without --as-adapter" in refused.output
+        unmerged = _unmerged_copy(run, tmp_path)
+        args_unmerged = ["--adapter", str(unmerged), "--name", "x2", "--ollama-host", fake.url]
+        refused = _package(*args_unmerged, "--database-url", run["db"])
+        assert refused.exit_code == 2
+        assert "train again with --merge" in refused.output
+        merged = _package(*args, "--database-url", run["db"])  # the default: merged
         assert merged.exit_code == 0, merged.output
         create = fake.state.creates[-1]
     assert "adapters" not in create

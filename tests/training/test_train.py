@@ -137,6 +137,28 @@ def test_run_is_registered_with_lineage(trained: dict[str, Any]) -> None:
     assert "larrylab pipeline train" in events[0].actor
 
 
+def test_after_merge_the_next_step_packages_the_merged_model(trained: dict[str, Any]) -> None:
+    adapter = trained["out"] / "adapter"
+    hint = trained["report"]["next"]
+    assert hint.startswith(f"larrylab pipeline package --adapter {adapter} --name larry-tiny  (")
+    assert "FROM the merged model, no ADAPTER" in hint and "--as-adapter" not in hint
+
+
+def test_without_merge_the_next_step_says_ollama_refuses_the_adapter(
+    trained: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from larrylab.cli._training import _report_training
+    from larrylab.training._train import TrainResult
+
+    out: Path = trained["out"]
+    run = json.loads((out / "run.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    _report_training(TrainResult(out, out / "adapter", None, metrics, run), None, "larry-x", False)
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("next:")]
+    assert f"larrylab pipeline package --adapter {out / 'adapter'} --name larry-x" in line
+    assert "Ollama >= 0.34.1 refuses it" in line and "train with --merge" in line
+
+
 def test_a_taken_name_fails_before_training(trained: dict[str, Any], tmp_path: Path) -> None:
     args = ["train", "--dataset", str(trained["dataset"]), "--out", str(tmp_path / "again")]
     args += ["--tiny", "--name", "larry-tiny", "--database-url", trained["db"]]
