@@ -28,6 +28,7 @@ from larrylab.cli._kit import (
     writable_folder,
 )
 from larrylab.cli._pipeline import pipeline_app
+from larrylab.cli._serve_model import serve_model_command
 from larrylab.cli._training import add_commands as add_training_commands
 from larrylab.config import ArmSpec, Settings, is_loopback, parse_arm
 
@@ -48,6 +49,7 @@ add_training_commands(pipeline_app)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(import_app, name="import")
 app.command("gate")(gate_command)
+app.command("serve-model")(serve_model_command)
 
 
 def _check_serve_settings(settings: Settings, workers: int) -> None:

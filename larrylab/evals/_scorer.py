@@ -79,8 +79,17 @@ async def _default_judges() -> list[str]:
     return [control_model(table, None)]
 
 
-def _judge_model(name: str, spec: dict[str, Any] | None) -> Model:
-    """The judge `larrylab/<name>`, at the resolved target if one was passed."""
+def is_inspect_model(name: str) -> bool:
+    """Whether a judge is named as an inspect model (`provider/model`, e.g. `openai/larry`)
+    rather than as a registry model: it is then called over HTTP with no database."""
+    return "/" in name
+
+
+def _judge_model(name: str, spec: dict[str, Any] | None, args: dict[str, Any]) -> Model:
+    """The judge: an inspect model as named (with model args `args`), or `larrylab/<name>`
+    (at the resolved target if one was passed)."""
+    if is_inspect_model(name):
+        return get_model(name, **args)
     if spec is None:
         return get_model(f"larrylab/{name}")
     return get_model(f"larrylab/{name}", target=spec)
@@ -102,6 +111,7 @@ def _conversation(state: TaskState) -> list[ChatMessage]:
 def pws_scorer(
     judge: str | list[str] | None = None,
     judge_targets: dict[str, dict[str, Any]] | None = None,
+    judge_args: dict[str, Any] | None = None,
     judge_retries: int = 2,
     check_weight: float = 0.5,
     min_words: int = 15,
@@ -110,9 +120,13 @@ def pws_scorer(
     """Score a coach reply by rubric judge(s) and the item's deterministic checks.
 
     Args:
-        judge: Registry name(s) of the judge model(s), called as `larrylab/<name>`; default
-            the control model of the only route (from `LARRYLAB_DATABASE_URL`).
+        judge: The judge model(s): a registry name, called as `larrylab/<name>` (needs the
+            database), or an inspect model `provider/model` (e.g. `openai/larry` with
+            `OPENAI_BASE_URL` at a router), called over HTTP alone; default the control model
+            of the only route (from `LARRYLAB_DATABASE_URL`).
         judge_targets: Resolved target specs per judge name (the runner passes them).
+        judge_args: Model args for the judges named as inspect models, e.g.
+            `{responses_api: false}` for `openai/<route>` at a larrylab router.
         judge_retries: How many times to ask again after a malformed judge reply.
         check_weight: How much failed checks can lower the score (0 = ignore checks).
         min_words: Lower word bound of the `length_bounds` check.
@@ -123,6 +137,7 @@ def pws_scorer(
     config = CheckConfig(min_words=min_words, max_words=max_words)
     names = judge_names(judge)
     targets = judge_targets or {}
+    model_args = dict(judge_args or {})
     resolved: list[str] = []  # the default judge, looked up once per scorer
 
     async def judges() -> list[str]:
@@ -139,7 +154,7 @@ def pws_scorer(
         rubric: list[str] = state.metadata["rubric"]
         checks = run_checks(reply, state.metadata["checks"], config)
         checks_value = sum(c.passed for c in checks) / len(checks) if checks else 1.0
-        models = [_judge_model(n, targets.get(n)) for n in await judges()]
+        models = [_judge_model(n, targets.get(n), model_args) for n in await judges()]
         conversation = _conversation(state)
         verdicts = await collect(
             *(grade(m, conversation, reply, rubric, retries=judge_retries) for m in models)

@@ -6,6 +6,12 @@ rubric judge(s) and the item's deterministic checks. Run one with
 
     inspect eval larrylab/problem_clarification --model larrylab/<registry-name>
 
+or, over HTTP alone against a router (see docs/evals-and-promotion.md),
+
+    OPENAI_BASE_URL=http://127.0.0.1:8400/v1 OPENAI_API_KEY=unused \
+      inspect eval larrylab/problem_clarification --model openai/<route> \
+      -M responses_api=false -T judge=openai/<route> -T judge_args='{responses_api: false}'
+
 or all of them with `larrylab eval run <registry-name>`.
 """
 
@@ -58,6 +64,7 @@ def pws_task(
     *,
     judge: str | list[str] | None = None,
     judge_targets: dict[str, dict[str, Any]] | None = None,
+    judge_args: dict[str, Any] | None = None,
     judge_retries: int = 2,
     check_weight: float = 0.5,
 ) -> Task:
@@ -73,6 +80,7 @@ def pws_task(
         scorer=pws_scorer(
             judge=judge,
             judge_targets=judge_targets,
+            judge_args=judge_args,
             judge_retries=judge_retries,
             check_weight=check_weight,
         ),
@@ -87,6 +95,7 @@ def pws_task(
 def problem_clarification(
     judge: str | list[str] | None = None,
     judge_targets: dict[str, dict[str, Any]] | None = None,
+    judge_args: dict[str, Any] | None = None,
     judge_retries: int = 2,
     check_weight: float = 0.5,
 ) -> Task:
@@ -98,6 +107,7 @@ def problem_clarification(
 def tta(
     judge: str | list[str] | None = None,
     judge_targets: dict[str, dict[str, Any]] | None = None,
+    judge_args: dict[str, Any] | None = None,
     judge_retries: int = 2,
     check_weight: float = 0.5,
 ) -> Task:
@@ -109,6 +119,7 @@ def tta(
 def jtbd(
     judge: str | list[str] | None = None,
     judge_targets: dict[str, dict[str, Any]] | None = None,
+    judge_args: dict[str, Any] | None = None,
     judge_retries: int = 2,
     check_weight: float = 0.5,
 ) -> Task:
@@ -120,6 +131,7 @@ def jtbd(
 def s_curve(
     judge: str | list[str] | None = None,
     judge_targets: dict[str, dict[str, Any]] | None = None,
+    judge_args: dict[str, Any] | None = None,
     judge_retries: int = 2,
     check_weight: float = 0.5,
 ) -> Task:
@@ -131,6 +143,7 @@ def s_curve(
 def ackoff_dikw(
     judge: str | list[str] | None = None,
     judge_targets: dict[str, dict[str, Any]] | None = None,
+    judge_args: dict[str, Any] | None = None,
     judge_retries: int = 2,
     check_weight: float = 0.5,
 ) -> Task:
@@ -142,6 +155,7 @@ def ackoff_dikw(
 def red_team(
     judge: str | list[str] | None = None,
     judge_targets: dict[str, dict[str, Any]] | None = None,
+    judge_args: dict[str, Any] | None = None,
     judge_retries: int = 2,
     check_weight: float = 0.5,
 ) -> Task:
@@ -153,6 +167,7 @@ def red_team(
 def error_recovery(
     judge: str | list[str] | None = None,
     judge_targets: dict[str, dict[str, Any]] | None = None,
+    judge_args: dict[str, Any] | None = None,
     judge_retries: int = 2,
     check_weight: float = 0.5,
 ) -> Task:
@@ -161,7 +176,10 @@ def error_recovery(
 
 
 def _args(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: values[k] for k in ("judge", "judge_targets", "judge_retries", "check_weight")}
+    return {
+        k: values[k]
+        for k in ("judge", "judge_targets", "judge_args", "judge_retries", "check_weight")
+    }
 
 
 TASKS: Mapping[str, Callable[..., Task]] = MappingProxyType(

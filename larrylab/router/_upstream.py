@@ -489,6 +489,15 @@ def _event(payload: bytes, target: Target) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
+def _finished(chunks: list[dict[str, Any]]) -> bool:
+    """Whether one of `chunks` (OpenAI stream chunks) gave a choice's `finish_reason`."""
+    return any(
+        isinstance(c, dict) and c.get("finish_reason")
+        for chunk in chunks
+        for c in chunk.get("choices") or ()
+    )
+
+
 def _read_deadline(now: float, target: Target, limits: Deadlines) -> float:
     """The deadline of a read of a flowing stream that starts at `now`: a stall, or the end."""
     if now >= limits.end:
@@ -522,9 +531,10 @@ async def _sse_batches(
     done_marker: bool = True,
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """The stream's chunks, one list per network read (what arrived together goes on together).
-    OpenAI's stream ends with `data: [DONE]`; Gemini's (`done_marker=False`) with the body.
-    `end.seen` is set before the last list is yielded, when the read that brought it also
-    brought the end (as usual).
+    OpenAI's stream ends with `data: [DONE]`, or with the body after a chunk that gave a
+    `finish_reason` (as the openai client accepts: `transformers serve` sends no `[DONE]`);
+    Gemini's (`done_marker=False`) with the body. `end.seen` is set before the last list is
+    yielded, when the read that brought it also brought the end (as usual).
 
     The first chunk must arrive by the first-byte deadline; after it each read waits at most
     the first-token timeout (a stalled stream), and the stream must end by the end deadline."""
@@ -532,12 +542,15 @@ async def _sse_batches(
     flowing = False  # whether the first chunk has gone on
     until = limits.first_byte  # the one deadline of the read under way
     tail = b""
+    recent: list[dict[str, Any]] = []  # the last chunks passed on (a finish, then usage)
     try:
         while True:
             if flowing:
                 until = _read_deadline(loop.time(), target, limits)
             data = await _read_some(resp, until)
             last = not done_marker and (not data or resp.content.at_eof())
+            if not data and done_marker and _finished(recent):
+                return  # ended after its finish chunk, without `[DONE]`
             if not data and not (last and flowing):
                 break
             lines = (tail + data).split(b"\n")
@@ -566,6 +579,7 @@ async def _sse_batches(
                 return
             if batch:
                 flowing = True
+                recent = (recent + batch)[-2:]
                 yield batch
             elif last:
                 break
