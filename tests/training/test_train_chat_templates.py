@@ -1,5 +1,6 @@
-"""Generation markers for assistant-only loss: the official Llama 3.x and Mistral templates are
-marked so that they render exactly as before and mark exactly the assistant replies."""
+"""Generation markers for assistant-only loss: the official Llama 3.x, Mistral and ChatML
+(SmolLM2) templates are marked so that they render exactly as before and mark exactly the
+assistant replies."""
 
 from __future__ import annotations
 
@@ -130,3 +131,45 @@ def test_families_are_detected() -> None:
     assert detect_family((TRL_TEMPLATES / "llama3_2.jinja").read_text()) == "llama3"
     assert detect_family(MISTRAL_V03) == "mistral"
     assert detect_family(TINY_CHAT_TEMPLATE) == "chatml"
+
+
+# HuggingFaceTB/SmolLM2-135M-Instruct's template as its GGUF carries it (real newlines inside the
+# string literals), and the same template with `\n` escapes as tokenizer_config.json has it.
+SMOLLM2_GGUF = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+    "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SMOLLM2_ESCAPED = SMOLLM2_GGUF.replace("\n", "\\n")
+CHATML = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}
+
+
+@pytest.mark.parametrize("original", [SMOLLM2_GGUF, SMOLLM2_ESCAPED], ids=["gguf", "escaped"])
+def test_smollm2_chatml_template_is_marked_in_place(original: str) -> None:
+    assert detect_family(original) == "chatml" and not has_generation_markers(original)
+    marked = training_template(original, special_tokens=CHATML)
+    assert has_generation_markers(marked)
+    for messages in (CONVERSATION, CONVERSATION[1:]):  # with and without a system message
+        plain, _ = render(original, messages, special_tokens=CHATML)
+        assert render(marked, messages, special_tokens=CHATML)[0] == plain
+    assert _marked_text(marked, CONVERSATION, CHATML) == [
+        "What problem does it solve?<|im_end|>",
+        "Who waits, and for how long?<|im_end|>",
+    ]
+    prompt, _ = render(marked, CONVERSATION[:2], special_tokens=CHATML, add_generation_prompt=True)
+    assert prompt.endswith(
+        "<|im_start|>user\nI want to build an app.<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_chatml_template_with_other_turn_layout_is_refused() -> None:
+    # assistant turns rendered without their end token cannot be marked faithfully
+    odd = (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+        "{{ message['content'] }}{% if message['role'] != 'assistant' %}<|im_end|>{% endif %}"
+        "{% endfor %}"
+    )
+    with pytest.raises(ChatTemplateError, match=r"cannot add .* chatml template"):
+        training_template(odd, special_tokens=CHATML)
