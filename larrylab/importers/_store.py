@@ -70,19 +70,21 @@ def known_threads(conn: Connection, thread_ids: Sequence[str]) -> dict[str, Know
     return out
 
 
-def known_threads_by_source(conn: Connection, chainlit_ids: Sequence[str]) -> set[str]:
-    """Which of these Chainlit threads were imported (their Chainlit ids)."""
+def _imported_ids(conn: Connection, kind: str, source_ids: Sequence[str]) -> set[str]:
+    """Which of these Chainlit ids of one `kind` were imported before."""
     i = _c(Imported)
     found: set[str] = set()
-    for chunk in _chunks(chainlit_ids):
-        found.update(
-            conn.execute(
-                select(i.source_id).where(
-                    i.source == SOURCE, i.kind == THREAD, i.source_id.in_(chunk)
-                )
-            ).scalars()
+    for chunk in _chunks(source_ids):
+        query = select(i.source_id).where(
+            i.source == SOURCE, i.kind == kind, i.source_id.in_(chunk)
         )
+        found.update(conn.execute(query).scalars())
     return found
+
+
+def known_threads_by_source(conn: Connection, chainlit_ids: Sequence[str]) -> set[str]:
+    """Which of these Chainlit threads were imported (their Chainlit ids)."""
+    return _imported_ids(conn, THREAD, chainlit_ids)
 
 
 @dataclass(frozen=True)
@@ -111,17 +113,7 @@ def message_targets(conn: Connection, step_ids: Sequence[str]) -> dict[str, Targ
 
 def imported_ratings(conn: Connection, source_ids: Sequence[str]) -> set[str]:
     """Which of these ratings (their `imported` source ids) were imported before."""
-    i = _c(Imported)
-    found: set[str] = set()
-    for chunk in _chunks(source_ids):
-        found.update(
-            conn.execute(
-                select(i.source_id).where(
-                    i.source == SOURCE, i.kind == RATING, i.source_id.in_(chunk)
-                )
-            ).scalars()
-        )
-    return found
+    return _imported_ids(conn, RATING, source_ids)
 
 
 @dataclass
