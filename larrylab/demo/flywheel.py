@@ -51,6 +51,29 @@ class FlywheelOptions:
     eval_limit: int | None = None
     generate_limit: int | None = None
     canary_weight: float = 10.0
+    model: str = "tiny"  # "tiny" or "smollm2" (see larrylab.demo.smollm2)
+    max_tokens: int | None = None  # cap on each reply of the model under evaluation
+
+
+DEMO_MODELS = ("tiny", "smollm2")
+
+
+def flywheel_options(
+    model: str = "tiny", *, epochs: int = 3, eval_limit: int | None = None
+) -> FlywheelOptions:
+    """The flywheel's options for `larrylab demo --model MODEL`; ValueError for another model.
+
+    `smollm2` scores the first 2 samples of each category unless `eval_limit` says otherwise,
+    caps each evaluated reply at 64 tokens and trains its own bounded run (`epochs` is the tiny
+    model's)."""
+    if model == "tiny":
+        return FlywheelOptions(epochs=epochs, eval_limit=eval_limit)
+    if model == "smollm2":
+        from larrylab.demo.smollm2 import DEFAULT_EVAL_LIMIT, MAX_TOKENS
+
+        limit = DEFAULT_EVAL_LIMIT if eval_limit is None else eval_limit
+        return FlywheelOptions(eval_limit=limit, model=model, max_tokens=MAX_TOKENS)
+    raise ValueError(f"--model must be one of {', '.join(DEMO_MODELS)}, not {model!r}")
 
 
 @dataclass
@@ -63,6 +86,8 @@ class FlywheelResult:
     modelfile: Path | None = None
     gate: GateDecisionPublic | None = None
     rollout: RolloutPublic | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    check_rates: list[Any] = field(default_factory=list)  # smollm2 mode: CheckComparison rows
 
 
 def run_pipeline_stages(
@@ -174,6 +199,7 @@ def gate_and_promote(
     result: FlywheelResult,
     console: Console,
     opts: FlywheelOptions,
+    candidate: str = CANDIDATE,
 ) -> None:
     """Conclude the A/B test, gate the candidate against the route's model, promote if it passed."""
     from larrylab.evals.gate import run_gate
@@ -183,27 +209,33 @@ def gate_and_promote(
     console.print(f"  stopped {experiment} (its data fed the pipeline)")
     result.gate = run_gate(
         database_url=db_url,
-        candidate=CANDIDATE,
+        candidate=candidate,
         route=route,
         log_dir=directory / "eval-logs",
         limit=opts.eval_limit,
         actor=ACTOR,
+        max_tokens=opts.max_tokens,
     )
-    console.print(gate_table(result.gate))
+    if opts.model == "smollm2":
+        from larrylab.demo.smollm2 import gate_interval_table
+
+        console.print(gate_interval_table(result.gate))
+    else:
+        console.print(gate_table(result.gate))
     if not result.gate.passed:
-        console.print(f"  [red]gate refused {CANDIDATE}[/red]: " + "; ".join(result.gate.reasons))
+        console.print(f"  [red]gate refused {candidate}[/red]: " + "; ".join(result.gate.reasons))
         return
     with Session(engine) as session:
         result.rollout = promote(
             session=session,
-            candidate=CANDIDATE,
+            candidate=candidate,
             route=route,
             canary_weight=opts.canary_weight,
             actor=ACTOR,
         )
     steps = " -> ".join(f"{s:g}%" for s in result.rollout.steps)
     console.print(
-        f"  [green]gate passed[/green]: canary {CANDIDATE} at {result.rollout.weight:g}% of "
+        f"  [green]gate passed[/green]: canary {candidate} at {result.rollout.weight:g}% of "
         f"route {route} (experiment {result.rollout.experiment}); ramps {steps} while the "
         "guardrails hold"
     )

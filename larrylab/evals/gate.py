@@ -244,12 +244,14 @@ def run_gate(
     config: GateConfig | None = None,
     reuse: bool = True,
     actor: str = "larrylab gate",
+    max_tokens: int | None = None,
 ) -> GateDecisionPublic:
     """Evaluate candidate and baseline on the same samples, decide, and store the decision.
 
     The baseline defaults to the model `route` serves (the only route if none is named), the
     judge to that route's control model. Stored results for the same eval set, samples, judges
-    and endpoints are reused unless `reuse` is False.
+    and endpoints are reused unless `reuse` is False or `max_tokens` caps the replies (both
+    models are then evaluated afresh under that cap).
     """
     table = routing_table(database_url)
     baseline = baseline or route_model(table, route)
@@ -269,7 +271,8 @@ def run_gate(
     try:
         for model in (candidate, baseline):
             with Session(engine) as session:
-                stored = _stored(session, model, run, tasks, limit) if reuse else None
+                fresh = not reuse or max_tokens is not None
+                stored = None if fresh else _stored(session, model, run, tasks, limit)
             results[model] = stored or run_evals(
                 database_url=database_url,
                 model=model,
@@ -277,6 +280,7 @@ def run_gate(
                 log_dir=log_dir,
                 limit=limit,
                 route=route,
+                max_tokens=max_tokens,
             )
         decision = decide_gate(
             candidate=candidate,

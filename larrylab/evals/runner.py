@@ -121,6 +121,7 @@ def run_evals(
     limit: int | None = None,
     route: str | None = None,
     display: Display = "none",
+    max_tokens: int | None = None,
 ) -> list[EvalTaskResult]:
     """Run the PWS tasks on registry model `model`, store the results and return them.
 
@@ -133,6 +134,8 @@ def run_evals(
         limit: Score only the first `limit` samples of each task.
         route: The route whose control model judges when `judge` is not given.
         display: inspect's display ("none", "plain", "rich", "full").
+        max_tokens: Cap on each reply of the model under test (the judges are not capped);
+            default the model's own limit.
 
     Raises:
         NotFoundError: Unknown model, judge or route.
@@ -159,6 +162,7 @@ def run_evals(
         fail_on_error=MAX_ERROR_SHARE,
         max_retries=MAX_RETRIES,
         log_format="eval",
+        max_tokens=max_tokens,  # None: inspect's default, the model's own limit
     )
     results = [result_from_log(log) for log in logs]
     digest = items_hash(items)
