@@ -33,10 +33,11 @@ router = APIRouter(
 
 class ChoiceReply:
     """A streamed chat completion as the log keeps it: the first choice's text and tool calls
-    (deltas merged by index), and the usage."""
+    (deltas merged by index), the usage, and when its first content came."""
 
     def __init__(self) -> None:
         self.usage: dict[str, Any] | None = None
+        self.first_content_at: float | None = None  # perf_counter() of the first text or call
         self._parts: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}
 
@@ -51,9 +52,12 @@ class ChoiceReply:
             piece = delta.get("content")
             if isinstance(piece, str):
                 self._parts.append(piece)
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls") or ()
+            for call in calls:
                 if isinstance(call, dict):
                     self._merge_call(call)
+            if self.first_content_at is None and (piece or calls):
+                self.first_content_at = time.perf_counter()
 
     def _merge_call(self, delta: dict[str, Any]) -> None:
         index = delta.get("index", len(self._calls))
@@ -100,6 +104,10 @@ class OpenAIWire:
     def gathered(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The streamed reply so far, and its usage."""
         return self._reply.message(), self._reply.usage
+
+    def first_content_at(self) -> float | None:
+        """When the stream's first text or tool call came (perf_counter), if it has."""
+        return self._reply.first_content_at
 
     def chunk(self, chunk: dict[str, Any], att: Attempt) -> bytes | None:
         """A chunk with our id; the usage-only chunk only when the client asked for usage."""

@@ -54,11 +54,15 @@ class GeminiReply:
 
     def __init__(self) -> None:
         self.usage: dict[str, Any] | None = None
+        self.first_content_at: float | None = None  # perf_counter() of the first text
         self._parts: list[str] = []
 
     def add(self, chunk: dict[str, Any]) -> None:
         """Gather one chunk."""
-        self._parts.append(gemini_reply_text(chunk))
+        text = gemini_reply_text(chunk)
+        if text and self.first_content_at is None:
+            self.first_content_at = time.perf_counter()
+        self._parts.append(text)
         usage = gemini_usage(chunk)
         if usage:
             self.usage = usage
@@ -94,6 +98,10 @@ class GeminiWire:
     def gathered(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The streamed reply so far, and its usage."""
         return self._reply.message(), self._reply.usage
+
+    def first_content_at(self) -> float | None:
+        """When the stream's first text came (perf_counter), if it has."""
+        return self._reply.first_content_at
 
     def chunk(self, chunk: dict[str, Any], att: Attempt) -> bytes | None:
         """A chunk with our id, framed."""

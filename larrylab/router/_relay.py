@@ -60,6 +60,9 @@ class RelayResponse(Response):
                 if more:  # nothing goes after the piece that ended the response
                     more = more_after
                     await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                    # The client has the whole reply: its leaving now cancels nothing, and the
+                    # relay finishes (reads the upstream's end, logs the request as served).
+                    relaying = more
             if more:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:

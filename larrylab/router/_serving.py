@@ -276,6 +276,10 @@ class Wire(Protocol):
         """The streamed reply so far as an assistant message, and its token counts."""
         ...
 
+    def first_content_at(self) -> float | None:
+        """When the first text (or tool call) of the stream came (perf_counter), if it has."""
+        ...
+
     def start(self) -> bytes:
         """What opens the stream."""
         ...
@@ -332,7 +336,6 @@ async def _relay(
 ) -> AsyncIterator[tuple[bytes, bool]]:
     """Pass the upstream's chunks through with our request id, each piece with whether more
     follows (the last batch goes with the end of the reply); log when the stream ends."""
-    ttft_s = stream.first_at - att.t0
     error: UpstreamError | None = None
     status = "ok"
     ended = False  # whether the end of the reply has been handed on
@@ -373,6 +376,9 @@ async def _relay(
         with anyio.CancelScope(shield=True):
             await stream.aclose()
         reply, usage = wire.gathered()
+        # time to first token: the first chunk with content (a server may open its stream
+        # with an empty chunk), else the first chunk
+        ttft_s = (wire.first_content_at() or stream.first_at) - att.t0
         rec = att.record(
             status=status, http_status=200, error=error, ttft_s=ttft_s, tokens=usage, reply=reply
         )

@@ -4,6 +4,8 @@ error the client is told of."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,11 +32,16 @@ def _chunk(content: str | None, finish: str | None = None, usage: bool = False) 
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-def _upstream(events: list[bytes]) -> Starlette:
+def _upstream(
+    events: list[bytes], pause_after_first_s: float = 0.0, pause_at_end_s: float = 0.0
+) -> Starlette:
     async def completions(request: Request) -> StreamingResponse:
         async def body() -> AsyncIterator[bytes]:
-            for event in events:
+            for i, event in enumerate(events):
+                if i == 1 and pause_after_first_s:
+                    await asyncio.sleep(pause_after_first_s)
                 yield event
+            await asyncio.sleep(pause_at_end_s)  # the body's end comes after [DONE]
 
         return StreamingResponse(body(), media_type="text/event-stream")
 
@@ -43,8 +50,10 @@ def _upstream(events: list[bytes]) -> Starlette:
 
 @pytest.fixture
 def router_on(tmp_path: Path) -> Iterator[Any]:
-    def start(events: list[bytes]) -> Iterator[TestClient]:
-        with served(_upstream(events)) as url:
+    def start(
+        events: list[bytes], pause_after_first_s: float = 0.0, pause_at_end_s: float = 0.0
+    ) -> Iterator[TestClient]:
+        with served(_upstream(events, pause_after_first_s, pause_at_end_s)) as url:
             yield from router_client(tmp_path, SimpleNamespace(url=url))  # type: ignore[arg-type]
 
     return start
@@ -75,3 +84,24 @@ def test_a_stream_cut_before_its_finish_chunk_ends_with_an_error(router_on: Any)
         assert events[-1] != b"[DONE]"
         error = orjson.loads(events[-1])["error"]
         assert "without [DONE]" in error["message"]
+
+
+def test_time_to_first_token_is_the_first_chunk_with_text(router_on: Any, tmp_path: Path) -> None:
+    opening = _chunk("")  # an empty first chunk, as transformers serve sends before any token
+    events = [opening, _chunk("Who?"), _chunk(None, "stop"), b"data: [DONE]\n\n"]
+    for client in router_on(events, pause_after_first_s=0.3):
+        assert _events(client)[-1] == b"[DONE]"
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        ttft_ms, latency_ms = conn.execute("SELECT ttft_ms, latency_ms FROM request").fetchone()
+    assert 300 <= ttft_ms <= latency_ms
+
+
+def test_a_reply_whose_upstream_body_ends_after_done_is_logged_as_served(
+    router_on: Any, tmp_path: Path
+) -> None:
+    events = [_chunk("Who?"), _chunk(None, "stop"), b"data: [DONE]\n\n"]
+    for client in router_on(events, pause_at_end_s=0.3):
+        assert _events(client)[-1] == b"[DONE]"  # the client has it all, and goes
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        (status,) = conn.execute("SELECT status FROM request").fetchone()
+    assert status == "ok"
