@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from larrylab.router._deps import RouterState
 from larrylab.router._errors import install_error_handlers
 from larrylab.router._guard import guard
 from larrylab.router._metrics import RouterMetrics
+from larrylab.router._raw import RawRoute
 from larrylab.router._routing import RoutingCache
 from larrylab.router._schemas import ChatCompletionRequest
 from larrylab.router._upstream import new_client
@@ -134,18 +135,27 @@ def _document_gate_errors(schema: dict[str, Any]) -> None:
 
 class RouterApp(FastAPI):
     """FastAPI, with every HTTP request through the gate of `guard.py` first (key before body,
-    bounded body, a JSON 500 that keeps the connection)."""
+    bounded body, a JSON 500 that keeps the connection). The model routes are served right
+    after the gate (`RawRoute.serve`); every other request goes through FastAPI."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, model_routes: Sequence[RawRoute] = (), **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.model_routes = tuple(model_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve HTTP requests through the gate; other scopes (lifespan) straight."""
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
-        else:
-            await guard(super().__call__, self.settings, scope, receive, send)
+            return
+        for route in self.model_routes:
+            if route.match(scope):
+                scope["app"] = self
+                await guard(route.serve, self.settings, scope, receive, send)
+                return
+        await guard(super().__call__, self.settings, scope, receive, send)
 
 
 def _request_journal(settings: Settings) -> RequestJournal:
@@ -209,8 +219,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.dispose()
             log.info("router stopped; every request row written")
 
+    model_endpoints = (chat.chat_completions, gemini.model_call)
+    model_routes = [
+        route
+        for route in (*chat.router.routes, *gemini.router.routes)
+        if isinstance(route, RawRoute) and route.endpoint in model_endpoints
+    ]
     app = RouterApp(
         settings,
+        model_routes,
         title="larrylab router",
         version=__version__,
         description="OpenAI-compatible router splitting threads between models by experiment.",
