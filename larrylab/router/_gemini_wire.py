@@ -158,7 +158,14 @@ def _deep_camel(value: Any) -> Any:
     return value
 
 
+def _plain_text(part: Any) -> bool:
+    """A part that is only `{"text": "..."}`, as nearly every part of a chat is."""
+    return type(part) is dict and len(part) == 1 and type(part.get("text")) is str
+
+
 def _normalize_part(part: Any) -> Any:
+    if _plain_text(part):
+        return {"text": part["text"]}
     part = _camel_keys(part)
     if not isinstance(part, dict):
         return part
@@ -267,7 +274,8 @@ def _check_content(where: str, content: Any, *, check_role: bool) -> None:
     if not isinstance(parts, list) or not parts:
         raise WireError(f"{where}.parts is required and must be a non-empty list")
     for j, part in enumerate(parts):
-        _check_part(f"{where}.parts[{j}]", part)
+        if not _plain_text(part):
+            _check_part(f"{where}.parts[{j}]", part)
 
 
 def _check_number(config: dict[str, Any], field: str, *, whole: bool) -> None:
