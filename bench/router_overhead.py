@@ -897,8 +897,23 @@ async def measure(ways: Sequence[Way], args: argparse.Namespace) -> dict[str, An
     return res
 
 
+def python_speed_s() -> float:
+    """Seconds for a Python loop of 10 million additions inside a function, best of three: how
+    fast this VM runs Python, recorded with each run. Absolute latencies of runs on VMs of
+    different speeds do not compare; the ratios within one run do."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(10_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(best, 3)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the processes, measure, stop them, and collect the results."""
+    speed_s = python_speed_s()
     if args.setup_litellm and not (LITELLM_VENV / "bin" / "litellm").exists():
         setup_litellm(LITELLM_VENV)
     phases = args.phases.split(",")
@@ -1025,6 +1040,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "git": git_state(),
         "wall_s": round(wall, 1),
         "other_processes_cpu_share": round(max(foreign, 0.0) / (wall * (os.cpu_count() or 1)), 3),
+        "python_10m_additions_s": speed_s,
     }
     if gemini_std:
         res["meta"]["gemini"] = {
