@@ -168,7 +168,8 @@ async def model_call(request: Request) -> Response:
     stream = method == "streamGenerateContent"
     inbound = Inbound(GEMINI, model, body, raw, stream, version=_version(request))
     att = plan(state, inbound, request.headers, t0)
-    wire = GeminiWire(sse=request.query_params.get("alt") == "sse")
+    sse = bool(request.scope["query_string"]) and request.query_params.get("alt") == "sse"
+    wire = GeminiWire(sse=sse)
     return await serve(state, att, wire)
 
 

@@ -43,8 +43,8 @@ _CONFIG_REASONS = {
     "responseLogprobs": "logprobs",
     "logprobs": "logprobs",
 }
-_FLOAT_FIELDS = ("temperature", "topP", "presencePenalty", "frequencyPenalty")
-_INT_FIELDS = ("topK", "maxOutputTokens", "candidateCount", "seed", "logprobs")
+_FLOAT_FIELDS = frozenset({"temperature", "topP", "presencePenalty", "frequencyPenalty"})
+_INT_FIELDS = frozenset({"topK", "maxOutputTokens", "candidateCount", "seed", "logprobs"})
 _JSON_MIME = "application/json"
 _TEXT_MIMES = frozenset({"text/plain", _JSON_MIME})
 _SCHEMA_FIELDS = ("responseSchema", "responseJsonSchema")
@@ -137,7 +137,7 @@ def _camel_keys(obj: Any, keep: frozenset[str] = frozenset(), deep: bool = False
     Anything other than an object is returned as it is (the checks report it)."""
     if not isinstance(obj, dict):
         return obj
-    if not deep and not any("_" in key for key in obj):  # as Gemini's SDK sends most objects
+    if not deep and "_" not in "".join(obj):  # no snake_case key (as the SDK sends most)
         return dict(obj)
     out: dict[str, Any] = {}
     for key, value in obj.items():
@@ -207,11 +207,42 @@ def _normalize_tool(tool: Any) -> Any:
     return tool
 
 
-def normalize(body: dict[str, Any]) -> dict[str, Any]:
+def _plain_turns(contents: list[Any]) -> list[dict[str, Any]] | None:
+    """A copy of `contents` when every turn is a chat's plain text turn: role "user" or
+    "model" (or none) and parts that each hold only a text. Nothing in it is renamed and
+    nothing else needs checking. None for anything else (the general path takes it)."""
+    turns = []
+    for content in contents:
+        if type(content) is not dict:
+            return None
+        parts = content.get("parts")
+        if type(parts) is not list or not parts:
+            return None
+        if "role" in content:
+            role = content["role"]
+            if (role != "user" and role != "model") or len(content) != 2:
+                return None
+        elif len(content) != 1:
+            return None
+        texts = []
+        for part in parts:
+            if type(part) is not dict or len(part) != 1 or type(part.get("text")) is not str:
+                return None
+            texts.append({"text": part["text"]})
+        turn = dict(content)
+        turn["parts"] = texts
+        turns.append(turn)
+    return turns
+
+
+def normalize(body: dict[str, Any], contents: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A copy of a Gemini request body with the camelCase names of its known fields (Gemini
-    accepts both spellings); free-form values (schemas, function args, labels) untouched."""
+    accepts both spellings); free-form values (schemas, function args, labels) untouched.
+    `contents`: the body's contents already normalized (by `_plain_turns`)."""
     out: dict[str, Any] = _camel_keys(body)
-    if isinstance(out.get("contents"), list):
+    if contents is not None:
+        out["contents"] = contents
+    elif isinstance(out.get("contents"), list):
         out["contents"] = [_normalize_content(c) for c in out["contents"]]
     if "systemInstruction" in out:
         out["systemInstruction"] = _normalize_content(out["systemInstruction"])
@@ -294,10 +325,11 @@ def _check_number(config: dict[str, Any], field: str, *, whole: bool) -> None:
 def _check_config(config: Any) -> None:
     if not isinstance(config, dict):
         raise WireError(f"generationConfig must be an object, not {_json_type(config)}")
-    for field in _FLOAT_FIELDS:
-        _check_number(config, field, whole=False)
-    for field in _INT_FIELDS:
-        _check_number(config, field, whole=True)
+    for field in config:
+        if field in _FLOAT_FIELDS:
+            _check_number(config, field, whole=False)
+        elif field in _INT_FIELDS:
+            _check_number(config, field, whole=True)
     stops = config.get("stopSequences")
     if stops is not None and not (
         isinstance(stops, list) and all(isinstance(s, str) for s in stops)
@@ -328,12 +360,15 @@ def parse_gemini_body(raw: bytes) -> dict[str, Any]:
         raise WireError(f"request body is not valid JSON (UTF-8): {exc}") from None
     if not isinstance(parsed, dict):
         raise WireError(f"request body must be a JSON object, not {_json_type(parsed)}")
-    body = normalize(parsed)
+    turns = parsed.get("contents")
+    plain = _plain_turns(turns) if type(turns) is list else None
+    body = normalize(parsed, plain)
     contents = body.get("contents")
     if not isinstance(contents, list) or not contents:
         raise WireError("`contents` is required and must be a non-empty list")
-    for i, content in enumerate(contents):
-        _check_content(f"contents[{i}]", content, check_role=True)
+    if plain is None:
+        for i, content in enumerate(contents):
+            _check_content(f"contents[{i}]", content, check_role=True)
     if body.get("systemInstruction") is not None:
         _check_content("systemInstruction", body["systemInstruction"], check_role=False)
     if body.get("generationConfig") is not None:
@@ -622,9 +657,17 @@ def _summary(parts: list[dict[str, Any]]) -> str:
 
 
 def _log_text(content: dict[str, Any], sep: str) -> str:
-    parts = [p for p in content.get("parts") or [] if isinstance(p, dict)]
-    text = sep.join(p["text"] for p in parts if _is_text(p) and isinstance(p["text"], str))
-    others = [p for p in parts if not _is_text(p)]
+    texts: list[str] = []
+    others: list[dict[str, Any]] = []
+    for part in content.get("parts") or []:
+        if not isinstance(part, dict):
+            continue
+        if "text" in part and not part.get("thought"):  # as `_is_text`
+            if isinstance(part["text"], str):
+                texts.append(part["text"])
+        else:
+            others.append(part)
+    text = sep.join(texts)
     if not others:
         return text
     summary = _summary(others)
@@ -669,6 +712,17 @@ def opening_text(messages: list[dict[str, Any]]) -> str | None:
     if first_user is None:
         return None
     return orjson.dumps([systems, _message_text(first_user)]).decode()
+
+
+def gemini_opening(body: dict[str, Any]) -> str | None:
+    """`opening_text(gemini_messages(body))`, reading only the system instruction and the
+    first user turn of a normalized Gemini request (not the whole conversation)."""
+    system = body.get("systemInstruction")
+    systems = [_log_text(system, "\n")] if isinstance(system, dict) else []
+    for content in body.get("contents") or []:
+        if isinstance(content, dict) and content.get("role") != "model":
+            return orjson.dumps([systems, _log_text(content, "")]).decode()
+    return None
 
 
 # --- OpenAI request -> Gemini request ------------------------------------------------------

@@ -28,6 +28,7 @@ from larrylab.router._gemini_wire import (
     GeminiToOpenAIStream,
     OpenAIToGeminiStream,
     gemini_messages,
+    gemini_opening,
     gemini_to_openai_request,
     gemini_to_openai_response,
     openai_to_gemini_request,
@@ -111,7 +112,10 @@ def thread_unit(inbound: Inbound, headers: Mapping[str, str]) -> tuple[str, str]
     user = inbound.body.get("user") if inbound.protocol == OPENAI else None
     if isinstance(user, str) and user:
         return user, "user"
-    opening = opening_text(inbound.messages())
+    if inbound.protocol == GEMINI:
+        opening = gemini_opening(inbound.body)
+    else:
+        opening = opening_text(inbound.messages())
     if opening is not None:
         digest = hashlib.blake2b(opening.encode(), digest_size=12).hexdigest()
         return f"open-{digest}", "opening"

@@ -15,6 +15,7 @@ from larrylab.router._gemini_wire import (
     WireError,
     gemini_error,
     gemini_messages,
+    gemini_opening,
     gemini_reply_text,
     gemini_to_openai_request,
     gemini_to_openai_response,
@@ -513,6 +514,60 @@ def test_the_opening_is_the_same_for_both_protocols_and_unambiguous() -> None:
         [{"role": "system", "content": "ab"}, {"role": "user", "content": "c"}]
     ) != opening_text([{"role": "system", "content": "a"}, {"role": "user", "content": "bc"}])
     assert opening_text([{"role": "system", "content": "only"}]) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"contents": [{"parts": [{"text": "hi"}], "role": "user"}]},
+        {"contents": [{"parts": [{"text": "a"}, {"text": "b"}]}, {"role": "model", "parts": []}]},
+        {"contents": [{"role": "user", "parts": [{"text": "a", "thought": True}]}]},
+        {"contents": [{"role": "user", "parts": [{"text": "a"}], "extra": 1}]},
+        {"contents": [{"role": "model", "parts": [{"text": "a"}]}], "generation_config": {}},
+    ],
+)
+def test_plain_text_turns_parse_as_the_general_path_normalizes_them(raw: dict[str, Any]) -> None:
+    general = normalize(orjson.loads(orjson.dumps(raw)))
+    try:
+        parsed = parse_gemini_body(orjson.dumps(raw))
+    except WireError as exc:  # the general path's checks refuse it too
+        assert "parts is required" in str(exc)
+        return
+    assert parsed == general
+    assert [list(turn) for turn in parsed["contents"]] == [list(t) for t in raw["contents"]]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+        {"contents": [{"parts": [{"text": "no role"}, {"text": " two parts"}]}]},
+        {
+            "systemInstruction": {"parts": [{"text": "sys a"}, {"text": "sys b"}]},
+            "contents": [
+                {"role": "model", "parts": [{"text": "a model turn first"}]},
+                {
+                    "role": "user",
+                    "parts": [
+                        {"text": "look"},
+                        {"inlineData": {"mimeType": "image/png", "data": "AA"}},
+                    ],
+                },
+                {"role": "user", "parts": [{"text": "later"}]},
+            ],
+        },
+        {
+            "systemInstruction": {"parts": [{"text": "only"}]},
+            "contents": [{"role": "model", "parts": [{"text": "no user turn"}]}],
+        },
+    ],
+)
+def test_the_gemini_opening_reads_only_what_the_whole_conversation_gives(
+    raw: dict[str, Any],
+) -> None:
+    body = parse_gemini_body(orjson.dumps(raw))
+    assert gemini_opening(body) == opening_text(gemini_messages(body))
+    assert gemini_opening(larry_body()) == opening_text(gemini_messages(larry_body()))
 
 
 # --- OpenAI request -> Gemini request -------------------------------------------------------
