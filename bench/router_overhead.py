@@ -48,9 +48,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -714,6 +716,27 @@ def start_litellm(venv: Path, sim_url: str, tmp: Path, protocol: str = "openai")
     raise RuntimeError(f"litellm did not start:\n{lp.log()[-3000:]}")
 
 
+def start_floor(sim_url: str, tmp: Path) -> LocalProcess:
+    """`stack_floor.py` in front of the simulator: uvicorn and aiohttp forwarding as they are,
+    without larrylab's code (the floor of what any proxy on these parts adds)."""
+    port, log_path = free_port(), tmp / "stack-floor.log"
+    args = [sys.executable, str(Path(__file__).resolve().parent / "stack_floor.py")]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*args, "--port", str(port), "--upstream", sim_url],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    lp = LocalProcess("stack-floor", port, proc, log_path)
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"stack_floor.py exited with {proc.returncode}:\n{lp.log()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return lp
+        time.sleep(0.1)
+    lp.stop()
+    raise RuntimeError(f"stack_floor.py did not start:\n{lp.log()}")
+
+
 def router_config(sim_url: str) -> dict[str, Any]:
     """Two model entries on the same simulator; route `larry` runs a 50/50 experiment."""
     models = {n: {"base_url": f"{sim_url}/v1", "model": "larry-v1"} for n in ("sim-a", "sim-b")}
@@ -975,12 +998,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ) from None
                 gemini.append(gemini_way(name, r.url, model, r.proc.pid, logs=True, talk=talk()))
                 asyncio.run(preflight_alone(gemini[-1:]))
+            floor = start_floor(sim.url, tmp) if standard else None
+            if floor is not None:
+                procs.append(floor)
             if gemini_std:
                 pid = sim.proc.pid
                 direct = gemini_way(
                     "direct", sim.url, GEMINI_MODEL, pid, through=False, talk=talk()
                 )
                 gemini.insert(0, direct)
+            if gemini_std and floor is not None:
+                pid = floor.proc.pid
+                gemini.append(gemini_way("stack-floor", floor.url, GEMINI_MODEL, pid, talk=talk()))
             if gemini_std and proxy:
                 procs.append(start_litellm(LITELLM_VENV, sim.url, tmp, "gemini"))
                 pid = procs[-1].proc.pid
@@ -996,6 +1025,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 logs = name != "larrylab-nolog"
                 way = Way(name, f"{r.url}/v1", model, r.proc.pid, logs=logs, talk=talk())
                 ways.append(way if in_standard else replace(way, standard=False))
+            if openai_std and floor is not None:
+                pid = floor.proc.pid
+                ways.append(Way("stack-floor", f"{floor.url}/v1", "larry-v1", pid, talk=talk()))
             if proxy and openai_std:
                 procs.append(start_litellm(LITELLM_VENV, sim.url, tmp))
                 pid = procs[-1].proc.pid
@@ -1037,6 +1069,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "sustained_variants": args.sustained_variant,
         "added_latency_method": "percentile of way minus same percentile of direct",
         "upstream": "larrylab sim --ttft-ms 0 --tokens-per-s 0 --latency-ms 0 (SIMULATED)",
+        "stack_floor": "bench/stack_floor.py: uvicorn (httptools, uvloop) and aiohttp forwarding "
+        "each request as it came, no larrylab code",
         "git": git_state(),
         "wall_s": round(wall, 1),
         "other_processes_cpu_share": round(max(foreign, 0.0) / (wall * (os.cpu_count() or 1)), 3),
