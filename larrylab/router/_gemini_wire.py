@@ -207,10 +207,11 @@ def _normalize_tool(tool: Any) -> Any:
     return tool
 
 
-def _plain_turns(contents: list[Any]) -> list[dict[str, Any]] | None:
+def _plain_turns(contents: list[Any], *, check_role: bool = True) -> list[dict[str, Any]] | None:
     """A copy of `contents` when every turn is a chat's plain text turn: role "user" or
-    "model" (or none) and parts that each hold only a text. Nothing in it is renamed and
-    nothing else needs checking. None for anything else (the general path takes it)."""
+    "model" (any role unless `check_role`, as for the system instruction) or none, and parts
+    that each hold only a text. Nothing in it is renamed and nothing else needs checking. None
+    for anything else (the general path takes it)."""
     turns = []
     for content in contents:
         if type(content) is not dict:
@@ -220,7 +221,7 @@ def _plain_turns(contents: list[Any]) -> list[dict[str, Any]] | None:
             return None
         if "role" in content:
             role = content["role"]
-            if (role != "user" and role != "model") or len(content) != 2:
+            if (check_role and role != "user" and role != "model") or len(content) != 2:
                 return None
         elif len(content) != 1:
             return None
@@ -235,16 +236,23 @@ def _plain_turns(contents: list[Any]) -> list[dict[str, Any]] | None:
     return turns
 
 
-def normalize(body: dict[str, Any], contents: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def normalize(
+    body: dict[str, Any],
+    contents: list[dict[str, Any]] | None = None,
+    system: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A copy of a Gemini request body with the camelCase names of its known fields (Gemini
     accepts both spellings); free-form values (schemas, function args, labels) untouched.
-    `contents`: the body's contents already normalized (by `_plain_turns`)."""
+    `contents` and `system`: the body's contents and system instruction, already normalized
+    (by `_plain_turns`)."""
     out: dict[str, Any] = _camel_keys(body)
     if contents is not None:
         out["contents"] = contents
     elif isinstance(out.get("contents"), list):
         out["contents"] = [_normalize_content(c) for c in out["contents"]]
-    if "systemInstruction" in out:
+    if system is not None:
+        out["systemInstruction"] = system
+    elif "systemInstruction" in out:
         out["systemInstruction"] = _normalize_content(out["systemInstruction"])
     if "generationConfig" in out:
         out["generationConfig"] = _normalize_config(out["generationConfig"])
@@ -362,14 +370,16 @@ def parse_gemini_body(raw: bytes) -> dict[str, Any]:
         raise WireError(f"request body must be a JSON object, not {_json_type(parsed)}")
     turns = parsed.get("contents")
     plain = _plain_turns(turns) if type(turns) is list else None
-    body = normalize(parsed, plain)
+    system = parsed.get("systemInstruction")
+    plain_system = _plain_turns([system], check_role=False) if type(system) is dict else None
+    body = normalize(parsed, plain, plain_system[0] if plain_system else None)
     contents = body.get("contents")
     if not isinstance(contents, list) or not contents:
         raise WireError("`contents` is required and must be a non-empty list")
     if plain is None:
         for i, content in enumerate(contents):
             _check_content(f"contents[{i}]", content, check_role=True)
-    if body.get("systemInstruction") is not None:
+    if plain_system is None and body.get("systemInstruction") is not None:
         _check_content("systemInstruction", body["systemInstruction"], check_role=False)
     if body.get("generationConfig") is not None:
         _check_config(body["generationConfig"])

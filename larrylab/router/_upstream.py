@@ -267,6 +267,14 @@ class _Endpoint:
     proxy: URL | None
     proxy_auth: aiohttp.BasicAuth | None
     timeout: aiohttp.ClientTimeout
+    paths: dict[str, URL] = field(default_factory=dict)  # `at`'s URLs, one per path
+
+    def at(self, path: str) -> URL:
+        """The URL of `path` under the base URL (made once per path: a model has a few)."""
+        url = self.paths.get(path)
+        if url is None:
+            url = self.paths[path] = URL(f"{self.url}{path}", encoded=True)
+        return url
 
 
 class UpstreamClient:
@@ -304,7 +312,7 @@ class UpstreamClient:
         endpoint = self._endpoints.get(target) or self._endpoint(target)
         session = self._session or self._open()
         headers = _headers(target)
-        url = endpoint.url if path is None else URL(f"{endpoint.url}{path}", encoded=True)
+        url = endpoint.url if path is None else endpoint.at(path)
         for attempt in range(2):
             try:
                 return await session.post(

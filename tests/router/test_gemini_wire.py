@@ -516,6 +516,9 @@ def test_the_opening_is_the_same_for_both_protocols_and_unambiguous() -> None:
     assert opening_text([{"role": "system", "content": "only"}]) is None
 
 
+_TURN = [{"role": "user", "parts": [{"text": "hi"}]}]
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -524,6 +527,11 @@ def test_the_opening_is_the_same_for_both_protocols_and_unambiguous() -> None:
         {"contents": [{"role": "user", "parts": [{"text": "a", "thought": True}]}]},
         {"contents": [{"role": "user", "parts": [{"text": "a"}], "extra": 1}]},
         {"contents": [{"role": "model", "parts": [{"text": "a"}]}], "generation_config": {}},
+        {"systemInstruction": {"parts": [{"text": "s"}], "role": "system"}, "contents": _TURN},
+        {"systemInstruction": {"parts": [{"text": "s"}], "extra": 1}, "contents": _TURN},
+        {"systemInstruction": {"parts": [{"text": "s", "thought": True}]}, "contents": _TURN},
+        {"systemInstruction": {"parts": []}, "contents": _TURN},
+        {"system_instruction": {"parts": [{"text": "snake"}]}, "contents": _TURN},
     ],
 )
 def test_plain_text_turns_parse_as_the_general_path_normalizes_them(raw: dict[str, Any]) -> None:
@@ -535,6 +543,8 @@ def test_plain_text_turns_parse_as_the_general_path_normalizes_them(raw: dict[st
         return
     assert parsed == general
     assert [list(turn) for turn in parsed["contents"]] == [list(t) for t in raw["contents"]]
+    if "systemInstruction" in raw:
+        assert list(parsed["systemInstruction"]) == list(raw["systemInstruction"])
 
 
 @pytest.mark.parametrize(
