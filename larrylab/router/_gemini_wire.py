@@ -227,7 +227,7 @@ def _plain_turns(contents: list[Any], *, check_role: bool = True) -> list[dict[s
             return None
         texts = []
         for part in parts:
-            if type(part) is not dict or len(part) != 1 or type(part.get("text")) is not str:
+            if not _plain_text(part):
                 return None
             texts.append({"text": part["text"]})
         turn = dict(content)
@@ -672,7 +672,7 @@ def _log_text(content: dict[str, Any], sep: str) -> str:
     for part in content.get("parts") or []:
         if not isinstance(part, dict):
             continue
-        if "text" in part and not part.get("thought"):  # as `_is_text`
+        if _is_text(part):
             if isinstance(part["text"], str):
                 texts.append(part["text"])
         else:
